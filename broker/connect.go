@@ -1,0 +1,268 @@
+package broker
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// ConnOptions configures Connect.
+type ConnOptions struct {
+	URL    string // e.g. tls://127.0.0.1:4222
+	CAFile string // CA that signs the server certificate; required
+
+	User, Password string // empty: connect as the anonymous client
+
+	CertFile, KeyFile string // optional client certificate (mTLS)
+
+	Name   string       // connection name shown in server monitoring
+	Logger *slog.Logger // nil discards
+}
+
+// connectTimeout bounds each step of the initial connect (dial, then TLS
+// and protocol handshake), so a wrong address fails in seconds.
+const connectTimeout = 3 * time.Second
+
+// Reconnect backoff: doubles from reconnectMin up to reconnectMax.
+const (
+	reconnectMin = 250 * time.Millisecond
+	reconnectMax = 10 * time.Second
+)
+
+// Connect opens a TLS 1.3 connection to NATS. Whatever the URL scheme, the
+// connection is encrypted and the server must present a certificate signed
+// by the CA in o.CAFile. The initial connect fails fast with an error a user
+// can act on and honours ctx; once connected the connection reconnects
+// forever with backoff. With User set the connection is a service: it
+// authenticates and keeps its reply inboxes under ServiceInboxPrefix.
+func Connect(ctx context.Context, o ConnOptions) (*nats.Conn, error) {
+	if o.URL == "" {
+		return nil, errors.New("cannot connect to NATS: no URL given")
+	}
+	tlsCfg, err := clientTLSConfig(o)
+	if err != nil {
+		return nil, &connectError{url: redactURL(o.URL), reason: err.Error(), err: err}
+	}
+	d := &initialDialer{ctx: ctx}
+	d.Timeout = connectTimeout
+	return connect(ctx, o, d, nats.Secure(tlsCfg), nats.SetCustomDialer(d))
+}
+
+func clientTLSConfig(o ConnOptions) (*tls.Config, error) {
+	if o.CAFile == "" {
+		// No fallback to the system roots: trusting every public CA would
+		// let anyone with a certificate for the name impersonate the broker.
+		return nil, errors.New("no CA file given (use --ca)")
+	}
+	pool, err := loadCAPool(o.CAFile)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &tls.Config{
+		MinVersion:       tls.VersionTLS13,
+		CurvePreferences: curvePreferences,
+		RootCAs:          pool,
+	}
+	if o.CertFile != "" || o.KeyFile != "" {
+		if o.CertFile == "" || o.KeyFile == "" {
+			return nil, errors.New("client certificate needs both a certificate and a key file")
+		}
+		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("load client certificate %s: %w", o.CertFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// connect is shared by Connect and Embedded.InProcessConn; d is nil for
+// in-process connections, which do not dial.
+func connect(ctx context.Context, o ConnOptions, d *initialDialer, extra ...nats.Option) (*nats.Conn, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	shown := redactURL(o.URL)
+	log = log.With("nats", shown)
+	if o.Name != "" {
+		log = log.With("conn", o.Name)
+	}
+	opts := []nats.Option{
+		nats.Name(o.Name),
+		nats.Timeout(connectTimeout),
+		nats.MaxReconnects(-1),
+		nats.CustomReconnectDelay(reconnectDelay),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Info("NATS disconnected, reconnecting", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }),
+		nats.ClosedHandler(func(*nats.Conn) { log.Debug("NATS connection closed") }),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if sub != nil {
+				log.Warn("NATS error", "subject", sub.Subject, "err", err)
+				return
+			}
+			log.Warn("NATS error", "err", err)
+		}),
+	}
+	if o.User != "" {
+		opts = append(opts, nats.UserInfo(o.User, o.Password), nats.CustomInboxPrefix(ServiceInboxPrefix))
+	}
+	opts = append(opts, extra...)
+
+	if err := ctx.Err(); err != nil {
+		return nil, &connectError{url: shown, reason: err.Error(), err: err}
+	}
+	nc, err := nats.Connect(o.URL, opts...)
+	var dialErr error
+	if d != nil {
+		dialErr = d.done()
+	}
+	if err == nil && ctx.Err() != nil {
+		nc.Close()
+		err = ctx.Err()
+	}
+	if err != nil {
+		return nil, explain(ctx, shown, err, dialErr)
+	}
+	log.Debug("NATS connected", "server", nc.ConnectedServerId())
+	return nc, nil
+}
+
+// reconnectDelay backs off exponentially with jitter, so replicas that lost
+// the broker together do not hammer it in lockstep when it returns.
+func reconnectDelay(attempts int) time.Duration {
+	d := reconnectMax
+	if attempts < 16 {
+		d = min(reconnectMin<<max(attempts-1, 0), reconnectMax)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// initialDialer dials with ctx during the initial connect only; later
+// reconnects must not die with the caller's context.
+type initialDialer struct {
+	net.Dialer
+
+	mu      sync.Mutex
+	ctx     context.Context // nil once the initial connect is over
+	stops   []func() bool
+	lastErr error
+}
+
+func (d *initialDialer) Dial(network, addr string) (net.Conn, error) {
+	d.mu.Lock()
+	ctx := d.ctx
+	d.mu.Unlock()
+	if ctx == nil {
+		return d.Dialer.Dial(network, addr)
+	}
+	c, err := d.DialContext(ctx, network, addr)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err != nil {
+		d.lastErr = err
+		return nil, err
+	}
+	if d.ctx != nil {
+		// Abort a handshake that is still running when ctx ends.
+		d.stops = append(d.stops, context.AfterFunc(ctx, func() { _ = c.Close() }))
+	}
+	return c, nil
+}
+
+// done ends the initial phase and returns the last dial error, which
+// nats.go replaces by a generic "no servers available".
+func (d *initialDialer) done() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, stop := range d.stops {
+		stop()
+	}
+	d.ctx, d.stops = nil, nil
+	return d.lastErr
+}
+
+// connectError is a one-line connect failure naming the URL and, where the
+// cause is a common mistake, what to check.
+type connectError struct {
+	url, reason string
+	err         error
+}
+
+func (e *connectError) Error() string {
+	return "cannot connect to NATS at " + e.url + ": " + e.reason
+}
+
+func (e *connectError) Unwrap() error { return e.err }
+
+func explain(ctx context.Context, shown string, err, dialErr error) error {
+	if errors.Is(err, nats.ErrNoServers) && dialErr != nil {
+		err = dialErr
+	}
+	ce := &connectError{url: shown, reason: err.Error(), err: err}
+	var (
+		unknownCA x509.UnknownAuthorityError
+		badHost   x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		netErr    net.Error
+	)
+	switch {
+	case ctx.Err() != nil:
+		ce.reason, ce.err = ctx.Err().Error(), ctx.Err()
+	case errors.Is(err, syscall.ECONNREFUSED):
+		ce.reason = `connection refused (is "sftd dev" running?)`
+	case errors.As(err, &unknownCA):
+		ce.reason = "x509: certificate signed by unknown authority (check --ca)"
+	case errors.As(err, &badHost):
+		ce.reason = badHost.Error() + " (use a host name the server certificate covers)"
+	case errors.As(err, &invalid):
+		ce.reason = invalid.Error()
+	case strings.Contains(err.Error(), "remote error: tls: "),
+		strings.Contains(err.Error(), "connection closed by remote after TLS handshake"):
+		// In TLS 1.3 the server judges the client certificate after the
+		// client thinks the handshake is done, so a refusal arrives as an
+		// alert (whose type crypto/tls does not export) or, depending on
+		// timing, as a closed connection that nats.go reports in text only.
+		ce.reason = "the server rejected the TLS handshake (check the client certificate): " + err.Error()
+	case errors.Is(err, nats.ErrAuthorization):
+		ce.reason = "authorization violation (check the service user and password)"
+	case errors.Is(err, nats.ErrSecureConnWanted):
+		ce.reason = "the server does not offer TLS"
+	case errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		(errors.As(err, &netErr) && netErr.Timeout()):
+		ce.reason = fmt.Sprintf("no answer within %s (is the address right and the broker reachable?)", connectTimeout)
+	}
+	return ce
+}
+
+// redactURL hides credentials embedded in a URL (or a comma-separated list
+// of them, as nats.go accepts) before it is logged or put in an error.
+func redactURL(raw string) string {
+	parts := strings.Split(raw, ",")
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil {
+			parts[i] = "(unparsable URL)"
+			continue
+		}
+		parts[i] = u.Redacted()
+	}
+	return strings.Join(parts, ",")
+}

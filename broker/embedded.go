@@ -1,0 +1,206 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// EmbeddedOptions configures an in-process NATS server.
+type EmbeddedOptions struct {
+	Host string // listen address; empty means 127.0.0.1
+	Port int    // 0 picks a free port
+
+	StoreDir string // JetStream storage directory
+	PKI      PKI    // server certificate, key and the CA that signs them
+
+	// Credentials of the trusted services. Only a bcrypt hash of the
+	// password is handed to the server.
+	ServiceUser, ServicePassword string
+
+	Logger *slog.Logger // nil discards
+}
+
+// Embedded is a running in-process NATS server.
+type Embedded struct {
+	srv  *server.Server
+	url  string
+	log  *slog.Logger
+	once sync.Once
+
+	serviceUser string
+	serviceHash []byte // bcrypt
+}
+
+// bcryptCost is the work factor of the stored service password hash.
+var bcryptCost = bcrypt.DefaultCost
+
+// startTimeout bounds how long StartEmbedded waits for the listener when ctx
+// has no deadline of its own.
+const startTimeout = 30 * time.Second
+
+// StartEmbedded starts a NATS server that requires TLS 1.3 on every client
+// connection, enables JetStream in o.StoreDir and authorizes two users: the
+// service user with full permissions and ClientUser, the user of every
+// connection without credentials. ctx bounds startup only; call Shutdown to
+// stop the server.
+func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("start NATS server: %w", err)
+	}
+	opts, err := serverOptions(o)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("configure NATS server: %w", err)
+	}
+	nl := newNATSLogger(log)
+	srv.SetLoggerV2(nl, nl.debugEnabled(), false, false)
+
+	srv.Start()
+	if err := waitReady(ctx, srv, nl); err != nil {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return nil, fmt.Errorf("start NATS server on %s: %w", net.JoinHostPort(opts.Host, strconv.Itoa(o.Port)), err)
+	}
+	addr, ok := srv.Addr().(*net.TCPAddr)
+	if !ok {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return nil, errors.New("start NATS server: no TCP listener")
+	}
+	e := &Embedded{
+		srv:         srv,
+		url:         "tls://" + net.JoinHostPort(dialHost(opts.Host), strconv.Itoa(addr.Port)),
+		log:         log,
+		serviceUser: o.ServiceUser,
+		serviceHash: []byte(opts.Users[0].Password), // serverOptions lists the service user first
+	}
+	log.Info("NATS server ready", "url", e.url, "jetstream", o.StoreDir)
+	return e, nil
+}
+
+func serverOptions(o EmbeddedOptions) (*server.Options, error) {
+	switch {
+	case o.ServiceUser == "":
+		return nil, errors.New("embedded NATS: service user is empty")
+	case o.ServiceUser == ClientUser:
+		return nil, fmt.Errorf("embedded NATS: service user must not be %q, that is the anonymous client user", ClientUser)
+	case o.ServicePassword == "":
+		return nil, errors.New("embedded NATS: service password is empty")
+	case o.StoreDir == "":
+		return nil, errors.New("embedded NATS: JetStream store directory is empty")
+	case o.Port < 0 || o.Port > 65535:
+		return nil, fmt.Errorf("embedded NATS: invalid port %d", o.Port)
+	}
+	tlsCfg, err := serverTLSConfig(o.PKI)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: %w", err)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte(o.ServicePassword), bcryptCost)
+	if err != nil {
+		return nil, fmt.Errorf("embedded NATS: hash service password: %w", err)
+	}
+	host := o.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	port := o.Port
+	if port == 0 {
+		port = server.RANDOM_PORT // nats-server reads 0 as its default, 4222
+	}
+	return &server.Options{
+		Host: host,
+		Port: port,
+		// The embedding process owns signal handling.
+		NoSigs: true,
+
+		JetStream:              true,
+		StoreDir:               o.StoreDir,
+		DisableJetStreamBanner: true,
+
+		// A TLS config without AllowNonTLS makes TLS mandatory.
+		TLSConfig:  tlsCfg,
+		TLSTimeout: 2,
+
+		Users: []*server.User{
+			{Username: o.ServiceUser, Password: string(hash), Permissions: ServicePermissions()},
+			{Username: ClientUser, Permissions: ClientPermissions()},
+		},
+		NoAuthUser: ClientUser,
+	}, nil
+}
+
+func waitReady(ctx context.Context, srv *server.Server, nl *natsLogger) error {
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	for {
+		if err := nl.fatalErr(); err != nil {
+			return err
+		}
+		if srv.ReadyForConnections(50 * time.Millisecond) {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("not ready: %w", err)
+		}
+	}
+}
+
+// dialHost turns a listen address into one a client can dial and the dev
+// certificate covers.
+func dialHost(host string) string {
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return "127.0.0.1"
+	}
+	return host
+}
+
+// ClientURL is the URL clients connect to, e.g. tls://127.0.0.1:4222.
+func (e *Embedded) ClientURL() string { return e.url }
+
+// Server exposes the underlying server, e.g. for monitoring in tests.
+func (e *Embedded) Server() *server.Server { return e.srv }
+
+// Shutdown stops the server, closing every connection, and waits until it
+// has stopped and JetStream has flushed its state. It is safe to call more
+// than once.
+func (e *Embedded) Shutdown() {
+	e.once.Do(func() {
+		e.srv.Shutdown()
+		e.srv.WaitForShutdown()
+		e.log.Info("NATS server stopped")
+	})
+}
+
+// InProcessConn connects to the server through an in-memory pipe instead of
+// TCP. The server skips TLS for such connections (nothing outside the
+// process can reach them) but still authenticates and authorizes them like
+// any other, so user and password decide the role exactly as with Connect.
+func (e *Embedded) InProcessConn(ctx context.Context, user, password, name string) (*nats.Conn, error) {
+	o := ConnOptions{URL: "inprocess://" + e.srv.ID(), User: user, Password: password, Name: name, Logger: e.log}
+	// Refused credentials are checked here first only to fail fast: over the
+	// synchronous in-memory pipe the server's refusal deadlocks with the
+	// client's handshake write until the server's 10 s write deadline. The
+	// server still performs its own check.
+	if user != "" && !(user == ClientUser && password == "") && (user != e.serviceUser || bcrypt.CompareHashAndPassword(e.serviceHash, []byte(password)) != nil) {
+		err := nats.ErrAuthorization
+		return nil, &connectError{url: o.URL, reason: "authorization violation (check the service user and password)", err: err}
+	}
+	return connect(ctx, o, nil, nats.InProcessServer(e.srv))
+}

@@ -1,0 +1,223 @@
+// Package client is the Go client of the SFT services: log in, manage
+// sessions, fetch keys and watch events. The sft-cli commands and the
+// end-to-end tests both go through it, so they exercise one code path.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/services/rpc"
+	"github.com/sftproject/sft/services/seal"
+)
+
+// Client talks to the services over one NATS connection, as one user.
+type Client struct {
+	nc    *nats.Conn
+	token string
+	user  string
+}
+
+// New returns a client on nc. token may be empty until Login.
+func New(nc *nats.Conn, user, token string) *Client {
+	return &Client{nc: nc, user: user, token: token}
+}
+
+// User is the user the client acts as.
+func (c *Client) User() string { return c.user }
+
+// Token is the current bearer token.
+func (c *Client) Token() string { return c.token }
+
+func (c *Client) call(ctx context.Context, subject string, req, rep any) error {
+	return rpc.Call(ctx, c.nc, subject, c.token, req, rep)
+}
+
+// Login authenticates user. The password travels sealed to the auth
+// service's key and the token comes back sealed to a key made for this
+// call only, so neither is readable on the bus.
+func (c *Client) Login(ctx context.Context, user, password string) (api.LoginReply, error) {
+	if err := api.ValidUserName(user); err != nil {
+		return api.LoginReply{}, err
+	}
+	var info api.AuthInfoReply
+	if err := c.call(ctx, api.SubjectAuthInfo, struct{}{}, &info); err != nil {
+		return api.LoginReply{}, err
+	}
+	sealedPw, err := seal.Seal(info.SealKey, seal.LoginPasswordInfo(user), []byte(password))
+	if err != nil {
+		return api.LoginReply{}, fmt.Errorf("seal password: %w", err)
+	}
+	replyKey, err := seal.GenerateKey()
+	if err != nil {
+		return api.LoginReply{}, err
+	}
+	var rep api.LoginReply
+	req := api.LoginRequest{User: user, SealedPassword: sealedPw, ReplyKey: replyKey.PublicKey()}
+	if err := rpc.Call(ctx, c.nc, api.SubjectAuthLogin, "", req, &rep); err != nil {
+		return api.LoginReply{}, err
+	}
+	tok, err := replyKey.Open(seal.LoginTokenInfo(user), rep.SealedToken)
+	if err != nil {
+		return api.LoginReply{}, fmt.Errorf("open login reply: %w", err)
+	}
+	c.user, c.token = user, string(tok)
+	return rep, nil
+}
+
+// Create opens a session as initiator.
+func (c *Client) Create(ctx context.Context, req api.CreateRequest) (*api.Session, error) {
+	var s api.Session
+	return &s, c.call(ctx, api.SubjectSessionCreate, req, &s)
+}
+
+// Join joins a session as its responder.
+func (c *Client) Join(ctx context.Context, id string) (*api.Session, error) {
+	var s api.Session
+	return &s, c.call(ctx, api.SubjectSessionJoin, api.SessionRequest{SessionID: id}, &s)
+}
+
+// Get reads a session.
+func (c *Client) Get(ctx context.Context, id string) (*api.Session, error) {
+	var s api.Session
+	return &s, c.call(ctx, api.SubjectSessionGet, api.SessionRequest{SessionID: id}, &s)
+}
+
+// List returns the user's sessions, newest first; state filters when set.
+func (c *Client) List(ctx context.Context, state api.State) ([]api.Session, error) {
+	var rep api.ListReply
+	return rep.Sessions, c.call(ctx, api.SubjectSessionList, api.ListRequest{State: state}, &rep)
+}
+
+// Report records this member's outcome.
+func (c *Client) Report(ctx context.Context, id string, r api.Report) (*api.Session, error) {
+	var s api.Session
+	return &s, c.call(ctx, api.SubjectSessionReport, api.ReportRequest{SessionID: id, Report: r}, &s)
+}
+
+// Cancel cancels a session.
+func (c *Client) Cancel(ctx context.Context, id, reason string) (*api.Session, error) {
+	var s api.Session
+	return &s, c.call(ctx, api.SubjectSessionCancel, api.CancelRequest{SessionID: id, Reason: reason}, &s)
+}
+
+// Key fetches the session key, sealed in transit to a key made for this
+// call. The caller should clear it when done.
+func (c *Client) Key(ctx context.Context, id string) ([]byte, error) {
+	k, err := seal.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	var rep api.KeyReply
+	if err := c.call(ctx, api.SubjectKeyGet, api.KeyRequest{SessionID: id, ReplyKey: k.PublicKey()}, &rep); err != nil {
+		return nil, err
+	}
+	key, err := k.Open(seal.SessionKeyInfo(id), rep.SealedKey)
+	if err != nil {
+		return nil, fmt.Errorf("open session key: %w", err)
+	}
+	if len(key) != 32 {
+		return nil, fmt.Errorf("session key has %d bytes, want 32", len(key))
+	}
+	return key, nil
+}
+
+// ErrWatchEnded is returned by a Watch whose relay stopped; the message
+// says why (for a session watch, "session completed" and the like).
+var ErrWatchEnded = errors.New("watch ended")
+
+// Watch calls fn for each event the user may see, in order: with a session
+// id, that session's events from its start; without, every event of the
+// user's sessions from now on. It returns when ctx ends, fn returns an
+// error (returned as is), or the relay stops (ErrWatchEnded).
+func (c *Client) Watch(ctx context.Context, sessionID string, fn func(api.Event) error) error {
+	inbox := c.nc.NewInbox()
+	ch := make(chan *nats.Msg, 256)
+	sub, err := c.nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return fmt.Errorf("watch: subscribe: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	var rep api.WatchReply
+	if err := c.call(ctx, api.SubjectSessionWatch, api.WatchRequest{SessionID: sessionID, Deliver: inbox}, &rep); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case m := <-ch:
+			if m.Header.Get(api.HeartbeatHeader) != "" {
+				_ = m.Respond(nil)
+				continue
+			}
+			if why := m.Header.Get(api.WatchEndHeader); why != "" {
+				return fmt.Errorf("%w: %s", ErrWatchEnded, why)
+			}
+			var ev api.Event
+			if err := json.Unmarshal(m.Data, &ev); err != nil {
+				return fmt.Errorf("watch: undecodable event: %w", err)
+			}
+			if err := fn(ev); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// sessionEvents runs a session watch in the background and delivers its
+// events on a channel; the caller owns it and must call stop.
+type sessionEvents struct {
+	ch     chan api.Event
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	err    error // set before ch closes
+}
+
+func (c *Client) watchSession(ctx context.Context, id string) *sessionEvents {
+	ctx, cancel := context.WithCancel(ctx)
+	w := &sessionEvents{ch: make(chan api.Event, 64), cancel: cancel}
+	w.wg.Go(func() {
+		defer close(w.ch)
+		w.err = c.Watch(ctx, id, func(ev api.Event) error {
+			select {
+			case w.ch <- ev:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	})
+	return w
+}
+
+func (w *sessionEvents) stop() {
+	w.cancel()
+	w.wg.Wait()
+}
+
+// until waits for an event that done accepts, or for the watch to end.
+func (w *sessionEvents) until(ctx context.Context, done func(api.Event) bool) (api.Event, error) {
+	for {
+		select {
+		case <-ctx.Done():
+			return api.Event{}, ctx.Err()
+		case ev, ok := <-w.ch:
+			if !ok {
+				if w.err == nil {
+					w.err = ErrWatchEnded
+				}
+				return api.Event{}, w.err
+			}
+			if done(ev) {
+				return ev, nil
+			}
+		}
+	}
+}

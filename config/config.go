@@ -1,0 +1,327 @@
+// Package config defines SFT's one configuration struct and loads it once,
+// with the precedence flags > SFT_* environment > config file > defaults.
+//
+// The environment is passed in explicitly (not read from the process) so a
+// command's behaviour depends only on its arguments, which keeps tests
+// hermetic and lets them run in parallel.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// Config is every setting of sftd and sft-cli. Each field's key is its
+// mapstructure path (e.g. nats.url); its environment variable is SFT_ plus
+// the key upper-cased with dots as underscores (SFT_NATS_URL).
+type Config struct {
+	// DataDir holds sftd's state: the dev PKI, signing keys, JetStream files.
+	DataDir string `mapstructure:"data_dir"`
+	// ConfigDir holds sft-cli's cached login token and the default config file.
+	ConfigDir string `mapstructure:"config_dir"`
+	// User is the SFT user sft-cli logs in as.
+	User string `mapstructure:"user"`
+
+	NATS    NATS    `mapstructure:"nats"`
+	Dev     Dev     `mapstructure:"dev"`
+	Auth    Auth    `mapstructure:"auth"`
+	Session Session `mapstructure:"session"`
+	Peer    Peer    `mapstructure:"peer"`
+	Log     Log     `mapstructure:"log"`
+}
+
+// NATS is how to reach the broker.
+type NATS struct {
+	URL string `mapstructure:"url"`
+	// CAFile is the CA that signs the NATS server certificate; empty means
+	// the dev CA under DataDir.
+	CAFile string `mapstructure:"ca_file"`
+}
+
+// Dev configures the all-in-one `sftd dev`.
+type Dev struct {
+	// Listen is where the embedded NATS server accepts TLS clients.
+	Listen string `mapstructure:"listen"`
+}
+
+// Auth configures the auth service.
+type Auth struct {
+	TokenTTL time.Duration `mapstructure:"token_ttl"`
+}
+
+// Session configures the session service.
+type Session struct {
+	// TTL is how long a session may take from creation to its end.
+	TTL time.Duration `mapstructure:"ttl"`
+	// Retention is how long an ended session stays readable.
+	Retention time.Duration `mapstructure:"retention"`
+}
+
+// Peer configures sft-cli's peer link.
+type Peer struct {
+	// Listen is where the sending side accepts its peer (port 0: any free port).
+	Listen string `mapstructure:"listen"`
+	// Advertise is the address the peer dials when it differs from Listen
+	// (behind NAT or a port forward); empty means Listen's actual address.
+	Advertise string `mapstructure:"advertise"`
+	// ConnectTimeout bounds the wait for the peer's connection once it joined,
+	// and the dial to a listening peer.
+	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+}
+
+// Log configures log/slog output.
+type Log struct {
+	Level  string `mapstructure:"level"`  // debug, info, warn, error
+	Format string `mapstructure:"format"` // text or json
+}
+
+// CAFile returns the CA file to trust for NATS.
+func (c Config) CAFile() string {
+	if c.NATS.CAFile != "" {
+		return c.NATS.CAFile
+	}
+	return filepath.Join(c.DataDir, "pki", "ca.pem")
+}
+
+// Key documents one setting.
+type Key struct {
+	Name    string // mapstructure path, e.g. "nats.url"
+	Default any
+	Help    string
+}
+
+// Env is the environment variable that sets k.
+func (k Key) Env() string {
+	return "SFT_" + strings.ToUpper(strings.ReplaceAll(k.Name, ".", "_"))
+}
+
+// Keys lists every setting with its default, computed from env (for the
+// directories). A test checks it covers every field of Config.
+func Keys(env []string) []Key {
+	return []Key{
+		{"data_dir", defaultDataDir(env), "sftd state: dev PKI, signing keys, JetStream files"},
+		{"config_dir", defaultConfigDir(env), "sft-cli token cache and default config file (sft.yaml)"},
+		{"user", "", "SFT user name sft-cli logs in as"},
+		{"nats.url", "tls://127.0.0.1:4222", "NATS server URL"},
+		{"nats.ca_file", "", "CA certificate for the NATS server (empty: <data_dir>/pki/ca.pem)"},
+		{"dev.listen", "127.0.0.1:4222", "address the embedded NATS server of `sftd dev` listens on"},
+		{"auth.token_ttl", 12 * time.Hour, "lifetime of a login token"},
+		{"session.ttl", 15 * time.Minute, "time a session has from creation to its end"},
+		{"session.retention", time.Hour, "how long an ended session stays readable"},
+		{"peer.listen", "127.0.0.1:0", "address the sending side's peer link listens on"},
+		{"peer.advertise", "", "address the peer dials, when it differs from peer.listen (NAT, port forwarding)"},
+		{"peer.connect_timeout", time.Minute, "wait for the peer's connection once it joined"},
+		{"log.level", "info", "log level: debug, info, warn, error"},
+		{"log.format", "text", "log format: text or json"},
+	}
+}
+
+// Load builds the Config. flags maps config keys to the command-line flags
+// that set them; only flags the user changed take part. configFile is an
+// explicit --config value ("" to use SFT_CONFIG or <config_dir>/sft.yaml if
+// it exists).
+func Load(env []string, configFile string, flags map[string]*pflag.Flag) (Config, error) {
+	envMap := make(map[string]string, len(env))
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			envMap[k] = v
+		}
+	}
+	keys := Keys(env)
+	v := viper.New()
+	for _, k := range keys {
+		v.SetDefault(k.Name, k.Default)
+	}
+
+	// The config dir may itself come from a flag or the environment, and it
+	// locates the default config file.
+	if f := flags["config_dir"]; f != nil && f.Changed {
+		v.Set("config_dir", f.Value.String())
+	} else if s, ok := envMap["SFT_CONFIG_DIR"]; ok {
+		v.Set("config_dir", s)
+	}
+	explicit := configFile != ""
+	if !explicit {
+		configFile = envMap["SFT_CONFIG"]
+		explicit = configFile != ""
+	}
+	if !explicit {
+		configFile = filepath.Join(v.GetString("config_dir"), "sft.yaml")
+	}
+	if _, err := os.Stat(configFile); err == nil || explicit {
+		file := viper.New()
+		file.SetConfigFile(configFile)
+		if err := file.ReadInConfig(); err != nil {
+			return Config{}, fmt.Errorf("read config file %s: %w", configFile, err)
+		}
+		if err := checkKnown(file.AllKeys(), keys); err != nil {
+			return Config{}, fmt.Errorf("config file %s: %w", configFile, err)
+		}
+		for _, k := range file.AllKeys() {
+			v.Set(k, file.Get(k))
+		}
+	}
+	for _, k := range keys {
+		if s, ok := envMap[k.Env()]; ok {
+			v.Set(k.Name, s)
+		}
+	}
+	for name, f := range flags {
+		if f != nil && f.Changed {
+			v.Set(name, f.Value.String())
+		}
+	}
+
+	var c Config
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		Result:           &c,
+		WeaklyTypedInput: true,
+		ErrorUnused:      true,
+		DecodeHook:       mapstructure.StringToTimeDurationHookFunc(),
+	})
+	if err != nil {
+		return Config{}, err
+	}
+	if err := dec.Decode(v.AllSettings()); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return c, c.validate()
+}
+
+func checkKnown(got []string, keys []Key) error {
+	known := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		known[k.Name] = true
+	}
+	for _, g := range got {
+		if !known[g] {
+			return fmt.Errorf("unknown setting %q", g)
+		}
+	}
+	return nil
+}
+
+func (c Config) validate() error {
+	var errs []error
+	positive := map[string]time.Duration{
+		"auth.token_ttl":       c.Auth.TokenTTL,
+		"session.ttl":          c.Session.TTL,
+		"session.retention":    c.Session.Retention,
+		"peer.connect_timeout": c.Peer.ConnectTimeout,
+	}
+	for name, d := range positive {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %s", name, d))
+		}
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log.format must be text or json, got %q", c.Log.Format))
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log.level must be debug, info, warn or error, got %q", c.Log.Level))
+	}
+	return errors.Join(errs...)
+}
+
+// fieldKeys lists the mapstructure paths of every leaf field of Config.
+func fieldKeys() []string {
+	var out []string
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name := prefix + f.Tag.Get("mapstructure")
+			if f.Type.Kind() == reflect.Struct {
+				walk(f.Type, name+".")
+				continue
+			}
+			out = append(out, name)
+		}
+	}
+	walk(reflect.TypeFor[Config](), "")
+	return out
+}
+
+func lookup(env []string, name string) string {
+	for i := len(env) - 1; i >= 0; i-- {
+		if k, v, ok := strings.Cut(env[i], "="); ok && k == name {
+			return v
+		}
+	}
+	return ""
+}
+
+// defaultDataDir follows the XDG base directory convention.
+func defaultDataDir(env []string) string {
+	if d := lookup(env, "XDG_DATA_HOME"); d != "" {
+		return filepath.Join(d, "sft")
+	}
+	if h := lookup(env, "HOME"); h != "" {
+		return filepath.Join(h, ".local", "share", "sft")
+	}
+	return filepath.Join(os.TempDir(), "sft-data")
+}
+
+// defaultConfigDir mirrors os.UserConfigDir, but from the given environment.
+func defaultConfigDir(env []string) string {
+	if d := lookup(env, "XDG_CONFIG_HOME"); d != "" {
+		return filepath.Join(d, "sft")
+	}
+	if h := lookup(env, "HOME"); h != "" {
+		return filepath.Join(h, ".config", "sft")
+	}
+	return filepath.Join(os.TempDir(), "sft-config")
+}
+
+// keyAnnotation marks a command-line flag with the config key it sets.
+const keyAnnotation = "sft-config-key"
+
+// Flag declares a string flag on fs that sets config key. Its default stays
+// in Keys, the one source of defaults; Load sees it only if the user set it.
+func Flag(fs *pflag.FlagSet, key, name, short, usage string) {
+	fs.StringP(name, short, "", usage)
+	_ = fs.SetAnnotation(name, keyAnnotation, []string{key})
+}
+
+// FlagsOf collects the flags of fs declared with Flag, by config key. Pass
+// the running command's flag set, so each command's own flags count.
+func FlagsOf(fs *pflag.FlagSet) map[string]*pflag.Flag {
+	out := map[string]*pflag.Flag{}
+	fs.VisitAll(func(f *pflag.Flag) {
+		if k := f.Annotations[keyAnnotation]; len(k) == 1 {
+			out[k[0]] = f
+		}
+	})
+	return out
+}
+
+// Logger builds the log/slog logger this configuration asks for. quiet is
+// for interactive tools, which talk to people through their messages: there
+// the default level (info) means warn, and only an explicit debug shows more.
+func (l Log) Logger(w io.Writer, quiet bool) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(l.Level)) // validated by Load
+	if quiet && level == slog.LevelInfo {
+		level = slog.LevelWarn
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,108 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+func TestKeysCoverEveryField(t *testing.T) {
+	var names []string
+	for _, k := range Keys(nil) {
+		names = append(names, k.Name)
+	}
+	fields := fieldKeys()
+	slices.Sort(names)
+	slices.Sort(fields)
+	if !slices.Equal(names, fields) {
+		t.Fatalf("Keys() = %v\nConfig fields = %v", names, fields)
+	}
+}
+
+func TestPrecedence(t *testing.T) {
+	home := t.TempDir()
+	cfgDir := filepath.Join(home, ".config", "sft")
+	if err := os.MkdirAll(cfgDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	file := "session:\n  ttl: 3m\nnats:\n  url: tls://file:1\npeer:\n  listen: 127.0.0.1:7000\n"
+	if err := os.WriteFile(filepath.Join(cfgDir, "sft.yaml"), []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	server := fs.String("server", "", "")
+	listen := fs.String("listen", "", "")
+	_ = server
+	_ = listen
+	if err := fs.Parse([]string{"--server", "tls://flag:3"}); err != nil {
+		t.Fatal(err)
+	}
+	flags := map[string]*pflag.Flag{"nats.url": fs.Lookup("server"), "peer.listen": fs.Lookup("listen")}
+	env := []string{"HOME=" + home, "SFT_NATS_URL=tls://env:2", "SFT_PEER_LISTEN=127.0.0.1:8000", "SFT_SESSION_TTL=5m"}
+
+	c, err := Load(env, "", flags)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		got  any
+		want any
+	}{
+		{"flag beats env and file", c.NATS.URL, "tls://flag:3"},
+		{"env beats file", c.Peer.Listen, "127.0.0.1:8000"},
+		{"env beats file (duration)", c.Session.TTL, 5 * time.Minute},
+		{"default when unset", c.Auth.TokenTTL, 12 * time.Hour},
+		{"data dir from HOME", c.DataDir, filepath.Join(home, ".local", "share", "sft")},
+		{"CA defaults under data dir", c.CAFile(), filepath.Join(home, ".local", "share", "sft", "pki", "ca.pem")},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%s: got %v, want %v", tt.name, tt.got, tt.want)
+		}
+	}
+
+	c, err = Load([]string{"HOME=" + home}, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Session.TTL != 3*time.Minute || c.NATS.URL != "tls://file:1" {
+		t.Fatalf("file values not applied: %+v", c)
+	}
+}
+
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	tests := []struct {
+		name, file string
+		env        []string
+		want       string
+	}{
+		{"missing explicit file", filepath.Join(dir, "nope.yaml"), nil, "read config file"},
+		{"unknown key in file", write("typo.yaml", "sesion:\n  ttl: 1m\n"), nil, `unknown setting "sesion.ttl"`},
+		{"bad duration", "", []string{"SFT_SESSION_TTL=soon"}, "session.ttl"},
+		{"negative duration", "", []string{"SFT_SESSION_TTL=-1m"}, "session.ttl must be positive"},
+		{"bad log format", "", []string{"SFT_LOG_FORMAT=xml"}, "log.format"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := append([]string{"HOME=" + dir}, tt.env...)
+			_, err := Load(env, tt.file, nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+}

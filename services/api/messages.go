@@ -1,0 +1,87 @@
+package api
+
+import "time"
+
+// Bodies of the request-reply API. []byte fields travel base64-encoded.
+
+// AuthInfoReply carries the auth service's public keys: the HPKE key clients
+// seal their password to, and the Ed25519 key that verifies tokens.
+type AuthInfoReply struct {
+	SealKey  []byte `json:"seal_key"`
+	TokenKey []byte `json:"token_key"`
+}
+
+// LoginRequest logs a user in. The password is sealed to the auth service's
+// SealKey and the reply is sealed to ReplyKey, so neither the password nor
+// the token crosses the bus in clear.
+type LoginRequest struct {
+	User           string `json:"user"`
+	SealedPassword []byte `json:"sealed_password"`
+	ReplyKey       []byte `json:"reply_key"`
+}
+
+// LoginReply carries the token sealed to the request's ReplyKey.
+type LoginReply struct {
+	SealedToken []byte    `json:"sealed_token"`
+	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+// CreateRequest opens a session: the caller is the initiator.
+type CreateRequest struct {
+	Responder string   `json:"responder"`
+	Manifest  Manifest `json:"manifest"`
+	PeerAddr  string   `json:"peer_addr"`
+}
+
+// SessionRequest names a session (join, get).
+type SessionRequest struct {
+	SessionID string `json:"session_id"`
+}
+
+// ListRequest lists the caller's sessions; State filters when set.
+type ListRequest struct {
+	State State `json:"state,omitempty"`
+}
+
+// ListReply is the caller's sessions, newest first.
+type ListReply struct {
+	Sessions []Session `json:"sessions"`
+}
+
+// ReportRequest carries a member's outcome.
+type ReportRequest struct {
+	SessionID string `json:"session_id"`
+	Report    Report `json:"report"`
+}
+
+// CancelRequest cancels a session that has not ended.
+type CancelRequest struct {
+	SessionID string `json:"session_id"`
+	Reason    string `json:"reason,omitempty"`
+}
+
+// WatchRequest starts a relay of events to Deliver, a subject in the
+// caller's reply inbox. With SessionID the relay replays that session's
+// events from the start and stops after its terminal event; without it, it
+// relays every event of the caller's sessions from now on.
+type WatchRequest struct {
+	SessionID string `json:"session_id,omitempty"`
+	Deliver   string `json:"deliver"`
+}
+
+// WatchReply acknowledges a watch.
+type WatchReply struct {
+	WatchID string `json:"watch_id"`
+}
+
+// KeyRequest asks for a session's key, sealed to ReplyKey.
+type KeyRequest struct {
+	SessionID string `json:"session_id"`
+	ReplyKey  []byte `json:"reply_key"`
+}
+
+// KeyReply carries the 32-byte session key sealed to the request's ReplyKey,
+// bound to the session id.
+type KeyReply struct {
+	SealedKey []byte `json:"sealed_key"`
+}

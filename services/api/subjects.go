@@ -1,0 +1,61 @@
+package api
+
+// Version is the API version embedded in every subject. A breaking change to
+// a body or to the meaning of a subject bumps it, so old and new services can
+// share one broker during a rollout.
+const Version = "v1"
+
+// Prefix is the root of every SFT subject.
+const Prefix = "sft." + Version
+
+// Request subjects. Services subscribe to these in queue groups, so any
+// number of replicas may run; clients may only publish to them.
+const (
+	SubjectAuthInfo  = Prefix + ".auth.info"
+	SubjectAuthLogin = Prefix + ".auth.login"
+
+	SubjectSessionCreate = Prefix + ".session.create"
+	SubjectSessionJoin   = Prefix + ".session.join"
+	SubjectSessionGet    = Prefix + ".session.get"
+	SubjectSessionList   = Prefix + ".session.list"
+	SubjectSessionReport = Prefix + ".session.report"
+	SubjectSessionCancel = Prefix + ".session.cancel"
+	SubjectSessionWatch  = Prefix + ".session.watch"
+
+	SubjectKeyGet = Prefix + ".key.get"
+)
+
+// EventsPrefix is the root of the event subjects
+// (sft.v1.events.<session-id>.<type>). Only services may publish or
+// subscribe there; clients receive events through the watch relay.
+const EventsPrefix = Prefix + ".events"
+
+// EventStream is the JetStream stream that keeps events, so a watcher that
+// starts late can replay what it missed.
+const EventStream = "SFT_EVENTS"
+
+// EventSubject is the subject of one event.
+func EventSubject(sessionID string, t EventType) string {
+	return EventsPrefix + "." + sessionID + "." + string(t)
+}
+
+// SessionEvents is the wildcard subject of every event of one session.
+func SessionEvents(sessionID string) string {
+	return EventsPrefix + "." + sessionID + ".>"
+}
+
+// AllEvents is the wildcard subject of every event.
+const AllEvents = EventsPrefix + ".>"
+
+// QueueGroup is the queue group every service replica joins.
+const QueueGroup = "sft"
+
+// AuthHeader carries the caller's bearer token on every authenticated request.
+const AuthHeader = "Authorization"
+
+// Watch relay headers: a heartbeat is a request the client must answer, an
+// end marker tells the client the relay stopped and why.
+const (
+	HeartbeatHeader = "Sft-Heartbeat"
+	WatchEndHeader  = "Sft-Watch-End"
+)

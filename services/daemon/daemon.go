@@ -1,0 +1,219 @@
+// Package daemon implements the sftd commands: `dev` runs the all-in-one
+// stack, `user` manages accounts.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/sftproject/sft/broker"
+	"github.com/sftproject/sft/cli/prompt"
+	"github.com/sftproject/sft/config"
+	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/services/auth"
+	"github.com/sftproject/sft/services/devstack"
+	"github.com/sftproject/sft/services/store"
+	"github.com/sftproject/sft/services/store/kvstore"
+)
+
+// IO is where a command reads and writes.
+type IO struct {
+	In  io.Reader
+	Out io.Writer
+	Err io.Writer
+}
+
+// Run executes sftd with args (without the program name).
+func Run(ctx context.Context, stdio IO, args, env []string) error {
+	d := &daemon{io: stdio, env: env}
+	root := &cobra.Command{
+		Use:           "sftd",
+		Short:         "SFT services",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(d.env, d.configFile, config.FlagsOf(cmd.Flags()))
+			if err != nil {
+				return err
+			}
+			d.cfg = cfg
+			d.log = cfg.Log.Logger(stdio.Err, false)
+			return nil
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&d.configFile, "config", "", "config file (default <config dir>/sft.yaml)")
+	d.bind(pf, "data_dir", "data-dir", "directory for keys, certificates and JetStream data")
+	d.bind(pf, "log.level", "log-level", "log level: debug, info, warn, error")
+	d.bind(pf, "log.format", "log-format", "log format: text or json")
+	root.AddCommand(d.devCmd(), d.userCmd())
+	root.SetArgs(args)
+	root.SetIn(stdio.In)
+	root.SetOut(stdio.Out)
+	root.SetErr(stdio.Err)
+	return root.ExecuteContext(ctx)
+}
+
+type daemon struct {
+	io         IO
+	env        []string
+	configFile string
+	cfg        config.Config
+	log        *slog.Logger
+}
+
+func (d *daemon) bind(fs *pflag.FlagSet, key, name, usage string) {
+	config.Flag(fs, key, name, "", usage)
+}
+
+func (d *daemon) devCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run everything in one process: embedded NATS (TLS, JetStream), state store, auth, session and key services",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			st, err := devstack.Start(ctx, d.cfg, d.log)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(d.io.Out, "sftd dev: NATS at %s\nsftd dev: CA certificate at %s (clients: --ca or SFT_NATS_CA_FILE; the default when on this machine)\n", st.URL, st.CAFile)
+			<-ctx.Done()
+			d.log.Info("shutting down")
+			st.Close()
+			return nil
+		},
+	}
+	d.bind(cmd.Flags(), "dev.listen", "listen", "address of the embedded NATS server (default 127.0.0.1:4222)")
+	d.bind(cmd.Flags(), "session.ttl", "session-ttl", "session lifetime (default 15m)")
+	d.bind(cmd.Flags(), "auth.token_ttl", "token-ttl", "login token lifetime (default 12h)")
+	return cmd
+}
+
+func (d *daemon) userCmd() *cobra.Command {
+	user := &cobra.Command{Use: "user", Short: "Manage users (of the dev stack; it must be running)"}
+	d.bind(user.PersistentFlags(), "nats.url", "server", "NATS server URL (default tls://127.0.0.1:4222)")
+	var admin bool
+	add := &cobra.Command{
+		Use:   "add NAME",
+		Short: "Create a user; the password comes from a prompt or standard input",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name := args[0]
+			if err := api.ValidUserName(name); err != nil {
+				return err
+			}
+			// Fail before the prompt when there is no dev stack to add to.
+			if _, err := devstack.ReadServicePassword(d.cfg.DataDir); err != nil {
+				return err
+			}
+			pw, err := prompt.Password(d.io.In, d.io.Err, "Password for "+name, true)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			st, closeFn, err := d.openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			hash, err := auth.HashPassword(pw, auth.DefaultHashParams)
+			if err != nil {
+				return err
+			}
+			role := roleUser
+			if admin {
+				role = roleAdmin
+			}
+			err = st.CreateUser(ctx, &store.User{Name: name, PasswordHash: hash, Role: role, CreatedAt: time.Now().UTC()})
+			if errors.Is(err, store.ErrExists) {
+				return fmt.Errorf("user %q already exists (sftd user set-role changes its role)", name)
+			}
+			if err != nil {
+				return fmt.Errorf("create user: %w", err)
+			}
+			fmt.Fprintf(d.io.Out, "user %s created (role %s)\n", name, role)
+			return nil
+		},
+	}
+	add.Flags().BoolVar(&admin, "admin", false, "give the user the admin role (may watch every session)")
+	setRole := &cobra.Command{
+		Use:   "set-role NAME user|admin",
+		Short: "Change a user's role; it takes effect at the user's next login",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, role := args[0], args[1]
+			if err := api.ValidUserName(name); err != nil {
+				return err
+			}
+			if role != roleUser && role != roleAdmin {
+				return fmt.Errorf("role %q: use %s or %s", role, roleUser, roleAdmin)
+			}
+			ctx := cmd.Context()
+			st, closeFn, err := d.openStore(ctx)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			u, err := st.GetUser(ctx, name)
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("no user named %q (sftd user add creates one)", name)
+			}
+			if err != nil {
+				return fmt.Errorf("read user: %w", err)
+			}
+			if u.Role == role {
+				fmt.Fprintf(d.io.Out, "user %s already has role %s\n", name, role)
+				return nil
+			}
+			u.Role = role
+			if err := st.UpdateUser(ctx, u); err != nil {
+				return fmt.Errorf("update user: %w", err)
+			}
+			fmt.Fprintf(d.io.Out, "user %s now has role %s (from their next login)\n", name, role)
+			return nil
+		},
+	}
+	user.AddCommand(add, setRole)
+	return user
+}
+
+// Roles a user record may carry.
+const (
+	roleUser  = "user"
+	roleAdmin = "admin"
+)
+
+// openStore connects to a running dev stack as the services do.
+func (d *daemon) openStore(ctx context.Context) (*kvstore.Store, func(), error) {
+	pw, err := devstack.ReadServicePassword(d.cfg.DataDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	nc, err := broker.Connect(ctx, broker.ConnOptions{
+		URL: d.cfg.NATS.URL, CAFile: d.cfg.CAFile(),
+		User: devstack.ServiceUser, Password: pw, Name: "sftd-admin", Logger: d.log,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	st, err := kvstore.Open(ctx, js, kvstore.Options{Logger: d.log})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return st, nc.Close, nil
+}

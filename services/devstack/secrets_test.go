@@ -1,0 +1,188 @@
+package devstack
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+var secretFiles = []string{"nats-service.password", "token-signing.pem", "login-seal.key", "key-encryption.key"}
+
+func mode(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Mode().Perm()
+}
+
+func sameSecrets(t *testing.T, a, b *Secrets) {
+	t.Helper()
+	ab, err := a.SealKey.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb, err := b.SealKey.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ServicePassword != b.ServicePassword || !a.SigningKey.Equal(b.SigningKey) || !bytes.Equal(ab, bb) || !bytes.Equal(a.KEK, b.KEK) {
+		t.Fatal("the secrets changed between loads")
+	}
+}
+
+func TestLoadSecretsCreatesPrivateFiles(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data") // does not exist yet
+	s, err := LoadSecrets(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.ServicePassword) < 32 || len(s.SigningKey) == 0 || s.SealKey == nil || len(s.KEK) != 32 {
+		t.Fatalf("incomplete secrets: password %d chars, signing key %d bytes, KEK %d bytes", len(s.ServicePassword), len(s.SigningKey), len(s.KEK))
+	}
+	dir := filepath.Join(data, "secrets")
+	if m := mode(t, dir); m != 0o700 {
+		t.Errorf("%s has mode %o, want 700", dir, m)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if len(names) != len(secretFiles) {
+		t.Errorf("secrets dir holds %v, want exactly %v (no leftovers)", names, secretFiles)
+	}
+	for _, f := range secretFiles {
+		if m := mode(t, filepath.Join(dir, f)); m != 0o600 {
+			t.Errorf("%s has mode %o, want 600", f, m)
+		}
+	}
+
+	again, err := LoadSecrets(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameSecrets(t, s, again)
+
+	pw, err := ReadServicePassword(data)
+	if err != nil || pw != s.ServicePassword {
+		t.Fatalf("ReadServicePassword = %q, %v; want the loaded password", pw, err)
+	}
+}
+
+// Two sftd processes starting at once on a fresh data dir must agree on
+// every secret: neither may read the other's half-written file.
+func TestLoadSecretsConcurrent(t *testing.T) {
+	for range 5 {
+		data := t.TempDir()
+		const n = 8
+		got := make([]*Secrets, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				got[i], errs[i] = LoadSecrets(data)
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("concurrent LoadSecrets: %v", errs[i])
+			}
+			sameSecrets(t, got[0], got[i])
+		}
+	}
+}
+
+func TestSecretReadableByOthersRefused(t *testing.T) {
+	for _, f := range secretFiles {
+		t.Run(f, func(t *testing.T) {
+			data := t.TempDir()
+			if _, err := LoadSecrets(data); err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(data, "secrets", f)
+			for _, m := range []os.FileMode{0o644, 0o640, 0o604, 0o620} {
+				if err := os.Chmod(path, m); err != nil {
+					t.Fatal(err)
+				}
+				_, err := LoadSecrets(data)
+				if err == nil {
+					t.Fatalf("mode %o accepted", m)
+				}
+				if !strings.Contains(err.Error(), "chmod 600 "+path) {
+					t.Errorf("mode %o: error %q does not say to run chmod 600 on the file", m, err)
+				}
+			}
+			if err := os.Chmod(path, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := LoadSecrets(data); err != nil {
+				t.Fatalf("after chmod 600: %v", err)
+			}
+		})
+	}
+	data := t.TempDir()
+	if _, err := LoadSecrets(data); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(data, "secrets", "nats-service.password")
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadServicePassword(data); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("ReadServicePassword of a 0644 file = %v, want a refusal saying chmod 600", err)
+	}
+}
+
+func TestReadServicePasswordWithoutInstallation(t *testing.T) {
+	data := t.TempDir()
+	_, err := ReadServicePassword(data)
+	if err == nil {
+		t.Fatal("ReadServicePassword succeeded on an empty data dir")
+	}
+	if !strings.Contains(err.Error(), "sftd dev") || !strings.Contains(err.Error(), data) {
+		t.Fatalf("error %q should name the data dir and say to start `sftd dev`", err)
+	}
+}
+
+func TestLoadSecretsRefusesDamagedFiles(t *testing.T) {
+	for _, tc := range []struct {
+		file, content, msg string
+	}{
+		{"nats-service.password", "", "empty"}, // e.g. left by a crash of an older version
+		{"key-encryption.key", "", "empty"},
+		{"key-encryption.key", "short", "32 bytes"},
+		{"token-signing.pem", "not pem", "token signing key"},
+		{"token-signing.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "token signing key"},
+		{"login-seal.key", "xx", "seal"},
+	} {
+		t.Run(tc.file+"/"+tc.msg, func(t *testing.T) {
+			data := t.TempDir()
+			dir := filepath.Join(data, "secrets")
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, tc.file), []byte(tc.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadSecrets(data)
+			if err == nil {
+				t.Fatalf("LoadSecrets accepted a damaged %s", tc.file)
+			}
+			if !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("error %q does not mention %q", err, tc.msg)
+			}
+		})
+	}
+}

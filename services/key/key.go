@@ -1,0 +1,251 @@
+// Package key is the key service: it makes one random 256-bit key per
+// session, hands it only to the session's two members once the responder
+// joined, sealed to a one-time public key of the caller's, and deletes it
+// when the session ends.
+//
+// The service is trusted by design: it sees session keys. What limits the
+// damage of a compromise is that keys exist only while a session is live,
+// are encrypted at rest under a key-encryption key the store never sees, and
+// that the peer link's Noise handshake adds ephemeral X25519, so recorded
+// link traffic stays safe once a key is deleted.
+package key
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/services/events"
+	"github.com/sftproject/sft/services/rpc"
+	"github.com/sftproject/sft/services/seal"
+	"github.com/sftproject/sft/services/store"
+)
+
+// Size is the session key length in bytes (AES-256, Noise PSK).
+const Size = 32
+
+// Store is the part of the state store the key service uses. It only ever
+// sees keys encrypted under the KEK.
+type Store interface {
+	CreateKey(ctx context.Context, sessionID string, sealed []byte, ttl time.Duration) error
+	GetKey(ctx context.Context, sessionID string) ([]byte, error)
+	DeleteKey(ctx context.Context, sessionID string) error
+}
+
+// Options are the key service's dependencies and settings.
+type Options struct {
+	Store    Store
+	Verifier rpc.Verifier
+	// KEK encrypts keys at rest (AES-256-GCM, session id as associated data).
+	KEK    []byte
+	Logger *slog.Logger
+}
+
+// Service answers sft.v1.key.get and reaps keys of ended sessions.
+type Service struct {
+	o     Options
+	nc    *nats.Conn
+	kek   cipher.AEAD
+	wg    sync.WaitGroup
+	now   func() time.Time
+	grace time.Duration // extra key lifetime past session expiry, for clock skew
+}
+
+// New builds the service.
+func New(o Options) (*Service, error) {
+	if len(o.KEK) != 32 {
+		return nil, fmt.Errorf("key service: key-encryption key must be 32 bytes, got %d", len(o.KEK))
+	}
+	block, err := aes.NewCipher(o.KEK)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	return &Service{o: o, kek: aead, now: time.Now, grace: time.Minute}, nil
+}
+
+const reaperConsumer = "key-reaper"
+
+// Start registers the endpoint and the reaper; both stop when ctx ends.
+func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, error) {
+	s.nc = nc
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("key service: jetstream: %w", err)
+	}
+	st, err := events.EnsureStream(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	// A durable consumer shared by all replicas: each terminal event is
+	// handled once, and events that arrive while no replica runs wait.
+	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:        reaperConsumer,
+		FilterSubjects: events.TerminalSubjects(),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+		AckWait:        30 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("key service: reaper consumer: %w", err)
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) { s.reap(ctx, m) })
+	if err != nil {
+		return nil, fmt.Errorf("key service: consume events: %w", err)
+	}
+	s.wg.Go(func() {
+		<-ctx.Done()
+		cc.Stop()
+	})
+
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        "sft-key",
+		Version:     "1.0.0",
+		Description: "SFT session keys, sealed to each member",
+		QueueGroup:  api.QueueGroup,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start key service: %w", err)
+	}
+	h := rpc.Handler{Ctx: ctx, Verifier: s.o.Verifier, Log: s.o.Logger}
+	if err := svc.AddEndpoint("get", rpc.Authed(h, s.get), micro.WithEndpointSubject(api.SubjectKeyGet)); err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("start key service: %w", err)
+	}
+	return svc, nil
+}
+
+// Wait blocks until background work stopped after Start's context ended.
+func (s *Service) Wait() { s.wg.Wait() }
+
+func (s *Service) get(ctx context.Context, c rpc.Caller, r *api.KeyRequest) (*api.KeyReply, error) {
+	if err := api.ValidSessionID(r.SessionID); err != nil {
+		return nil, err
+	}
+	if len(r.ReplyKey) == 0 {
+		return nil, api.Errorf(api.CodeInvalid, "reply_key is required: the key is only sent sealed")
+	}
+	// Ask the session service, on the caller's behalf: it decides
+	// membership, so both services apply one rule.
+	var sess api.Session
+	if err := rpc.Call(ctx, s.nc, api.SubjectSessionGet, c.Token, api.SessionRequest{SessionID: r.SessionID}, &sess); err != nil {
+		var e *api.Error
+		if errors.As(err, &e) {
+			return nil, e
+		}
+		return nil, api.Errorf(api.CodeUnavailable, "session service: %v", err)
+	}
+	if _, ok := sess.RoleOf(c.User); !ok {
+		return nil, api.Errorf(api.CodeForbidden, "you are not a member of session %s", sess.ID)
+	}
+	switch sess.State {
+	case api.StateJoined:
+	case api.StateWaiting:
+		return nil, api.Errorf(api.CodeConflict, "session %s has not been joined yet: the key is issued once %s joins", sess.ID, sess.Responder)
+	case api.StateExpired:
+		return nil, api.Errorf(api.CodeExpired, "session %s expired", sess.ID)
+	default:
+		return nil, api.Errorf(api.CodeConflict, "session %s is %s: its key is gone", sess.ID, sess.State)
+	}
+
+	k, err := s.keyFor(ctx, &sess)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(k)
+	// The session may have ended while the key was being made; its reaper
+	// may then have run before the key existed. Look again, so no key
+	// outlives its session.
+	if err := rpc.Call(ctx, s.nc, api.SubjectSessionGet, c.Token, api.SessionRequest{SessionID: r.SessionID}, &sess); err != nil || sess.State != api.StateJoined {
+		if derr := s.o.Store.DeleteKey(ctx, sess.ID); derr != nil {
+			s.o.Logger.Warn("delete key of ended session failed", "session", sess.ID, "err", derr)
+		}
+		return nil, api.Errorf(api.CodeConflict, "session %s ended while its key was being issued", r.SessionID)
+	}
+	sealed, err := seal.Seal(r.ReplyKey, seal.SessionKeyInfo(sess.ID), k)
+	if err != nil {
+		return nil, api.Errorf(api.CodeInvalid, "reply_key is not a valid public key: %v", err)
+	}
+	s.o.Logger.Info("key issued", "session", sess.ID, "user", c.User)
+	return &api.KeyReply{SealedKey: sealed}, nil
+}
+
+// keyFor returns the session's key, creating it on first use. Two members
+// asking at once both get the first writer's key.
+func (s *Service) keyFor(ctx context.Context, sess *api.Session) ([]byte, error) {
+	for range 3 {
+		enc, err := s.o.Store.GetKey(ctx, sess.ID)
+		if err == nil {
+			return s.decrypt(sess.ID, enc)
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("read key: %w", err)
+		}
+		k := make([]byte, Size)
+		if _, err := rand.Read(k); err != nil {
+			return nil, err
+		}
+		enc = s.encrypt(sess.ID, k)
+		ttl := sess.ExpiresAt.Sub(s.now()) + s.grace
+		err = s.o.Store.CreateKey(ctx, sess.ID, enc, ttl)
+		if err == nil {
+			return k, nil
+		}
+		clear(k)
+		if !errors.Is(err, store.ErrExists) {
+			return nil, fmt.Errorf("store key: %w", err)
+		}
+	}
+	return nil, api.Errorf(api.CodeConflict, "key for session %s is being replaced; retry", sess.ID)
+}
+
+func (s *Service) encrypt(id string, k []byte) []byte {
+	nonce := make([]byte, s.kek.NonceSize(), s.kek.NonceSize()+len(k)+s.kek.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return s.kek.Seal(nonce, nonce, k, []byte(id))
+}
+
+func (s *Service) decrypt(id string, enc []byte) ([]byte, error) {
+	n := s.kek.NonceSize()
+	if len(enc) < n {
+		return nil, fmt.Errorf("stored key for session %s is corrupt", id)
+	}
+	k, err := s.kek.Open(nil, enc[:n], enc[n:], []byte(id))
+	if err != nil {
+		return nil, fmt.Errorf("stored key for session %s does not decrypt (wrong key-encryption key?): %w", id, err)
+	}
+	return k, nil
+}
+
+func (s *Service) reap(ctx context.Context, m jetstream.Msg) {
+	ev, err := events.Decode(m.Data())
+	if err != nil || api.ValidSessionID(ev.Session) != nil {
+		_ = m.Term()
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.o.Store.DeleteKey(ctx, ev.Session); err != nil {
+		s.o.Logger.Warn("delete key failed; will retry", "session", ev.Session, "err", err)
+		_ = m.NakWithDelay(time.Second)
+		return
+	}
+	s.o.Logger.Info("key deleted", "session", ev.Session, "reason", ev.Type)
+	_ = m.Ack()
+}

@@ -1,0 +1,196 @@
+// Package rpc is SFT's request-reply convention over NATS micro, both
+// sides of it: how a service decodes, authenticates and answers a request,
+// and how a caller sends one and turns an error reply back into an
+// *api.Error with its stable code.
+package rpc
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/services/token"
+)
+
+// MaxBody bounds every request body; a larger one is refused before decoding.
+const MaxBody = 64 << 10
+
+// Timeout bounds the work done for one request.
+const Timeout = 15 * time.Second
+
+// Caller is the authenticated identity behind a request.
+type Caller struct {
+	token.Claims
+	Token string // the raw bearer token, to forward to another service
+}
+
+// Verifier checks bearer tokens.
+type Verifier interface {
+	Verify(string) (token.Claims, error)
+}
+
+// Handler builds micro handlers that share a service context, token
+// verifier and logger.
+type Handler struct {
+	Ctx      context.Context
+	Verifier Verifier // nil: endpoints built with Public only
+	Log      *slog.Logger
+}
+
+// Authed returns a handler for an endpoint that needs a valid token.
+func Authed[Req, Rep any](h Handler, fn func(context.Context, Caller, *Req) (*Rep, error)) micro.Handler {
+	return h.handle(true, func(ctx context.Context, c Caller, body []byte) (any, error) {
+		var req Req
+		if err := Decode(body, &req); err != nil {
+			return nil, err
+		}
+		return fn(ctx, c, &req)
+	})
+}
+
+// Public returns a handler for an endpoint that needs no token (login, info).
+func Public[Req, Rep any](h Handler, fn func(context.Context, *Req) (*Rep, error)) micro.Handler {
+	return h.handle(false, func(ctx context.Context, _ Caller, body []byte) (any, error) {
+		var req Req
+		if err := Decode(body, &req); err != nil {
+			return nil, err
+		}
+		return fn(ctx, &req)
+	})
+}
+
+func (h Handler) handle(authed bool, fn func(context.Context, Caller, []byte) (any, error)) micro.Handler {
+	return micro.HandlerFunc(func(r micro.Request) {
+		ctx, cancel := context.WithTimeout(h.Ctx, Timeout)
+		defer cancel()
+		// A bug in one handler must not take the whole service down.
+		defer func() {
+			if p := recover(); p != nil {
+				h.Log.Error("handler panicked", "subject", r.Subject(), "panic", p, "stack", string(debug.Stack()))
+				h.respondError(r, fmt.Errorf("panic: %v", p))
+			}
+		}()
+		rep, err := h.serve(ctx, authed, r, fn)
+		if err != nil {
+			h.respondError(r, err)
+			return
+		}
+		if err := r.RespondJSON(rep); err != nil {
+			h.Log.Warn("reply failed", "subject", r.Subject(), "err", err)
+		}
+	})
+}
+
+func (h Handler) serve(ctx context.Context, authed bool, r micro.Request, fn func(context.Context, Caller, []byte) (any, error)) (any, error) {
+	if len(r.Data()) > MaxBody {
+		return nil, api.Errorf(api.CodeInvalid, "request body of %d bytes exceeds the %d byte limit", len(r.Data()), MaxBody)
+	}
+	var c Caller
+	if authed {
+		raw, ok := strings.CutPrefix(r.Headers().Get(api.AuthHeader), "Bearer ")
+		if !ok || raw == "" {
+			return nil, api.Errorf(api.CodeUnauthorized, "missing token: run `sft-cli login`")
+		}
+		claims, err := h.Verifier.Verify(raw)
+		if err != nil {
+			return nil, api.Errorf(api.CodeUnauthorized, "%v", err)
+		}
+		c = Caller{Claims: claims, Token: raw}
+	}
+	return fn(ctx, c, r.Data())
+}
+
+func (h Handler) respondError(r micro.Request, err error) {
+	var e *api.Error
+	if !errors.As(err, &e) {
+		// Unexpected failures are logged in full here and answered
+		// generically: internals stay out of replies.
+		h.Log.Error("request failed", "subject", r.Subject(), "err", err)
+		e = api.Errorf(api.CodeInternal, "internal error; the service log has details")
+	}
+	if rerr := r.Error(string(e.Code), e.Message, nil); rerr != nil {
+		h.Log.Warn("error reply failed", "subject", r.Subject(), "err", rerr)
+	}
+}
+
+// Decode parses a JSON request body strictly: unknown fields, trailing data
+// and a missing body are errors, so garbage never half-works.
+func Decode(body []byte, v any) error {
+	start := bytes.TrimLeft(body, jsonSpace)
+	if len(start) == 0 {
+		return api.Errorf(api.CodeInvalid, "empty request body: expected a JSON object")
+	}
+	// json would take null as "leave v alone" and answer as if for an
+	// empty request.
+	if start[0] != '{' {
+		return api.Errorf(api.CodeInvalid, "malformed request body: expected a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return api.Errorf(api.CodeInvalid, "malformed request body: %v", err)
+	}
+	// Not dec.More: it reports false for a stray '}' or ']'.
+	if rest := bytes.TrimLeft(body[dec.InputOffset():], jsonSpace); len(rest) > 0 {
+		return api.Errorf(api.CodeInvalid, "malformed request body: trailing data after the JSON object")
+	}
+	return nil
+}
+
+// jsonSpace is the whitespace JSON allows between tokens.
+const jsonSpace = " \t\r\n"
+
+// Call sends req to subject with the bearer token (may be empty) and decodes
+// the reply into rep. Error replies become *api.Error.
+func Call(ctx context.Context, nc *nats.Conn, subject, bearer string, req, rep any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return fmt.Errorf("encode %s request: %w", subject, err)
+	}
+	msg := nats.NewMsg(subject)
+	msg.Data = body
+	if bearer != "" {
+		msg.Header.Set(api.AuthHeader, "Bearer "+bearer)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, Timeout)
+		defer cancel()
+	}
+	resp, err := nc.RequestMsgWithContext(ctx, msg)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return api.Errorf(api.CodeUnavailable, "no service answers %s: is the %s service running?", subject, serviceOf(subject))
+		}
+		return fmt.Errorf("request %s: %w", subject, err)
+	}
+	if code := resp.Header.Get(micro.ErrorCodeHeader); code != "" {
+		return &api.Error{Code: api.Code(code), Message: resp.Header.Get(micro.ErrorHeader)}
+	}
+	if rep == nil {
+		return nil
+	}
+	if err := json.Unmarshal(resp.Data, rep); err != nil {
+		return fmt.Errorf("decode %s reply: %w", subject, err)
+	}
+	return nil
+}
+
+// serviceOf names the service behind a subject (sft.v1.<service>.<op>).
+func serviceOf(subject string) string {
+	parts := strings.Split(subject, ".")
+	if len(parts) >= 3 {
+		return parts[2]
+	}
+	return subject
+}

@@ -1,0 +1,500 @@
+// Package session is the session service: it owns the session state
+// machine, enforces who may do what to a session, publishes every change as
+// an event, expires sessions that outlive their TTL, and relays events to
+// watching clients.
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/services/events"
+	"github.com/sftproject/sft/services/rpc"
+	"github.com/sftproject/sft/services/store"
+)
+
+// Store is the part of the state store the session service uses.
+type Store interface {
+	CreateSession(ctx context.Context, s *api.Session, ttl time.Duration) (uint64, error)
+	GetSession(ctx context.Context, id string) (*api.Session, uint64, error)
+	UpdateSession(ctx context.Context, s *api.Session, rev uint64, ttl time.Duration) (uint64, error)
+	ListSessions(ctx context.Context, user string) ([]*api.Session, error)
+	GetUser(ctx context.Context, name string) (*store.User, error)
+}
+
+// Options are the session service's dependencies and settings.
+type Options struct {
+	Store    Store
+	Verifier rpc.Verifier
+	// CheckName validates a manifest file name; the peer link's rules, so a
+	// name the receiver would refuse never gets a session.
+	CheckName func(string) error
+	TTL       time.Duration // creation to end
+	Retention time.Duration // how long ended sessions stay readable
+	Logger    *slog.Logger
+}
+
+// Service answers sft.v1.session.*.
+type Service struct {
+	o   Options
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	now func() time.Time
+
+	watches watchSet
+	wg      sync.WaitGroup // background work: timers, relays
+}
+
+// New builds the service.
+func New(o Options) *Service {
+	return &Service{o: o, now: time.Now, watches: watchSet{perUser: map[string]int{}}}
+}
+
+// Start registers the endpoints and starts the expiry timer consumer. It
+// serves until ctx ends; then Wait returns once background work stopped.
+// Requests run under ctx too: to stop without failing the ones already
+// delivered, stop the returned service and drain nc before ending ctx.
+func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("session service: jetstream: %w", err)
+	}
+	s.nc, s.js = nc, js
+	if _, err := events.EnsureStream(ctx, js); err != nil {
+		return nil, err
+	}
+	if err := s.startTimers(ctx); err != nil {
+		return nil, err
+	}
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        "sft-session",
+		Version:     "1.0.0",
+		Description: "SFT transfer sessions: state machine, events, watch relay",
+		QueueGroup:  api.QueueGroup,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start session service: %w", err)
+	}
+	h := rpc.Handler{Ctx: ctx, Verifier: s.o.Verifier, Log: s.o.Logger}
+	if err := errors.Join(
+		svc.AddEndpoint("create", rpc.Authed(h, s.create), micro.WithEndpointSubject(api.SubjectSessionCreate)),
+		svc.AddEndpoint("join", rpc.Authed(h, s.join), micro.WithEndpointSubject(api.SubjectSessionJoin)),
+		svc.AddEndpoint("get", rpc.Authed(h, s.get), micro.WithEndpointSubject(api.SubjectSessionGet)),
+		svc.AddEndpoint("list", rpc.Authed(h, s.list), micro.WithEndpointSubject(api.SubjectSessionList)),
+		svc.AddEndpoint("report", rpc.Authed(h, s.report), micro.WithEndpointSubject(api.SubjectSessionReport)),
+		svc.AddEndpoint("cancel", rpc.Authed(h, s.cancel), micro.WithEndpointSubject(api.SubjectSessionCancel)),
+		svc.AddEndpoint("watch", rpc.Authed(h, func(_ context.Context, c rpc.Caller, r *api.WatchRequest) (*api.WatchReply, error) {
+			// The relay outlives the request, so it hangs off the service context.
+			return s.watch(ctx, c, r)
+		}), micro.WithEndpointSubject(api.SubjectSessionWatch)),
+	); err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("start session service: %w", err)
+	}
+	return svc, nil
+}
+
+// Wait blocks until the background work started by Start has stopped (after
+// Start's context ended).
+func (s *Service) Wait() { s.wg.Wait() }
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// newID returns 80 random bits as 16 lower-case base32 characters: short
+// enough to type, too many to guess.
+func newID() (string, error) {
+	var b [10]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return strings.ToLower(idEncoding.EncodeToString(b[:])), nil
+}
+
+func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest) (*api.Session, error) {
+	if err := api.ValidUserName(r.Responder); err != nil {
+		return nil, err
+	}
+	if r.Responder == c.User {
+		return nil, api.Errorf(api.CodeInvalid, "cannot send to yourself: --to names another user")
+	}
+	if err := s.checkManifest(r.Manifest); err != nil {
+		return nil, err
+	}
+	if err := checkPeerAddr(r.PeerAddr); err != nil {
+		return nil, err
+	}
+	if _, err := s.o.Store.GetUser(ctx, r.Responder); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, api.Errorf(api.CodeNotFound, "no user named %q", r.Responder)
+		}
+		return nil, fmt.Errorf("read user: %w", err)
+	}
+	id, err := newID()
+	if err != nil {
+		return nil, err
+	}
+	now := s.now().UTC()
+	sess := &api.Session{
+		ID: id, State: api.StateWaiting,
+		Initiator: c.User, Responder: r.Responder,
+		Manifest: r.Manifest, PeerAddr: r.PeerAddr,
+		CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(s.o.TTL),
+	}
+	// The created event goes out before the record becomes visible: the
+	// responder may find the session by listing and join at once, and its
+	// joined event must not overtake this one.
+	if err := s.scheduleExpiry(ctx, sess); err != nil {
+		return nil, err
+	}
+	s.publish(ctx, sess, 0, api.Event{Type: api.EventCreated, Actor: c.User})
+	if _, err := s.o.Store.CreateSession(ctx, sess, recordTTL(s.o.TTL+s.o.Retention)); err != nil {
+		sess.State, sess.Reason = api.StateFailed, "the session could not be stored"
+		s.publish(ctx, sess, 0, api.Event{Type: api.EventFailed, Actor: c.User})
+		return nil, fmt.Errorf("store session: %w", err)
+	}
+	s.o.Logger.Info("session created", "session", id, "initiator", c.User, "responder", r.Responder)
+	return sess, nil
+}
+
+func (s *Service) checkManifest(m api.Manifest) error {
+	if len(m.Files) != 1 {
+		return api.Errorf(api.CodeInvalid, "manifest must list exactly one file, got %d", len(m.Files))
+	}
+	for _, f := range m.Files {
+		if err := s.o.CheckName(f.Name); err != nil {
+			return api.Errorf(api.CodeInvalid, "manifest: %v", err)
+		}
+		if f.Size < 0 {
+			return api.Errorf(api.CodeInvalid, "manifest: negative size for %q", f.Name)
+		}
+	}
+	return nil
+}
+
+func checkPeerAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return api.Errorf(api.CodeInvalid, "peer_addr %q is not host:port: %v", addr, err)
+	}
+	p, err := strconv.Atoi(port)
+	if host == "" || err != nil || p < 1 || p > 65535 {
+		return api.Errorf(api.CodeInvalid, "peer_addr %q needs a host and a port from 1 to 65535", addr)
+	}
+	return nil
+}
+
+// member loads a session the caller belongs to.
+func (s *Service) member(ctx context.Context, c rpc.Caller, id string) (*api.Session, uint64, api.Role, error) {
+	if err := api.ValidSessionID(id); err != nil {
+		return nil, 0, "", err
+	}
+	sess, rev, err := s.load(ctx, id)
+	if err != nil {
+		return nil, 0, "", err
+	}
+	role, ok := sess.RoleOf(c.User)
+	if !ok {
+		return nil, 0, "", api.Errorf(api.CodeForbidden, "you are not a member of session %s", id)
+	}
+	return sess, rev, role, nil
+}
+
+// load reads a session, first moving it to expired if its time is up, so
+// every reader sees the same truth whether or not the timer fired yet.
+func (s *Service) load(ctx context.Context, id string) (*api.Session, uint64, error) {
+	for range 10 {
+		sess, rev, err := s.o.Store.GetSession(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, 0, api.Errorf(api.CodeNotFound, "no session %s (it may have ended and been removed)", id)
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("read session: %w", err)
+		}
+		if sess.State.Terminal() || s.now().Before(sess.ExpiresAt) {
+			return sess, rev, nil
+		}
+		prior := s.recentEvents(sess, rev)
+		sess.State = api.StateExpired
+		sess.Reason = fmt.Sprintf("session expired after %s without completing", s.o.TTL)
+		newRev, err := s.write(ctx, sess, rev)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		s.publishPast(ctx, prior)
+		s.publish(ctx, sess, newRev, api.Event{Type: api.EventExpired, Reason: sess.Reason})
+		return sess, newRev, nil
+	}
+	return nil, 0, api.Errorf(api.CodeConflict, "session %s is changing too fast; retry", id)
+}
+
+// mutate applies change to the caller's session with compare-and-set,
+// retrying on a concurrent write, and publishes the events change returns.
+func (s *Service) mutate(ctx context.Context, c rpc.Caller, id string, change func(*api.Session, api.Role) ([]api.Event, error)) (*api.Session, error) {
+	for range 10 {
+		sess, rev, role, err := s.member(ctx, c, id)
+		if err != nil {
+			return nil, err
+		}
+		prior := s.recentEvents(sess, rev)
+		evs, err := change(sess, role)
+		if err != nil {
+			return nil, err
+		}
+		newRev, err := s.write(ctx, sess, rev)
+		if errors.Is(err, store.ErrConflict) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		s.publishPast(ctx, prior)
+		for i, ev := range evs {
+			ev.Actor = c.User
+			// Several events from one write share the revision; the index keeps ids unique.
+			s.publish(ctx, sess, newRev*8+uint64(i), ev)
+		}
+		return sess, nil
+	}
+	return nil, api.Errorf(api.CodeConflict, "session %s is changing too fast; retry", id)
+}
+
+// pastEvent is an event of an earlier write, with the session as that
+// write left it.
+type pastEvent struct {
+	sess api.Session
+	seq  uint64
+	ev   api.Event
+}
+
+// republishWithin is how recent the write a request builds on must be for
+// the request to publish that write's events again. Past it, the request
+// that wrote has certainly published (it is bounded by rpc.Timeout); well
+// inside it, the stream's de-duplication window (events.EnsureStream) keeps
+// one copy of the repeated event.
+const republishWithin = 2 * rpc.Timeout
+
+// recentEvents rebuilds the events of the write that left a live session
+// at revision rev, if that write is recent: its join or its first report.
+// A request publishes them before its own because the request that wrote
+// them may not have published yet (it writes, then publishes; another
+// replica can read in between), and a watcher must not see "completed"
+// before the other member's "reported" and stop there. The ids are that
+// request's, so the stream keeps the first copy whoever sends it.
+func (s *Service) recentEvents(sess *api.Session, rev uint64) []pastEvent {
+	if sess.State != api.StateJoined || s.now().Sub(sess.UpdatedAt) > republishWithin {
+		// Waiting: no write since creation, whose event is published
+		// before the record is stored. Ended: the caller's change is refused.
+		return nil
+	}
+	snap := *sess
+	snap.Reports = nil
+	for role, rep := range sess.Reports { // at most one while joined
+		actor := sess.Initiator
+		if role == api.RoleResponder {
+			actor = sess.Responder
+		}
+		return []pastEvent{{snap, rev * 8, api.Event{Type: api.EventReported, Role: role, Report: &rep, Actor: actor, At: rep.At}}}
+	}
+	return []pastEvent{{snap, rev * 8, api.Event{Type: api.EventJoined, Actor: sess.Responder, At: sess.UpdatedAt}}}
+}
+
+func (s *Service) publishPast(ctx context.Context, evs []pastEvent) {
+	for _, p := range evs {
+		s.publish(ctx, &p.sess, p.seq, p.ev)
+	}
+}
+
+// write stores sess if it still has revision rev. A live session keeps its
+// record until its expiry plus retention; an ended one for the retention.
+func (s *Service) write(ctx context.Context, sess *api.Session, rev uint64) (uint64, error) {
+	now := s.now().UTC()
+	sess.UpdatedAt = now
+	ttl := s.o.Retention
+	if !sess.State.Terminal() {
+		ttl += sess.ExpiresAt.Sub(now)
+	}
+	newRev, err := s.o.Store.UpdateSession(ctx, sess, rev, recordTTL(ttl))
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		return 0, fmt.Errorf("update session: %w", err)
+	}
+	return newRev, err
+}
+
+// recordTTL keeps a record's lifetime at or above the one second JetStream
+// can express: a sub-second retention, or a write in the instant a session
+// reaches its expiry, would otherwise be refused by the store.
+func recordTTL(d time.Duration) time.Duration { return max(d, time.Second) }
+
+// publish records an event. A failure is logged, not returned: the state
+// change is already durable, and failing the request would invite a retry
+// that the state machine then refuses.
+func (s *Service) publish(ctx context.Context, sess *api.Session, seq uint64, ev api.Event) {
+	ev.ID = fmt.Sprintf("%s.%d.%s", sess.ID, seq, ev.Type)
+	ev.Session, ev.State = sess.ID, sess.State
+	ev.Initiator, ev.Responder = sess.Initiator, sess.Responder
+	if ev.Reason == "" && sess.State.Terminal() {
+		ev.Reason = sess.Reason
+	}
+	if ev.At.IsZero() {
+		ev.At = s.now().UTC()
+	}
+	if err := events.Publish(ctx, s.js, ev); err != nil {
+		s.o.Logger.Error("event lost", "session", sess.ID, "type", ev.Type, "err", err)
+	}
+}
+
+func notLive(sess *api.Session) error {
+	if sess.State == api.StateExpired {
+		return api.Errorf(api.CodeExpired, "session %s expired at %s", sess.ID, sess.ExpiresAt.Format(time.RFC3339))
+	}
+	msg := fmt.Sprintf("session %s is already %s", sess.ID, sess.State)
+	if sess.Reason != "" {
+		msg += ": " + sess.Reason
+	}
+	return &api.Error{Code: api.CodeConflict, Message: msg}
+}
+
+func (s *Service) join(ctx context.Context, c rpc.Caller, r *api.SessionRequest) (*api.Session, error) {
+	return s.mutate(ctx, c, r.SessionID, func(sess *api.Session, role api.Role) ([]api.Event, error) {
+		switch {
+		case role != api.RoleResponder:
+			return nil, api.Errorf(api.CodeForbidden, "only the responder (%s) may join session %s", sess.Responder, sess.ID)
+		case sess.State == api.StateJoined:
+			return nil, api.Errorf(api.CodeConflict, "session %s was already joined", sess.ID)
+		case sess.State != api.StateWaiting:
+			return nil, notLive(sess)
+		}
+		sess.State = api.StateJoined
+		return []api.Event{{Type: api.EventJoined}}, nil
+	})
+}
+
+func (s *Service) get(ctx context.Context, c rpc.Caller, r *api.SessionRequest) (*api.Session, error) {
+	sess, _, _, err := s.member(ctx, c, r.SessionID)
+	return sess, err
+}
+
+func (s *Service) list(ctx context.Context, c rpc.Caller, r *api.ListRequest) (*api.ListReply, error) {
+	all, err := s.o.Store.ListSessions(ctx, c.User)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	now := s.now()
+	out := make([]api.Session, 0, len(all))
+	for _, sess := range all {
+		if !sess.State.Terminal() && !now.Before(sess.ExpiresAt) {
+			// The expiry timer writes this soon; show the truth already.
+			sess.State = api.StateExpired
+		}
+		if r.State == "" || sess.State == r.State {
+			out = append(out, *sess)
+		}
+	}
+	slices.SortFunc(out, func(a, b api.Session) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	return &api.ListReply{Sessions: out}, nil
+}
+
+// maxReason bounds free text a client puts into a session and its events.
+const maxReason = 300
+
+// cleanText keeps client-supplied text printable, on one line and short, so
+// it cannot smuggle terminal escapes, line breaks or bidirectional overrides
+// (which reorder what the other user reads) into another user's output.
+func cleanText(s string) string {
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0), // C0, DEL, C1 (8-bit CSI)
+			r == 0x2028 || r == 0x2029,                             // line and paragraph separators
+			r == 0x061c || r == 0x200e || r == 0x200f,              // bidi marks
+			r >= 0x202a && r <= 0x202e, r >= 0x2066 && r <= 0x2069: // bidi embeddings, overrides, isolates
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
+	s = strings.TrimSpace(s)
+	if len(s) > maxReason {
+		s = strings.ToValidUTF8(s[:maxReason], "") + "…"
+	}
+	return s
+}
+
+func (s *Service) report(ctx context.Context, c rpc.Caller, r *api.ReportRequest) (*api.Session, error) {
+	rep := r.Report
+	if rep.Bytes < 0 {
+		return nil, api.Errorf(api.CodeInvalid, "report: negative byte count")
+	}
+	if rep.OK && (len(rep.SHA256) != 64 || strings.Trim(rep.SHA256, "0123456789abcdef") != "") {
+		return nil, api.Errorf(api.CodeInvalid, "report: sha256 must be 64 lower-case hex digits")
+	}
+	rep.Error = cleanText(rep.Error)
+	if !rep.OK && rep.Error == "" {
+		return nil, api.Errorf(api.CodeInvalid, "report: a failed report needs an error")
+	}
+	rep.At = s.now().UTC()
+	return s.mutate(ctx, c, r.SessionID, func(sess *api.Session, role api.Role) ([]api.Event, error) {
+		switch {
+		case sess.State == api.StateWaiting:
+			return nil, api.Errorf(api.CodeConflict, "session %s has not been joined yet: nothing to report", sess.ID)
+		case sess.State != api.StateJoined:
+			return nil, notLive(sess)
+		}
+		if _, done := sess.Reports[role]; done {
+			return nil, api.Errorf(api.CodeConflict, "the %s already reported on session %s", role, sess.ID)
+		}
+		if sess.Reports == nil {
+			sess.Reports = map[api.Role]api.Report{}
+		}
+		sess.Reports[role] = rep
+		evs := []api.Event{{Type: api.EventReported, Role: role, Report: &rep}}
+		if !rep.OK {
+			sess.State = api.StateFailed
+			sess.Reason = fmt.Sprintf("%s (%s) failed: %s", role, c.User, rep.Error)
+			return append(evs, api.Event{Type: api.EventFailed}), nil
+		}
+		a, okA := sess.Reports[api.RoleInitiator]
+		b, okB := sess.Reports[api.RoleResponder]
+		if !okA || !okB {
+			return evs, nil
+		}
+		if a.Bytes == b.Bytes && a.CRC32C == b.CRC32C && a.SHA256 == b.SHA256 {
+			sess.State = api.StateCompleted
+			return append(evs, api.Event{Type: api.EventCompleted}), nil
+		}
+		sess.State = api.StateFailed
+		sess.Reason = fmt.Sprintf("check mismatch: initiator sent %d bytes crc32c=%08x, responder got %d bytes crc32c=%08x",
+			a.Bytes, a.CRC32C, b.Bytes, b.CRC32C)
+		return append(evs, api.Event{Type: api.EventFailed}), nil
+	})
+}
+
+func (s *Service) cancel(ctx context.Context, c rpc.Caller, r *api.CancelRequest) (*api.Session, error) {
+	return s.mutate(ctx, c, r.SessionID, func(sess *api.Session, role api.Role) ([]api.Event, error) {
+		if sess.State.Terminal() {
+			return nil, notLive(sess)
+		}
+		sess.State = api.StateCancelled
+		sess.Reason = fmt.Sprintf("cancelled by %s (%s)", c.User, role)
+		if why := cleanText(r.Reason); why != "" {
+			sess.Reason += ": " + why
+		}
+		return []api.Event{{Type: api.EventCancelled}}, nil
+	})
+}

@@ -1,0 +1,486 @@
+// Package kvstore implements SFT's state store on NATS JetStream key-value
+// buckets.
+//
+// Sessions and session keys expire through per-message TTLs, which need
+// nats-server 2.11 or later and buckets created with a limit-marker TTL; Open
+// creates the buckets that way. Layout of the sessions bucket:
+//
+//	s.<session-id>        the JSON session record
+//	m.<user>.<session-id> empty index entry, one per member, same TTL
+//
+// The index is what lets ListSessions find a user's sessions without
+// scanning every record; because its entries carry the session's TTL they
+// vanish with it.
+package kvstore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/services/store"
+)
+
+// Default bucket names and limits.
+const (
+	DefaultSessionsBucket = "SFT_SESSIONS"
+	DefaultUsersBucket    = "SFT_USERS"
+	DefaultKeysBucket     = "SFT_KEYS"
+	DefaultMarkerTTL      = time.Minute
+
+	undoTimeout = 5 * time.Second
+)
+
+// Options configure Open. Zero values take the defaults.
+type Options struct {
+	SessionsBucket string
+	UsersBucket    string
+	KeysBucket     string
+	// Replicas is the bucket replica count when Open creates a bucket
+	// (default 1). Existing buckets keep their configuration.
+	Replicas int
+	// MarkerTTL is how long the server keeps the delete marker it writes
+	// when a record expires or is deleted (at least 1s, whole seconds).
+	MarkerTTL time.Duration
+	// Logger receives warnings about index maintenance (default
+	// slog.Default()).
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.SessionsBucket == "" {
+		o.SessionsBucket = DefaultSessionsBucket
+	}
+	if o.UsersBucket == "" {
+		o.UsersBucket = DefaultUsersBucket
+	}
+	if o.KeysBucket == "" {
+		o.KeysBucket = DefaultKeysBucket
+	}
+	if o.Replicas <= 0 {
+		o.Replicas = 1
+	}
+	if o.MarkerTTL <= 0 {
+		o.MarkerTTL = DefaultMarkerTTL
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Store is the JetStream KV state store. It is safe for concurrent use.
+type Store struct {
+	js        jetstream.JetStream
+	sessions  jetstream.KeyValue
+	users     jetstream.KeyValue
+	keys      jetstream.KeyValue
+	sessPre   string // "$KV.<sessions bucket>." for the publishes KeyValue cannot express
+	markerTTL time.Duration
+	log       *slog.Logger
+}
+
+// Open creates the buckets, or binds to them when they exist. It fails when
+// the server is too old for per-key TTLs or an existing TTL bucket was made
+// without a limit-marker TTL.
+func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, error) {
+	opts.setDefaults()
+	markerTTL, err := wholeSeconds(opts.MarkerTTL)
+	if err != nil {
+		return nil, fmt.Errorf("kvstore: marker TTL: %w", err)
+	}
+	s := &Store{js: js, markerTTL: markerTTL, log: opts.Logger}
+	if s.sessions, err = openBucket(ctx, js, opts.SessionsBucket, opts.Replicas, markerTTL); err != nil {
+		return nil, err
+	}
+	if s.users, err = openBucket(ctx, js, opts.UsersBucket, opts.Replicas, 0); err != nil {
+		return nil, err
+	}
+	if s.keys, err = openBucket(ctx, js, opts.KeysBucket, opts.Replicas, markerTTL); err != nil {
+		return nil, err
+	}
+	s.sessPre = "$KV." + opts.SessionsBucket + "."
+	return s, nil
+}
+
+// openBucket binds to bucket or creates it. markerTTL > 0 asks for per-key
+// TTL support.
+func openBucket(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, markerTTL time.Duration) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:         bucket,
+			Description:    "SFT state store",
+			History:        1,
+			Storage:        jetstream.FileStorage,
+			Replicas:       replicas,
+			LimitMarkerTTL: markerTTL,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			// Another replica created it first, with a different config.
+			kv, err = js.KeyValue(ctx, bucket)
+		}
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported):
+		return nil, fmt.Errorf("kvstore: bucket %s: per-key TTL needs nats-server 2.11 or later: %w", bucket, err)
+	case err != nil:
+		return nil, fmt.Errorf("kvstore: open bucket %s: %w", bucket, err)
+	}
+	if markerTTL > 0 {
+		st, err := kv.Status(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("kvstore: bucket %s status: %w", bucket, err)
+		}
+		if st.LimitMarkerTTL() <= 0 {
+			return nil, fmt.Errorf("kvstore: bucket %s exists without a limit-marker TTL, so keys cannot expire; "+
+				"delete it or recreate it with one", bucket)
+		}
+	}
+	return kv, nil
+}
+
+// Close releases nothing today: the NATS connection belongs to the caller.
+func (s *Store) Close() error { return nil }
+
+func sessionKey(id string) string      { return "s." + id }
+func memberKey(user, id string) string { return "m." + user + "." + id }
+func memberPrefix(user string) string  { return "m." + user + "." }
+
+// CreateSession stores a new session that expires after ttl.
+func (s *Store) CreateSession(ctx context.Context, sess *api.Session, ttl time.Duration) (uint64, error) {
+	if err := checkSession(sess); err != nil {
+		return 0, err
+	}
+	ttl, err := wholeSeconds(ttl)
+	if err != nil {
+		return 0, fmt.Errorf("create session %s: %w", sess.ID, err)
+	}
+	data, err := json.Marshal(sess)
+	if err != nil {
+		return 0, fmt.Errorf("create session %s: encode: %w", sess.ID, err)
+	}
+	rev, err := s.sessions.Create(ctx, sessionKey(sess.ID), data, jetstream.KeyTTL(ttl))
+	if err != nil {
+		return 0, fmt.Errorf("create session %s: %w", sess.ID, mapCreateErr(err))
+	}
+	if err := s.putIndex(ctx, sess, ttl); err != nil {
+		// Without its index the session would be invisible to ListSessions;
+		// undo so the caller's error means "nothing was stored". The undo
+		// must run even when ctx is what failed.
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+		defer cancel()
+		if derr := s.sessions.Purge(uctx, sessionKey(sess.ID), jetstream.LastRevision(rev),
+			jetstream.PurgeTTL(s.markerTTL)); derr != nil {
+			s.log.Warn("kvstore: could not undo session after index failure",
+				"session", sess.ID, "error", derr)
+		}
+		return 0, fmt.Errorf("create session %s: index: %w", sess.ID, err)
+	}
+	return rev, nil
+}
+
+// GetSession returns the session and its revision.
+func (s *Store) GetSession(ctx context.Context, id string) (*api.Session, uint64, error) {
+	if err := store.ValidateName("session id", id); err != nil {
+		return nil, 0, err
+	}
+	e, err := s.sessions.Get(ctx, sessionKey(id))
+	if err != nil {
+		return nil, 0, fmt.Errorf("get session %s: %w", id, mapGetErr(err))
+	}
+	var sess api.Session
+	if err := json.Unmarshal(e.Value(), &sess); err != nil {
+		return nil, 0, fmt.Errorf("get session %s: decode record: %w", id, err)
+	}
+	return &sess, e.Revision(), nil
+}
+
+// UpdateSession writes sess only if its stored revision is still rev, and
+// gives it a fresh ttl.
+//
+// KeyValue.Update cannot set a TTL (and clears the old one), so this
+// publishes to the key's subject with the same expectations Update uses,
+// plus a Nats-TTL header.
+func (s *Store) UpdateSession(ctx context.Context, sess *api.Session, rev uint64, ttl time.Duration) (uint64, error) {
+	if err := checkSession(sess); err != nil {
+		return 0, err
+	}
+	ttl, err := wholeSeconds(ttl)
+	if err != nil {
+		return 0, fmt.Errorf("update session %s: %w", sess.ID, err)
+	}
+	if rev == 0 {
+		// An expected last sequence of 0 means "no message yet": the
+		// publish would resurrect a missing session instead of failing.
+		return 0, fmt.Errorf("update session %s: %w", sess.ID, s.whyRejected(ctx, sess.ID))
+	}
+	data, err := json.Marshal(sess)
+	if err != nil {
+		return 0, fmt.Errorf("update session %s: encode: %w", sess.ID, err)
+	}
+	msg := &nats.Msg{Subject: s.sessPre + sessionKey(sess.ID), Header: nats.Header{}, Data: data}
+	ack, err := s.js.PublishMsg(ctx, msg,
+		jetstream.WithExpectLastSequencePerSubject(rev),
+		jetstream.WithMsgTTL(ttl))
+	if err != nil {
+		if isWrongLastSeq(err) {
+			return 0, fmt.Errorf("update session %s at revision %d: %w", sess.ID, rev, s.whyRejected(ctx, sess.ID))
+		}
+		return 0, fmt.Errorf("update session %s: %w", sess.ID, err)
+	}
+	if err := s.putIndex(ctx, sess, ttl); err != nil {
+		// The update itself is stored; failing here would make the caller
+		// retry a write that already happened. The cost is that the session
+		// may drop out of ListSessions before it expires.
+		s.log.Warn("kvstore: session updated but its index TTL was not refreshed",
+			"session", sess.ID, "error", err)
+	}
+	return ack.Sequence, nil
+}
+
+// whyRejected tells a lost compare-and-set from a session that is gone.
+func (s *Store) whyRejected(ctx context.Context, id string) error {
+	_, err := s.sessions.Get(ctx, sessionKey(id))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return store.ErrNotFound
+	case err != nil:
+		return fmt.Errorf("%w (and re-reading failed: %w)", store.ErrConflict, err)
+	}
+	return store.ErrConflict
+}
+
+// putIndex writes (or refreshes) the member index entries with ttl. They
+// are written after the record, so they never expire before it.
+func (s *Store) putIndex(ctx context.Context, sess *api.Session, ttl time.Duration) error {
+	for _, user := range members(sess) {
+		subj := s.sessPre + memberKey(user, sess.ID)
+		if _, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: subj, Header: nats.Header{}}, jetstream.WithMsgTTL(ttl)); err != nil {
+			return fmt.Errorf("index entry for %s: %w", user, err)
+		}
+	}
+	return nil
+}
+
+func members(sess *api.Session) []string {
+	if sess.Initiator == sess.Responder {
+		return []string{sess.Initiator}
+	}
+	return []string{sess.Initiator, sess.Responder}
+}
+
+// ListSessions returns the live sessions user is a member of.
+func (s *Store) ListSessions(ctx context.Context, user string) ([]*api.Session, error) {
+	if err := store.ValidateName("user", user); err != nil {
+		return nil, err
+	}
+	// The lister's goroutine blocks until its channel is drained or ctx
+	// ends; cancel on every return path so it cannot leak.
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	kl, err := s.sessions.ListKeysFiltered(lctx, memberPrefix(user)+"*")
+	if err != nil {
+		return nil, fmt.Errorf("list sessions of %s: %w", user, err)
+	}
+	defer func() { _ = kl.Stop() }()
+	seen := map[string]bool{}
+	var ids []string
+	for k := range kl.Keys() {
+		id, ok := strings.CutPrefix(k, memberPrefix(user))
+		if ok && !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		// The channel also closes on cancellation; don't pass off a partial
+		// list as complete.
+		return nil, fmt.Errorf("list sessions of %s: %w", user, err)
+	}
+	out := make([]*api.Session, 0, len(ids))
+	for _, id := range ids {
+		sess, _, err := s.GetSession(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // expired between the index scan and now
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list sessions of %s: %w", user, err)
+		}
+		if _, ok := sess.RoleOf(user); !ok {
+			continue // never trust the index over the record
+		}
+		out = append(out, sess)
+	}
+	return out, nil
+}
+
+// CreateUser stores a new user.
+func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
+	data, err := encodeUser(u)
+	if err != nil {
+		return err
+	}
+	if _, err := s.users.Create(ctx, u.Name, data); err != nil {
+		return fmt.Errorf("create user %s: %w", u.Name, mapCreateErr(err))
+	}
+	return nil
+}
+
+// GetUser returns the named user.
+func (s *Store) GetUser(ctx context.Context, name string) (*store.User, error) {
+	if err := store.ValidateName("user", name); err != nil {
+		return nil, err
+	}
+	e, err := s.users.Get(ctx, name)
+	if err != nil {
+		return nil, fmt.Errorf("get user %s: %w", name, mapGetErr(err))
+	}
+	var u store.User
+	if err := json.Unmarshal(e.Value(), &u); err != nil {
+		return nil, fmt.Errorf("get user %s: decode record: %w", name, err)
+	}
+	return &u, nil
+}
+
+// UpdateUser replaces an existing user record.
+func (s *Store) UpdateUser(ctx context.Context, u *store.User) error {
+	data, err := encodeUser(u)
+	if err != nil {
+		return err
+	}
+	// Compare-and-set against the revision just read, so a user deleted
+	// in between is not silently recreated; retry when another writer
+	// slipped in (last writer wins, as the method promises).
+	for {
+		e, err := s.users.Get(ctx, u.Name)
+		if err != nil {
+			return fmt.Errorf("update user %s: %w", u.Name, mapGetErr(err))
+		}
+		_, err = s.users.Update(ctx, u.Name, data, e.Revision())
+		if err == nil {
+			return nil
+		}
+		if !isWrongLastSeq(err) {
+			return fmt.Errorf("update user %s: %w", u.Name, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("update user %s: %w", u.Name, err)
+		}
+	}
+}
+
+func encodeUser(u *store.User) ([]byte, error) {
+	if u == nil {
+		return nil, fmt.Errorf("%w: nil user", store.ErrInvalid)
+	}
+	if err := store.ValidateName("user", u.Name); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(u)
+	if err != nil {
+		return nil, fmt.Errorf("encode user %s: %w", u.Name, err)
+	}
+	return data, nil
+}
+
+// CreateKey stores a sealed session key; the first writer wins.
+func (s *Store) CreateKey(ctx context.Context, sessionID string, sealed []byte, ttl time.Duration) error {
+	if err := store.ValidateName("session id", sessionID); err != nil {
+		return err
+	}
+	if len(sealed) == 0 {
+		return fmt.Errorf("%w: empty sealed key for session %s", store.ErrInvalid, sessionID)
+	}
+	ttl, err := wholeSeconds(ttl)
+	if err != nil {
+		return fmt.Errorf("create key for session %s: %w", sessionID, err)
+	}
+	if _, err := s.keys.Create(ctx, sessionID, sealed, jetstream.KeyTTL(ttl)); err != nil {
+		return fmt.Errorf("create key for session %s: %w", sessionID, mapCreateErr(err))
+	}
+	return nil
+}
+
+// GetKey returns the sealed key of a session.
+func (s *Store) GetKey(ctx context.Context, sessionID string) ([]byte, error) {
+	if err := store.ValidateName("session id", sessionID); err != nil {
+		return nil, err
+	}
+	e, err := s.keys.Get(ctx, sessionID)
+	if err != nil {
+		return nil, fmt.Errorf("get key for session %s: %w", sessionID, mapGetErr(err))
+	}
+	return e.Value(), nil
+}
+
+// DeleteKey removes a session key; an absent key is not an error.
+func (s *Store) DeleteKey(ctx context.Context, sessionID string) error {
+	if err := store.ValidateName("session id", sessionID); err != nil {
+		return err
+	}
+	// Purge drops the value itself (a plain delete would keep it behind a
+	// marker), and the marker's TTL keeps deleted keys from piling up.
+	if err := s.keys.Purge(ctx, sessionID, jetstream.PurgeTTL(s.markerTTL)); err != nil {
+		return fmt.Errorf("delete key for session %s: %w", sessionID, err)
+	}
+	return nil
+}
+
+func checkSession(sess *api.Session) error {
+	if sess == nil {
+		return fmt.Errorf("%w: nil session", store.ErrInvalid)
+	}
+	if err := store.ValidateName("session id", sess.ID); err != nil {
+		return err
+	}
+	if err := store.ValidateName("initiator", sess.Initiator); err != nil {
+		return fmt.Errorf("session %s: %w", sess.ID, err)
+	}
+	if err := store.ValidateName("responder", sess.Responder); err != nil {
+		return fmt.Errorf("session %s: %w", sess.ID, err)
+	}
+	return nil
+}
+
+// wholeSeconds validates a TTL and rounds it up to whole seconds: the server
+// refuses TTLs under a second and truncates the rest, which would make a
+// record expire earlier than asked.
+func wholeSeconds(ttl time.Duration) (time.Duration, error) {
+	if ttl < time.Second {
+		return 0, fmt.Errorf("%w: TTL %v is under the 1s minimum", store.ErrInvalid, ttl)
+	}
+	return ((ttl + time.Second - 1) / time.Second) * time.Second, nil
+}
+
+func mapGetErr(err error) error {
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return store.ErrNotFound
+	}
+	return err
+}
+
+func mapCreateErr(err error) error {
+	if errors.Is(err, jetstream.ErrKeyExists) || isWrongLastSeq(err) {
+		return store.ErrExists
+	}
+	return err
+}
+
+// isWrongLastSeq reports a lost compare-and-set. Replicated streams report
+// it with a different code than single-replica ones.
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+}

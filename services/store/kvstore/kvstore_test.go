@@ -1,0 +1,266 @@
+package kvstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/services/store"
+	"github.com/sftproject/sft/services/store/storetest"
+)
+
+// startJetStream runs an embedded JetStream server on a random port for the
+// test's lifetime and returns a JetStream context connected to it.
+func startJetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
+	srv, err := server.NewServer(&server.Options{
+		Host:      "127.0.0.1",
+		Port:      -1,
+		JetStream: true,
+		StoreDir:  t.TempDir(),
+		NoLog:     true,
+		NoSigs:    true,
+	})
+	if err != nil {
+		t.Fatalf("nats server: %v", err)
+	}
+	srv.Start()
+	t.Cleanup(srv.Shutdown)
+	if !srv.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats server not ready")
+	}
+	nc, err := nats.Connect(srv.ClientURL())
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	return js
+}
+
+var bucketSeq atomic.Int64
+
+// uniqueOptions names a fresh set of buckets, so stores sharing a server
+// do not share records.
+func uniqueOptions() Options {
+	n := bucketSeq.Add(1)
+	return Options{
+		SessionsBucket: fmt.Sprintf("T%d_SESSIONS", n),
+		UsersBucket:    fmt.Sprintf("T%d_USERS", n),
+		KeysBucket:     fmt.Sprintf("T%d_KEYS", n),
+		MarkerTTL:      time.Second,
+	}
+}
+
+func openStore(t *testing.T, js jetstream.JetStream, opts Options) *Store {
+	t.Helper()
+	s, err := Open(t.Context(), js, opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	js := startJetStream(t)
+	storetest.Run(t, func(t *testing.T) storetest.Store {
+		return openStore(t, js, uniqueOptions())
+	})
+}
+
+// TestNoLeakAfterExpiry checks that an expired session leaves nothing
+// behind: no record, no index entry, and, once the marker TTL has passed,
+// not even the server's delete markers.
+func TestNoLeakAfterExpiry(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	opts := uniqueOptions()
+	s := openStore(t, js, opts)
+	ctx := t.Context()
+
+	sess := &api.Session{ID: "s1", State: api.StateWaiting, Initiator: "alice", Responder: "bob"}
+	rev, err := s.CreateSession(ctx, sess, time.Second)
+	if err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	// Exercise the index refresh path too.
+	if _, err := s.UpdateSession(ctx, sess, rev, time.Second); err != nil {
+		t.Fatalf("UpdateSession: %v", err)
+	}
+	if err := s.CreateKey(ctx, "s1", []byte("sealed"), time.Second); err != nil {
+		t.Fatalf("CreateKey: %v", err)
+	}
+	if err := s.CreateKey(ctx, "s2", []byte("sealed"), time.Hour); err != nil {
+		t.Fatalf("CreateKey: %v", err)
+	}
+	if err := s.DeleteKey(ctx, "s2"); err != nil {
+		t.Fatalf("DeleteKey: %v", err)
+	}
+	if n := countKeys(t, s.sessions, "m.>"); n != 2 {
+		t.Fatalf("index has %d entries, want 2", n)
+	}
+
+	deadline := time.Now().Add(8 * time.Second)
+	for _, bucket := range []string{opts.SessionsBucket, opts.KeysBucket} {
+		for {
+			st, err := js.Stream(ctx, "KV_"+bucket)
+			if err != nil {
+				t.Fatalf("stream %s: %v", bucket, err)
+			}
+			info, err := st.Info(ctx)
+			if err != nil {
+				t.Fatalf("stream %s info: %v", bucket, err)
+			}
+			if info.State.Msgs == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("bucket %s still holds %d messages on %d subjects",
+					bucket, info.State.Msgs, info.State.NumSubjects)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+func countKeys(t *testing.T, kv jetstream.KeyValue, filter string) int {
+	t.Helper()
+	kl, err := kv.ListKeysFiltered(t.Context(), filter)
+	if err != nil {
+		t.Fatalf("ListKeysFiltered: %v", err)
+	}
+	n := 0
+	for range kl.Keys() {
+		n++
+	}
+	return n
+}
+
+// TestListSkipsDanglingIndex covers an index entry that outlives its record
+// (e.g. a failed create): it must not surface, nor break the listing.
+func TestListSkipsDanglingIndex(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	s := openStore(t, js, uniqueOptions())
+	ctx := t.Context()
+	for _, id := range []string{"gone", "kept"} {
+		sess := &api.Session{ID: id, State: api.StateWaiting, Initiator: "alice", Responder: "bob"}
+		if _, err := s.CreateSession(ctx, sess, time.Hour); err != nil {
+			t.Fatalf("CreateSession(%s): %v", id, err)
+		}
+	}
+	if err := s.sessions.Purge(ctx, sessionKey("gone")); err != nil {
+		t.Fatalf("Purge: %v", err)
+	}
+	list, err := s.ListSessions(ctx, "alice")
+	if err != nil {
+		t.Fatalf("ListSessions: %v", err)
+	}
+	if len(list) != 1 || list[0].ID != "kept" {
+		t.Fatalf("ListSessions = %v, want only kept", list)
+	}
+}
+
+func TestOpen(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	ctx := t.Context()
+
+	t.Run("Defaults", func(t *testing.T) {
+		s := openStore(t, js, Options{})
+		for _, kv := range []jetstream.KeyValue{s.sessions, s.users, s.keys} {
+			st, err := kv.Status(ctx)
+			if err != nil {
+				t.Fatalf("Status: %v", err)
+			}
+			if st.History() != 1 || st.BackingStore() != "JetStream" {
+				t.Errorf("%s: history %d, backing %s", st.Bucket(), st.History(), st.BackingStore())
+			}
+			info := st.(*jetstream.KeyValueBucketStatus).StreamInfo()
+			if info.Config.Storage != jetstream.FileStorage {
+				t.Errorf("%s: storage %v, want file", st.Bucket(), info.Config.Storage)
+			}
+		}
+		if got := s.sessions.Bucket(); got != DefaultSessionsBucket {
+			t.Errorf("sessions bucket = %s", got)
+		}
+	})
+
+	t.Run("BindsExisting", func(t *testing.T) {
+		opts := uniqueOptions()
+		a := openStore(t, js, opts)
+		if err := a.CreateUser(ctx, &store.User{Name: "alice", Role: "user"}); err != nil {
+			t.Fatalf("CreateUser: %v", err)
+		}
+		// A second replica with a different marker TTL binds, keeping data.
+		opts.MarkerTTL = time.Hour
+		b := openStore(t, js, opts)
+		if _, err := b.GetUser(ctx, "alice"); err != nil {
+			t.Fatalf("GetUser via second store: %v", err)
+		}
+	})
+
+	t.Run("RefusesBucketWithoutTTL", func(t *testing.T) {
+		opts := uniqueOptions()
+		if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: opts.KeysBucket}); err != nil {
+			t.Fatalf("CreateKeyValue: %v", err)
+		}
+		_, err := Open(ctx, js, opts)
+		if err == nil {
+			t.Fatal("Open succeeded on a keys bucket that cannot expire keys")
+		}
+		t.Logf("error: %v", err)
+	})
+
+	t.Run("BadBucketName", func(t *testing.T) {
+		opts := uniqueOptions()
+		opts.UsersBucket = "bad name"
+		if _, err := Open(ctx, js, opts); err == nil {
+			t.Fatal("Open accepted an invalid bucket name")
+		}
+	})
+
+	t.Run("CanceledContext", func(t *testing.T) {
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		if _, err := Open(cctx, js, uniqueOptions()); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Open with canceled context: %v", err)
+		}
+	})
+}
+
+func TestWholeSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		in, want time.Duration
+		invalid  bool
+	}{
+		{in: -time.Second, invalid: true},
+		{in: 0, invalid: true},
+		{in: 999 * time.Millisecond, invalid: true},
+		{in: time.Second, want: time.Second},
+		{in: 1500 * time.Millisecond, want: 2 * time.Second},
+		{in: time.Hour + time.Nanosecond, want: time.Hour + time.Second},
+	} {
+		got, err := wholeSeconds(tc.in)
+		if tc.invalid {
+			if !errors.Is(err, store.ErrInvalid) {
+				t.Errorf("wholeSeconds(%v) error = %v, want ErrInvalid", tc.in, err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("wholeSeconds(%v) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+}
