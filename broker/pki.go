@@ -50,7 +50,12 @@ var devServerSANs = []string{"localhost", "127.0.0.1", "::1"}
 // while they parse and are more than 30 days from expiry; otherwise the
 // server certificate is reissued from the same CA (and the CA itself is
 // recreated only when it is missing, broken or expiring).
-func EnsureDevPKI(dir string) (PKI, error) {
+func EnsureDevPKI(dir string) (PKI, error) { return EnsurePKI(dir, devServerSANs) }
+
+// EnsurePKI is EnsureDevPKI for a server known by other names too (for
+// example "nats" inside a compose network). The certificate is reissued
+// when it does not cover every name in sans.
+func EnsurePKI(dir string, sans []string) (PKI, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return PKI{}, fmt.Errorf("create PKI directory %s: %w", dir, err)
 	}
@@ -66,10 +71,10 @@ func EnsureDevPKI(dir string) (PKI, error) {
 		if ca, err = newCA(dir, now); err != nil {
 			return PKI{}, err
 		}
-	} else if leafUsable(p.CertFile, p.KeyFile, ca.cert, devServerSANs, now) {
+	} else if leafUsable(p.CertFile, p.KeyFile, ca.cert, sans, now) {
 		return p, nil
 	}
-	if err := issue(ca, "sft-dev-server", devServerSANs, p.CertFile, p.KeyFile, now); err != nil {
+	if err := issue(ca, "sft-nats-server", sans, p.CertFile, p.KeyFile, now); err != nil {
 		return PKI{}, err
 	}
 	return p, nil

@@ -30,10 +30,15 @@ type Config struct {
 	DataDir string `mapstructure:"data_dir"`
 	// ConfigDir holds sft-cli's cached login token and the default config file.
 	ConfigDir string `mapstructure:"config_dir"`
+	// SecretsDir holds the services' keys and NATS password (see package
+	// secrets); empty means <data_dir>/secrets.
+	SecretsDir string `mapstructure:"secrets_dir"`
 	// User is the SFT user sft-cli logs in as.
 	User string `mapstructure:"user"`
 
 	NATS    NATS    `mapstructure:"nats"`
+	Store   Store   `mapstructure:"store"`
+	Redis   Redis   `mapstructure:"redis"`
 	Dev     Dev     `mapstructure:"dev"`
 	Auth    Auth    `mapstructure:"auth"`
 	Session Session `mapstructure:"session"`
@@ -46,6 +51,30 @@ type NATS struct {
 	URL string `mapstructure:"url"`
 	// CAFile is the CA that signs the NATS server certificate; empty means
 	// the dev CA under DataDir.
+	CAFile string `mapstructure:"ca_file"`
+	// User and PasswordFile are the services' credentials (clients connect
+	// without any); an empty PasswordFile means the one in SecretsDir.
+	User         string `mapstructure:"user"`
+	PasswordFile string `mapstructure:"password_file"`
+	// CertFile and KeyFile are an optional client certificate (mTLS).
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+}
+
+// Store chooses where the services keep state.
+type Store struct {
+	// Backend is "jetstream" (NATS JetStream KV) or "redis".
+	Backend string `mapstructure:"backend"`
+}
+
+// Redis is how to reach Redis when Store.Backend is "redis".
+type Redis struct {
+	// URL is redis://[user:password@]host:port/db, or rediss:// for TLS.
+	URL      string `mapstructure:"url"`
+	Username string `mapstructure:"username"`
+	// PasswordFile holds the password, so it is in neither argv nor env.
+	PasswordFile string `mapstructure:"password_file"`
+	// CAFile verifies the server of a rediss:// URL.
 	CAFile string `mapstructure:"ca_file"`
 }
 
@@ -86,6 +115,14 @@ type Log struct {
 	Format string `mapstructure:"format"` // text or json
 }
 
+// SecretsPath returns the directory of the services' secrets.
+func (c Config) SecretsPath() string {
+	if c.SecretsDir != "" {
+		return c.SecretsDir
+	}
+	return filepath.Join(c.DataDir, "secrets")
+}
+
 // CAFile returns the CA file to trust for NATS.
 func (c Config) CAFile() string {
 	if c.NATS.CAFile != "" {
@@ -112,9 +149,19 @@ func Keys(env []string) []Key {
 	return []Key{
 		{"data_dir", defaultDataDir(env), "sftd state: dev PKI, signing keys, JetStream files"},
 		{"config_dir", defaultConfigDir(env), "sft-cli token cache and default config file (sft.yaml)"},
+		{"secrets_dir", "", "services' keys and NATS password (empty: <data_dir>/secrets)"},
 		{"user", "", "SFT user name sft-cli logs in as"},
 		{"nats.url", "tls://127.0.0.1:4222", "NATS server URL"},
 		{"nats.ca_file", "", "CA certificate for the NATS server (empty: <data_dir>/pki/ca.pem)"},
+		{"nats.user", "sft-service", "NATS user of the services (clients connect without credentials)"},
+		{"nats.password_file", "", "file with the services' NATS password (empty: <secrets_dir>/nats-service.password)"},
+		{"nats.cert_file", "", "client certificate for NATS mTLS (optional)"},
+		{"nats.key_file", "", "private key of nats.cert_file"},
+		{"store.backend", "jetstream", "state store: jetstream (NATS KV) or redis"},
+		{"redis.url", "redis://127.0.0.1:6379/0", "Redis URL (rediss:// for TLS) when store.backend is redis"},
+		{"redis.username", "", "Redis ACL user name"},
+		{"redis.password_file", "", "file with the Redis password"},
+		{"redis.ca_file", "", "CA certificate of a rediss:// server"},
 		{"dev.listen", "127.0.0.1:4222", "address the embedded NATS server of `sftd dev` listens on"},
 		{"auth.token_ttl", 12 * time.Hour, "lifetime of a login token"},
 		{"session.ttl", 15 * time.Minute, "time a session has from creation to its end"},
@@ -224,6 +271,14 @@ func (c Config) validate() error {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %s", name, d))
 		}
+	}
+	switch c.Store.Backend {
+	case "jetstream", "redis":
+	default:
+		errs = append(errs, fmt.Errorf("store.backend must be jetstream or redis, got %q", c.Store.Backend))
+	}
+	if (c.NATS.CertFile == "") != (c.NATS.KeyFile == "") {
+		errs = append(errs, errors.New("nats.cert_file and nats.key_file go together"))
 	}
 	switch c.Log.Format {
 	case "text", "json":

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -135,8 +136,32 @@ var ErrWatchEnded = errors.New("watch ended")
 // Watch calls fn for each event the user may see, in order: with a session
 // id, that session's events from its start; without, every event of the
 // user's sessions from now on. It returns when ctx ends, fn returns an
-// error (returned as is), or the relay stops (ErrWatchEnded).
+// error (returned as is), or the relay ends the watch (ErrWatchEnded, with
+// the reason). A relay that dies with its replica, or one whose replica
+// shuts down, is replaced by a new one that resumes after the last event
+// seen, so nothing is missed or repeated.
 func (c *Client) Watch(ctx context.Context, sessionID string, fn func(api.Event) error) error {
+	var last uint64
+	for attempt := 0; ; attempt++ {
+		err := c.watchOnce(ctx, sessionID, &last, fn)
+		if !errors.Is(err, errRelayLost) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(min(attempt, 10)) * 200 * time.Millisecond):
+		}
+	}
+}
+
+var errRelayLost = errors.New("watch relay lost")
+
+// relaySilence is how long a watch waits for a heartbeat or an event before
+// it assumes the relay is gone.
+const relaySilence = 3*api.HeartbeatEvery + time.Second
+
+func (c *Client) watchOnce(ctx context.Context, sessionID string, last *uint64, fn func(api.Event) error) error {
 	inbox := c.nc.NewInbox()
 	ch := make(chan *nats.Msg, 256)
 	sub, err := c.nc.ChanSubscribe(inbox, ch)
@@ -145,25 +170,41 @@ func (c *Client) Watch(ctx context.Context, sessionID string, fn func(api.Event)
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	var rep api.WatchReply
-	if err := c.call(ctx, api.SubjectSessionWatch, api.WatchRequest{SessionID: sessionID, Deliver: inbox}, &rep); err != nil {
+	err = c.call(ctx, api.SubjectSessionWatch, api.WatchRequest{SessionID: sessionID, Deliver: inbox, AfterSeq: *last}, &rep)
+	if api.CodeOf(err) == api.CodeUnavailable {
+		return errRelayLost // no session replica right now; try again
+	}
+	if err != nil {
 		return err
 	}
+	silence := time.NewTimer(relaySilence)
+	defer silence.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-silence.C:
+			return errRelayLost
 		case m := <-ch:
+			silence.Reset(relaySilence)
 			if m.Header.Get(api.HeartbeatHeader) != "" {
 				_ = m.Respond(nil)
 				continue
 			}
 			if why := m.Header.Get(api.WatchEndHeader); why != "" {
+				if m.Header.Get(api.WatchResumeHeader) != "" {
+					return errRelayLost
+				}
 				return fmt.Errorf("%w: %s", ErrWatchEnded, why)
 			}
 			var ev api.Event
 			if err := json.Unmarshal(m.Data, &ev); err != nil {
 				return fmt.Errorf("watch: undecodable event: %w", err)
 			}
+			if ev.Seq != 0 && ev.Seq <= *last {
+				continue // already seen through an earlier relay
+			}
+			*last = ev.Seq
 			if err := fn(ev); err != nil {
 				return err
 			}

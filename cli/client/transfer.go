@@ -193,7 +193,9 @@ func (c *Client) receiveOn(ctx context.Context, o ReceiveOptions, sess *api.Sess
 		return link.Result{}, "", fmt.Errorf("get session key: %w", err)
 	}
 	defer clear(key)
-	conn, err := link.Dial(ctx, sess.PeerAddr, key, sess.ID, link.Options{DialTimeout: o.ConnectTimeout, Logger: o.Logger})
+	// The sender accepts only once it has heard of the join and fetched the
+	// key, so the handshake may wait as long as the connection may.
+	conn, err := link.Dial(ctx, sess.PeerAddr, key, sess.ID, link.Options{DialTimeout: o.ConnectTimeout, HandshakeTimeout: o.ConnectTimeout, Logger: o.Logger})
 	if err != nil {
 		return link.Result{}, "", err
 	}

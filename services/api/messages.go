@@ -64,9 +64,13 @@ type CancelRequest struct {
 // caller's reply inbox. With SessionID the relay replays that session's
 // events from the start and stops after its terminal event; without it, it
 // relays every event of the caller's sessions from now on.
+//
+// AfterSeq resumes a watch after the last event seen (its Seq), so a
+// watcher whose relay died misses nothing and sees nothing twice.
 type WatchRequest struct {
 	SessionID string `json:"session_id,omitempty"`
 	Deliver   string `json:"deliver"`
+	AfterSeq  uint64 `json:"after_seq,omitempty"`
 }
 
 // WatchReply acknowledges a watch.

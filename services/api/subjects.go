@@ -1,5 +1,7 @@
 package api
 
+import "time"
+
 // Version is the API version embedded in every subject. A breaking change to
 // a body or to the meaning of a subject bumps it, so old and new services can
 // share one broker during a rollout.
@@ -54,8 +56,15 @@ const QueueGroup = "sft"
 const AuthHeader = "Authorization"
 
 // Watch relay headers: a heartbeat is a request the client must answer, an
-// end marker tells the client the relay stopped and why.
+// end marker tells the client the relay stopped and why, and a resume
+// marker beside it says the watch may go on through another replica.
 const (
-	HeartbeatHeader = "Sft-Heartbeat"
-	WatchEndHeader  = "Sft-Watch-End"
+	HeartbeatHeader   = "Sft-Heartbeat"
+	WatchEndHeader    = "Sft-Watch-End"
+	WatchResumeHeader = "Sft-Watch-Resume"
 )
+
+// HeartbeatEvery is how often a watch relay proves it is alive. A watcher
+// that hears nothing for a few periods assumes its relay died with its
+// replica and asks for a new one.
+const HeartbeatEvery = 2 * time.Second

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -20,8 +22,9 @@ import (
 	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/auth"
 	"github.com/sftproject/sft/services/devstack"
+	"github.com/sftproject/sft/services/launch"
+	"github.com/sftproject/sft/services/secrets"
 	"github.com/sftproject/sft/services/store"
-	"github.com/sftproject/sft/services/store/kvstore"
 )
 
 // IO is where a command reads and writes.
@@ -54,7 +57,11 @@ func Run(ctx context.Context, stdio IO, args, env []string) error {
 	d.bind(pf, "data_dir", "data-dir", "directory for keys, certificates and JetStream data")
 	d.bind(pf, "log.level", "log-level", "log level: debug, info, warn, error")
 	d.bind(pf, "log.format", "log-format", "log format: text or json")
-	root.AddCommand(d.devCmd(), d.userCmd())
+	root.AddCommand(d.devCmd(), d.userCmd(), d.certsCmd(),
+		d.serviceCmd("auth", "Run the auth service (logins, tokens) against an external NATS"),
+		d.serviceCmd("session", "Run the session service (state machine, events, watch relay) against an external NATS"),
+		d.serviceCmd("key", "Run the key service (session keys) against an external NATS"),
+	)
 	root.SetArgs(args)
 	root.SetIn(stdio.In)
 	root.SetOut(stdio.Out)
@@ -112,7 +119,7 @@ func (d *daemon) userCmd() *cobra.Command {
 				return err
 			}
 			// Fail before the prompt when there is no dev stack to add to.
-			if _, err := devstack.ReadServicePassword(d.cfg.DataDir); err != nil {
+			if _, err := d.servicePassword(); err != nil {
 				return err
 			}
 			pw, err := prompt.Password(d.io.In, d.io.Err, "Password for "+name, true)
@@ -192,28 +199,43 @@ const (
 	roleAdmin = "admin"
 )
 
-// openStore connects to a running dev stack as the services do.
-func (d *daemon) openStore(ctx context.Context) (*kvstore.Store, func(), error) {
-	pw, err := devstack.ReadServicePassword(d.cfg.DataDir)
-	if err != nil {
-		return nil, nil, err
+// servicePassword is the services' NATS password: from nats.password_file,
+// or the secrets directory.
+func (d *daemon) servicePassword() (string, error) {
+	if f := d.cfg.NATS.PasswordFile; f != "" {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", fmt.Errorf("read nats.password_file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
 	}
-	nc, err := broker.Connect(ctx, broker.ConnOptions{
+	return secrets.ServicePassword(d.cfg.SecretsPath())
+}
+
+// connect opens a service connection to the broker.
+func (d *daemon) connect(ctx context.Context, name string) (*nats.Conn, error) {
+	pw, err := d.servicePassword()
+	if err != nil {
+		return nil, err
+	}
+	return broker.Connect(ctx, broker.ConnOptions{
 		URL: d.cfg.NATS.URL, CAFile: d.cfg.CAFile(),
-		User: devstack.ServiceUser, Password: pw, Name: "sftd-admin", Logger: d.log,
+		User: d.cfg.NATS.User, Password: pw,
+		CertFile: d.cfg.NATS.CertFile, KeyFile: d.cfg.NATS.KeyFile,
+		Name: name, Logger: d.log,
 	})
+}
+
+// openStore connects to the configured store as the services do.
+func (d *daemon) openStore(ctx context.Context) (launch.Store, func(), error) {
+	nc, err := d.connect(ctx, "sftd-admin")
 	if err != nil {
 		return nil, nil, err
 	}
-	js, err := jetstream.New(nc)
+	st, err := launch.OpenStore(ctx, d.cfg, nc, d.log)
 	if err != nil {
 		nc.Close()
 		return nil, nil, err
 	}
-	st, err := kvstore.Open(ctx, js, kvstore.Options{Logger: d.log})
-	if err != nil {
-		nc.Close()
-		return nil, nil, err
-	}
-	return st, nc.Close, nil
+	return st, func() { _ = st.Close(); nc.Close() }, nil
 }

@@ -20,7 +20,7 @@ import (
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/daemon"
-	"github.com/sftproject/sft/services/devstack"
+	"github.com/sftproject/sft/services/secrets"
 	"github.com/sftproject/sft/services/store"
 	"github.com/sftproject/sft/services/store/kvstore"
 	"github.com/sftproject/sft/services/token"
@@ -144,12 +144,12 @@ func (in *install) user(d *dev, name string) (*store.User, error) {
 // test ends: each service login costs a bcrypt check, slow under -race.
 func (in *install) openStore(d *dev) *kvstore.Store {
 	in.t.Helper()
-	pw, err := devstack.ReadServicePassword(in.dataDir)
+	pw, err := secrets.ServicePassword(filepath.Join(in.dataDir, "secrets"))
 	if err != nil {
 		in.t.Fatal(err)
 	}
 	nc, err := broker.Connect(testCtx(in.t), broker.ConnOptions{
-		URL: d.url, CAFile: filepath.Join(in.dataDir, "pki", "ca.pem"), User: devstack.ServiceUser, Password: pw,
+		URL: d.url, CAFile: filepath.Join(in.dataDir, "pki", "ca.pem"), User: "sft-service", Password: pw,
 	})
 	if err != nil {
 		in.t.Fatal(err)
@@ -179,7 +179,7 @@ func (in *install) login(d *dev, name, password string) (string, error) {
 	if _, err := c.Login(testCtx(in.t), name, password); err != nil {
 		return "", err
 	}
-	sec, err := devstack.LoadSecrets(in.dataDir)
+	sec, err := secrets.Ensure(filepath.Join(in.dataDir, "secrets"))
 	if err != nil {
 		in.t.Fatal(err)
 	}
@@ -325,7 +325,7 @@ func TestUserAddWithoutDevStack(t *testing.T) {
 	in := newInstall(t)
 	for _, args := range [][]string{{"user", "add", "dave"}, {"user", "set-role", "dave", "admin"}} {
 		_, err := in.sftd("pw\n", nil, args...)
-		if err == nil || !strings.Contains(err.Error(), "start `sftd dev` first") {
+		if err == nil || !strings.Contains(err.Error(), "`sftd dev`") {
 			t.Errorf("%v: %v, want an error saying to start sftd dev", args, err)
 		}
 	}

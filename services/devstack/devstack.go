@@ -1,12 +1,10 @@
 // Package devstack runs the whole of SFT in one process: an embedded NATS
-// server (TLS, JetStream), the JetStream KV state store, and the auth,
-// session and key services. It is `sftd dev`, and the stack the end-to-end
-// tests start.
+// server (TLS, JetStream), the state store, and the auth, session and key
+// services. It is `sftd dev`, and the stack the end-to-end tests start.
 package devstack
 
 import (
 	"context"
-	"crypto/ed25519"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,34 +13,28 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nats.go/micro"
 
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/config"
-	"github.com/sftproject/sft/link"
-	"github.com/sftproject/sft/services/auth"
-	"github.com/sftproject/sft/services/key"
+	"github.com/sftproject/sft/services/launch"
 	"github.com/sftproject/sft/services/rpc"
-	"github.com/sftproject/sft/services/session"
-	"github.com/sftproject/sft/services/store/kvstore"
-	"github.com/sftproject/sft/services/token"
+	"github.com/sftproject/sft/services/secrets"
 )
 
 // Stack is a running all-in-one SFT.
 type Stack struct {
 	URL    string // TLS client URL of the embedded NATS server
 	CAFile string // CA clients must trust
-	Store  *kvstore.Store
+	Store  launch.Store
 
-	cancel  context.CancelFunc
-	srv     *broker.Embedded
-	nc      *nats.Conn
-	svcs    []micro.Service
-	waiters []func()
+	cancel context.CancelFunc
+	srv    *broker.Embedded
+	nc     *nats.Conn
+	svcs   []*launch.Running
 }
 
-// Start brings the stack up; ctx bounds start-up, Close stops it.
+// Start brings the stack up; ctx bounds start-up, Close stops it. Missing
+// keys and certificates are created under cfg.DataDir.
 func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack, err error) {
 	host, portStr, err := net.SplitHostPort(cfg.Dev.Listen)
 	if err != nil {
@@ -56,7 +48,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 	if err != nil {
 		return nil, err
 	}
-	sec, err := LoadSecrets(cfg.DataDir)
+	sec, err := secrets.Ensure(cfg.SecretsPath())
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +56,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 		Host: host, Port: port,
 		StoreDir:    filepath.Join(cfg.DataDir, "jetstream"),
 		PKI:         pki,
-		ServiceUser: ServiceUser, ServicePassword: sec.ServicePassword,
+		ServiceUser: cfg.NATS.User, ServicePassword: sec.ServicePassword,
 		Logger: log.With("component", "nats"),
 	})
 	if err != nil {
@@ -78,52 +70,30 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 			st.Close()
 		}
 	}()
-	st.nc, err = srv.InProcessConn(ctx, ServiceUser, sec.ServicePassword, "sftd-dev-services")
+	st.nc, err = srv.InProcessConn(ctx, cfg.NATS.User, sec.ServicePassword, "sftd-dev-services")
 	if err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(st.nc)
+	st.Store, err = launch.OpenStore(ctx, cfg, st.nc, log.With("component", "store"))
 	if err != nil {
 		return nil, err
 	}
-	st.Store, err = kvstore.Open(ctx, js, kvstore.Options{Logger: log.With("component", "store")})
-	if err != nil {
-		return nil, err
-	}
-	verifier := token.NewVerifier(sec.SigningKey.Public().(ed25519.PublicKey))
-
-	authSvc, err := auth.New(auth.Options{
-		Users: st.Store, SigningKey: sec.SigningKey, SealKey: sec.SealKey,
-		TokenTTL: cfg.Auth.TokenTTL, Logger: log.With("service", "auth"),
-	})
-	if err != nil {
-		return nil, err
-	}
-	sessSvc := session.New(session.Options{
-		Store: st.Store, Verifier: verifier, CheckName: link.SafeName,
-		TTL: cfg.Session.TTL, Retention: cfg.Session.Retention,
-		Logger: log.With("service", "session"),
-	})
-	keySvc, err := key.New(key.Options{Store: st.Store, Verifier: verifier, KEK: sec.KEK, Logger: log.With("service", "key")})
-	if err != nil {
-		return nil, err
-	}
-	for _, start := range []func(context.Context, *nats.Conn) (micro.Service, error){authSvc.Start, sessSvc.Start, keySvc.Start} {
-		svc, err := start(svcCtx, st.nc)
+	for _, name := range []string{"auth", "session", "key"} {
+		r, err := launch.Services[name](svcCtx, cfg, st.nc, st.Store, log.With("service", name))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("start %s service: %w", name, err)
 		}
-		st.svcs = append(st.svcs, svc)
+		st.svcs = append(st.svcs, r)
 	}
-	st.waiters = append(st.waiters, sessSvc.Wait, keySvc.Wait)
-	log.Info("sft dev stack ready", "url", st.URL, "ca_file", st.CAFile, "data_dir", cfg.DataDir, "store", "jetstream-kv")
+	log.Info("sft dev stack ready", "url", st.URL, "ca_file", st.CAFile, "data_dir", cfg.DataDir, "store", cfg.Store.Backend)
 	return st, nil
 }
 
-// Close stops the services (draining in-flight requests), then the server.
+// Close stops the services, letting requests under way finish, then the
+// server.
 func (st *Stack) Close() {
-	for _, svc := range st.svcs {
-		_ = svc.Stop()
+	for _, r := range st.svcs {
+		r.Stop()
 	}
 	if st.nc != nil {
 		// Let requests already delivered finish and their replies go out
@@ -139,8 +109,11 @@ func (st *Stack) Close() {
 		st.nc.Close()
 	}
 	st.cancel()
-	for _, wait := range st.waiters {
-		wait()
+	for _, r := range st.svcs {
+		r.Wait()
+	}
+	if st.Store != nil {
+		_ = st.Store.Close()
 	}
 	st.srv.Shutdown()
 }

@@ -12,10 +12,10 @@ import (
 
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/services/api"
-	"github.com/sftproject/sft/services/devstack"
 	"github.com/sftproject/sft/services/devstack/devstacktest"
 	"github.com/sftproject/sft/services/key"
 	"github.com/sftproject/sft/services/rpc"
+	"github.com/sftproject/sft/services/secrets"
 	"github.com/sftproject/sft/services/store"
 )
 
@@ -58,7 +58,7 @@ func keyBoth(t *testing.T, a, b *client.Client, id string) (ka, kb []byte) {
 func TestSessionKeys(t *testing.T) {
 	h := devstacktest.Start(t, nil)
 	alice, bob, carol := h.Login("alice"), h.Login("bob"), h.Login("carol")
-	sec, err := devstack.LoadSecrets(h.Cfg.DataDir) // the stack's KEK, to read the store as the service does
+	sec, err := secrets.Ensure(h.Cfg.SecretsPath()) // the stack's KEK, to read the store as the service does
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,9 +21,9 @@ import (
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/config"
 	"github.com/sftproject/sft/services/api"
-	"github.com/sftproject/sft/services/devstack"
 	"github.com/sftproject/sft/services/devstack/devstacktest"
 	"github.com/sftproject/sft/services/rpc"
+	"github.com/sftproject/sft/services/secrets"
 	"github.com/sftproject/sft/services/session"
 	"github.com/sftproject/sft/services/token"
 )
@@ -66,7 +66,7 @@ func newWorld(t *testing.T, tweak func(*config.Config)) *world {
 // stop when t ends.
 func (w *world) addReplicas(t *testing.T, n int) []*replica {
 	t.Helper()
-	sec, err := devstack.LoadSecrets(w.h.Cfg.DataDir)
+	sec, err := secrets.Ensure(w.h.Cfg.SecretsPath())
 	if err != nil {
 		t.Fatal(err)
 	}

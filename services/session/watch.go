@@ -28,7 +28,7 @@ const (
 // Heartbeat timing of the relay. Variables so tests can shorten them; they
 // are set before any service starts and never change afterwards.
 var (
-	heartbeatEvery   = 5 * time.Second
+	heartbeatEvery   = api.HeartbeatEvery
 	heartbeatTimeout = 3 * time.Second
 )
 
@@ -71,6 +71,9 @@ func (s *Service) watch(ctx context.Context, c rpc.Caller, r *api.WatchRequest) 
 		}
 		cfg = jetstream.OrderedConsumerConfig{FilterSubjects: []string{api.SessionEvents(r.SessionID)}, DeliverPolicy: jetstream.DeliverAllPolicy}
 	}
+	if r.AfterSeq > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, r.AfterSeq+1
+	}
 	if !s.watches.acquire(c.User) {
 		return nil, api.Errorf(api.CodeThrottled, "too many open watches; close some and retry")
 	}
@@ -89,6 +92,9 @@ func (s *Service) watch(ctx context.Context, c rpc.Caller, r *api.WatchRequest) 
 		reason := s.relay(ctx, c, r, cons)
 		end := nats.NewMsg(r.Deliver)
 		end.Header.Set(api.WatchEndHeader, reason)
+		if ctx.Err() != nil {
+			end.Header.Set(api.WatchResumeHeader, "1") // this replica stops; another takes over
+		}
 		_ = s.nc.PublishMsg(end)
 		s.o.Logger.Debug("watch ended", "watch", id, "user", c.User, "reason", reason)
 	})

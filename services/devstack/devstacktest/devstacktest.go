@@ -17,6 +17,7 @@ import (
 	"github.com/sftproject/sft/config"
 	"github.com/sftproject/sft/services/auth"
 	"github.com/sftproject/sft/services/devstack"
+	"github.com/sftproject/sft/services/secrets"
 	"github.com/sftproject/sft/services/store"
 )
 
@@ -97,11 +98,11 @@ func (h *Harness) Conn() *nats.Conn {
 // ServiceConn is a connection with the services' credentials.
 func (h *Harness) ServiceConn() *nats.Conn {
 	h.T.Helper()
-	pw, err := devstack.ReadServicePassword(h.Cfg.DataDir)
+	pw, err := secrets.ServicePassword(h.Cfg.SecretsPath())
 	if err != nil {
 		h.T.Fatal(err)
 	}
-	nc, err := broker.Connect(context.Background(), broker.ConnOptions{URL: h.Stack.URL, CAFile: h.Stack.CAFile, User: devstack.ServiceUser, Password: pw})
+	nc, err := broker.Connect(context.Background(), broker.ConnOptions{URL: h.Stack.URL, CAFile: h.Stack.CAFile, User: h.Cfg.NATS.User, Password: pw})
 	if err != nil {
 		h.T.Fatal(err)
 	}

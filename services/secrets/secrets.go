@@ -1,4 +1,4 @@
-package devstack
+package secrets
 
 import (
 	"crypto/ed25519"
@@ -15,8 +15,17 @@ import (
 	"github.com/sftproject/sft/services/seal"
 )
 
-// Secrets are the long-lived keys of a dev installation, kept as 0600 files
-// under <data_dir>/secrets.
+// File names inside a secrets directory. Each service reads only the files
+// it needs, so a deployment can hand each one just those.
+const (
+	ServicePasswordFile = "nats-service.password" // the services' NATS password
+	SigningKeyFile      = "token-signing.pem"     // auth: signs tokens (Ed25519, PKCS#8)
+	TokenPublicKeyFile  = "token-signing.pub.pem" // session, key: verify tokens
+	SealKeyFile         = "login-seal.key"        // auth: opens sealed passwords
+	KEKFile             = "key-encryption.key"    // key: encrypts session keys at rest
+)
+
+// Secrets are the long-lived keys of an installation.
 type Secrets struct {
 	ServicePassword string             // the services' NATS password
 	SigningKey      ed25519.PrivateKey // signs login tokens
@@ -24,19 +33,14 @@ type Secrets struct {
 	KEK             []byte             // encrypts session keys at rest
 }
 
-// ServiceUser is the NATS user the dev services connect as.
-const ServiceUser = "sft-service"
-
-func secretsDir(dataDir string) string { return filepath.Join(dataDir, "secrets") }
-
-// LoadSecrets reads the dev secrets, creating any that are missing.
-func LoadSecrets(dataDir string) (*Secrets, error) {
-	dir := secretsDir(dataDir)
+// Ensure reads every secret in dir, creating the missing ones (0600 files
+// in a 0700 directory). `sftd dev` and `sftd certs` use it.
+func Ensure(dir string) (*Secrets, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
 	var s Secrets
-	pw, err := loadOrCreate(filepath.Join(dir, "nats-service.password"), func() ([]byte, error) {
+	pw, err := loadOrCreate(filepath.Join(dir, ServicePasswordFile), func() ([]byte, error) {
 		return []byte(base64.RawURLEncoding.EncodeToString(random(32))), nil
 	})
 	if err != nil {
@@ -44,7 +48,7 @@ func LoadSecrets(dataDir string) (*Secrets, error) {
 	}
 	s.ServicePassword = string(pw)
 
-	signing, err := loadOrCreate(filepath.Join(dir, "token-signing.pem"), func() ([]byte, error) {
+	signing, err := loadOrCreate(filepath.Join(dir, SigningKeyFile), func() ([]byte, error) {
 		_, k, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			return nil, err
@@ -61,8 +65,20 @@ func LoadSecrets(dataDir string) (*Secrets, error) {
 	if s.SigningKey, err = parseEd25519(signing); err != nil {
 		return nil, fmt.Errorf("token signing key: %w", err)
 	}
+	// The public key may be readable by anyone, so only its absence matters here.
+	if _, err := TokenPublicKey(dir); err != nil {
+		if _, err := loadOrCreate(filepath.Join(dir, TokenPublicKeyFile), func() ([]byte, error) {
+			der, err := x509.MarshalPKIXPublicKey(s.SigningKey.Public())
+			if err != nil {
+				return nil, err
+			}
+			return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+		}); err != nil {
+			return nil, err
+		}
+	}
 
-	sealBytes, err := loadOrCreate(filepath.Join(dir, "login-seal.key"), func() ([]byte, error) {
+	sealBytes, err := loadOrCreate(filepath.Join(dir, SealKeyFile), func() ([]byte, error) {
 		k, err := seal.GenerateKey()
 		if err != nil {
 			return nil, err
@@ -76,7 +92,7 @@ func LoadSecrets(dataDir string) (*Secrets, error) {
 		return nil, err
 	}
 
-	if s.KEK, err = loadOrCreate(filepath.Join(dir, "key-encryption.key"), func() ([]byte, error) { return random(32), nil }); err != nil {
+	if s.KEK, err = loadOrCreate(filepath.Join(dir, KEKFile), func() ([]byte, error) { return random(32), nil }); err != nil {
 		return nil, err
 	}
 	if len(s.KEK) != 32 {
@@ -85,14 +101,76 @@ func LoadSecrets(dataDir string) (*Secrets, error) {
 	return &s, nil
 }
 
-// ReadServicePassword returns the services' NATS password of an existing
-// dev installation (for admin commands such as `sftd user add`).
-func ReadServicePassword(dataDir string) (string, error) {
-	b, err := readSecret(filepath.Join(secretsDir(dataDir), "nats-service.password"))
+// read reads one existing secret of dir.
+func read(dir, name string) ([]byte, error) {
+	b, err := readSecret(filepath.Join(dir, name))
 	if errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("no dev installation in %s: start `sftd dev` first (or set --data-dir)", dataDir)
+		return nil, fmt.Errorf("no %s in %s: run `sftd certs` or `sftd dev` to create it (or set secrets_dir)", name, dir)
 	}
+	return b, err
+}
+
+// ServicePassword reads the services' NATS password.
+func ServicePassword(dir string) (string, error) {
+	b, err := read(dir, ServicePasswordFile)
 	return string(b), err
+}
+
+// SigningKey reads the token signing key.
+func SigningKey(dir string) (ed25519.PrivateKey, error) {
+	b, err := read(dir, SigningKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	k, err := parseEd25519(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, SigningKeyFile), err)
+	}
+	return k, nil
+}
+
+// TokenPublicKey reads the key that verifies tokens. It is public, so any
+// file mode is fine.
+func TokenPublicKey(dir string) (ed25519.PublicKey, error) {
+	path := filepath.Join(dir, TokenPublicKeyFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no %s in %s: run `sftd certs` or `sftd dev` to create it (or set secrets_dir)", TokenPublicKeyFile, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("%s: not PEM", path)
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	pk, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("%s: not an Ed25519 public key", path)
+	}
+	return pk, nil
+}
+
+// SealKey reads the key that opens sealed login passwords.
+func SealKey(dir string) (*seal.PrivateKey, error) {
+	b, err := read(dir, SealKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	return seal.ParsePrivateKey(b)
+}
+
+// KEK reads the key-encryption key.
+func KEK(dir string) ([]byte, error) {
+	b, err := read(dir, KEKFile)
+	if err == nil && len(b) != 32 {
+		return nil, fmt.Errorf("%s must hold 32 bytes, not %d", filepath.Join(dir, KEKFile), len(b))
+	}
+	return b, err
 }
 
 func parseEd25519(b []byte) (ed25519.PrivateKey, error) {

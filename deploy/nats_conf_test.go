@@ -1,0 +1,355 @@
+package deploy_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/sftproject/sft/broker"
+	"github.com/sftproject/sft/config"
+	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/services/daemon"
+	"github.com/sftproject/sft/services/secrets"
+)
+
+// natsLayout lays out, in a new directory, what deploy/nats-server.conf
+// expects next to it (see its header), from the output of `sftd certs` in
+// dataDir, and returns the directory.
+func natsLayout(t testing.TB, dataDir string) string {
+	t.Helper()
+	dir := t.TempDir()
+	copyFile(t, filepath.Join(repoRoot(t), "deploy", "nats-server.conf"), filepath.Join(dir, "nats-server.conf"))
+	for _, name := range []string{broker.CACertName, broker.ServerCertName, broker.ServerKeyName} {
+		copyFile(t, filepath.Join(dataDir, "pki", name), filepath.Join(dir, "pki", name))
+	}
+	copyFile(t, filepath.Join(dataDir, "secrets", daemon.NATSAuthFile), filepath.Join(dir, "secrets", daemon.NATSAuthFile))
+	return dir
+}
+
+// serviceUser is the services' NATS user: the default of nats.user, which
+// `sftd certs` writes into nats-auth.conf.
+func serviceUser(t testing.TB) string {
+	t.Helper()
+	for _, k := range config.Keys(nil) {
+		if k.Name == "nats.user" {
+			return k.Default.(string)
+		}
+	}
+	t.Fatal("no nats.user setting")
+	return ""
+}
+
+func TestNATSConfig(t *testing.T) {
+	data := sftdCerts(t, filepath.Join(t.TempDir(), "data"))
+	dir := natsLayout(t, data)
+	// nats-server reads TLS files relative to its working directory, which
+	// the deployment sets to the configuration's directory.
+	t.Chdir(dir)
+	opts, err := server.ProcessConfigFile("nats-server.conf")
+	if err != nil {
+		t.Fatalf("deploy/nats-server.conf: %v", err)
+	}
+
+	t.Run("listen", func(t *testing.T) {
+		if opts.Host != "0.0.0.0" || opts.Port != 4222 {
+			t.Errorf("listen %s:%d, want 0.0.0.0:4222", opts.Host, opts.Port)
+		}
+		// The compose health check asks http://127.0.0.1:8222/healthz.
+		if opts.HTTPHost != "127.0.0.1" || opts.HTTPPort != 8222 || opts.HTTPSPort != 0 {
+			t.Errorf("monitoring on %s:%d (https port %d), want only http on 127.0.0.1:8222", opts.HTTPHost, opts.HTTPPort, opts.HTTPSPort)
+		}
+		if opts.MaxPayload <= 0 || opts.MaxPayload > 1<<20 {
+			t.Errorf("max_payload %d, want a modest limit (at most 1 MiB)", opts.MaxPayload)
+		}
+	})
+
+	t.Run("tls", func(t *testing.T) {
+		c := opts.TLSConfig
+		if c == nil || opts.AllowNonTLS {
+			t.Fatalf("TLS not required (tls config %v, allow_non_tls %v)", c != nil, opts.AllowNonTLS)
+		}
+		if c.MinVersion != tls.VersionTLS13 {
+			t.Errorf("min TLS version %s, want TLS 1.3", tls.VersionName(c.MinVersion))
+		}
+		if len(c.CurvePreferences) == 0 || c.CurvePreferences[0] != tls.X25519MLKEM768 {
+			t.Errorf("curve preferences %v, want X25519MLKEM768 first", c.CurvePreferences)
+		}
+		if c.ClientAuth != tls.NoClientCert {
+			t.Errorf("client auth %v: anonymous clients have no certificate", c.ClientAuth)
+		}
+		if len(c.Certificates) != 1 || c.Certificates[0].Leaf == nil {
+			t.Fatalf("want one server certificate, got %d", len(c.Certificates))
+		}
+		caPEM, err := os.ReadFile(filepath.Join(data, "pki", broker.CACertName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		roots.AppendCertsFromPEM(caPEM)
+		// "nats" is the compose service name; 127.0.0.1 the published port.
+		for _, name := range []string{"nats", "127.0.0.1"} {
+			if _, err := c.Certificates[0].Leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: name}); err != nil {
+				t.Errorf("server certificate for %s: %v", name, err)
+			}
+		}
+	})
+
+	t.Run("jetstream", func(t *testing.T) {
+		if !opts.JetStream || opts.StoreDir == "" {
+			t.Errorf("JetStream %v in %q, want on with a store_dir", opts.JetStream, opts.StoreDir)
+		}
+	})
+
+	t.Run("users", func(t *testing.T) {
+		if opts.NoAuthUser != broker.ClientUser {
+			t.Errorf("no_auth_user %q, want %q", opts.NoAuthUser, broker.ClientUser)
+		}
+		users := map[string]*server.User{}
+		for _, u := range opts.Users {
+			users[u.Username] = u
+		}
+		if len(users) != 2 {
+			t.Errorf("users %v, want the service user and %s", keys(users), broker.ClientUser)
+		}
+		client := users[broker.ClientUser]
+		if client == nil {
+			t.Fatalf("no user %s", broker.ClientUser)
+		}
+		if client.Password != "" {
+			t.Error("the client user has a password; it is the user of connections without one")
+		}
+		checkPermissions(t, client.Permissions, broker.ClientPermissions())
+
+		svc := users[serviceUser(t)]
+		if svc == nil {
+			t.Fatalf("no service user %s", serviceUser(t))
+		}
+		pw, err := secrets.ServicePassword(filepath.Join(data, "secrets"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bcrypt.CompareHashAndPassword([]byte(svc.Password), []byte(pw)); err != nil {
+			t.Errorf("service user's password is not a bcrypt hash of %s: %v", secrets.ServicePasswordFile, err)
+		}
+		checkPermissions(t, svc.Permissions, broker.ServicePermissions())
+	})
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// checkPermissions compares the permissions the configuration file gives
+// with those the embedded server uses.
+func checkPermissions(t *testing.T, got, want *server.Permissions) {
+	t.Helper()
+	if got == nil {
+		t.Fatal("no permissions")
+	}
+	subjects := func(p *server.SubjectPermission) [2][]string {
+		if p == nil {
+			return [2][]string{}
+		}
+		return [2][]string{p.Allow, p.Deny}
+	}
+	if g, w := subjects(got.Publish), subjects(want.Publish); !reflect.DeepEqual(g, w) {
+		t.Errorf("publish allow/deny %v, want %v", g, w)
+	}
+	if g, w := subjects(got.Subscribe), subjects(want.Subscribe); !reflect.DeepEqual(g, w) {
+		t.Errorf("subscribe allow/deny %v, want %v", g, w)
+	}
+	if !reflect.DeepEqual(got.Response, want.Response) {
+		t.Errorf("response permission %+v, want %+v", got.Response, want.Response)
+	}
+}
+
+// TestNATSServer runs nats-server itself with deploy/nats-server.conf and
+// checks what it enforces.
+func TestNATSServer(t *testing.T) {
+	t.Parallel()
+	natsBinary(t)
+	data := sftdCerts(t, filepath.Join(t.TempDir(), "data"))
+	dir := natsLayout(t, data)
+	srv := startNATS(t, filepath.Join(dir, "nats-server.conf"), dir)
+	caFile := filepath.Join(data, "pki", broker.CACertName)
+	pw, err := secrets.ServicePassword(filepath.Join(data, "secrets"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+
+	svc, err := broker.Connect(ctx, broker.ConnOptions{URL: srv.URL, CAFile: caFile, User: serviceUser(t), Password: pw, Name: "test-service"})
+	if err != nil {
+		t.Fatalf("service connect: %v", err)
+	}
+	defer svc.Close()
+	if st, err := svc.TLSConnectionState(); err != nil {
+		t.Error(err)
+	} else if st.Version != tls.VersionTLS13 || st.CurveID != tls.X25519MLKEM768 {
+		t.Errorf("TLS %s with %s, want TLS 1.3 with X25519MLKEM768", tls.VersionName(st.Version), st.CurveID)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "jetstream")); err != nil {
+		t.Errorf("JetStream state is not under data/, where compose mounts its volume: %v", err)
+	}
+
+	t.Run("refused", func(t *testing.T) {
+		pool := x509.NewCertPool()
+		caPEM, err := os.ReadFile(caFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool.AppendCertsFromPEM(caPEM)
+		plain := strings.Replace(srv.URL, "tls://", "nats://", 1)
+		for _, tc := range []struct {
+			name string
+			url  string
+			opts []nats.Option
+		}{
+			{"no TLS", plain, nil},
+			{"TLS 1.2", srv.URL, []nats.Option{nats.Secure(&tls.Config{RootCAs: pool, MaxVersion: tls.VersionTLS12})}},
+			{"wrong password", srv.URL, []nats.Option{nats.Secure(&tls.Config{RootCAs: pool}), nats.UserInfo(serviceUser(t), pw+"x")}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				nc, err := nats.Connect(tc.url, append(tc.opts, nats.Timeout(5*time.Second), nats.NoReconnect())...)
+				if err == nil {
+					nc.Close()
+					t.Fatal("connected")
+				}
+			})
+		}
+	})
+
+	t.Run("service may use every subject", func(t *testing.T) {
+		for _, subj := range []string{api.Prefix + ".>", "$JS.API.>", "_INBOX.>"} {
+			sub, err := svc.SubscribeSync(subj)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+		}
+		if err := svc.Publish(api.EventSubject("s1", "created"), nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := svc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := svc.LastError(); err != nil {
+			t.Errorf("service: %v", err)
+		}
+	})
+
+	// Each case on a fresh anonymous connection, whose LastError then tells
+	// whether the server refused the operation.
+	for _, tc := range []struct {
+		sub, pub string
+		allowed  bool
+	}{
+		{sub: "_INBOX.x", allowed: true},
+		{sub: api.Prefix + ".>"},
+		{sub: api.SubjectAuthLogin},
+		{sub: api.AllEvents},
+		{sub: "$JS.API.>"},
+		{sub: ">"},
+		{pub: api.SubjectAuthInfo, allowed: true},
+		{pub: api.SubjectSessionCreate, allowed: true},
+		{pub: api.SubjectKeyGet, allowed: true},
+		{pub: api.EventSubject("s1", "created")},
+		{pub: "$JS.API.INFO"},
+		{pub: "_INBOX.x"},
+	} {
+		name := "client sub " + tc.sub
+		if tc.pub != "" {
+			name = "client pub " + tc.pub
+		}
+		t.Run(name, func(t *testing.T) {
+			nc, err := broker.Connect(ctx, broker.ConnOptions{URL: srv.URL, CAFile: caFile, Name: "test-client"})
+			if err != nil {
+				t.Fatalf("anonymous connect: %v", err)
+			}
+			defer nc.Close()
+			if tc.sub != "" {
+				_, err = nc.SubscribeSync(tc.sub)
+			} else {
+				err = nc.Publish(tc.pub, []byte("{}"))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			err = nc.LastError()
+			denied := err != nil && strings.Contains(strings.ToLower(err.Error()), "permissions violation")
+			if tc.allowed && err != nil {
+				t.Errorf("refused: %v", err)
+			}
+			if !tc.allowed && !denied {
+				t.Errorf("allowed (last error %v), want a permissions violation", err)
+			}
+		})
+	}
+
+	t.Run("request and reply", func(t *testing.T) {
+		client, err := broker.Connect(ctx, broker.ConnOptions{URL: srv.URL, CAFile: caFile, Name: "test-client"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer client.Close()
+
+		// Client to service: an API request, answered in the client's inbox.
+		sub, err := svc.Subscribe(api.SubjectAuthInfo, func(m *nats.Msg) { _ = m.Respond([]byte(`{"ok":true}`)) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
+		if err := svc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := client.RequestWithContext(ctx, api.SubjectAuthInfo, []byte("{}"))
+		if err != nil {
+			t.Fatalf("client request: %v", err)
+		}
+		var body struct{ OK bool }
+		if err := json.Unmarshal(rep.Data, &body); err != nil || !body.OK {
+			t.Errorf("reply %q (%v)", rep.Data, err)
+		}
+
+		// Service to client (the watch heartbeat): allow_responses lets the
+		// client answer into the service's inbox, which it may not
+		// otherwise publish to.
+		hb, err := client.Subscribe("_INBOX.heartbeat", func(m *nats.Msg) { _ = m.Respond([]byte("alive")) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hb.Unsubscribe()
+		if err := client.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		// A refused answer is dropped, so only a timeout can tell.
+		hctx, hcancel := context.WithTimeout(ctx, 10*time.Second)
+		defer hcancel()
+		rep, err = svc.RequestWithContext(hctx, "_INBOX.heartbeat", nil)
+		if err != nil {
+			t.Fatalf("client's answer to a service request: %v (client error: %v)", err, client.LastError())
+		}
+		if string(rep.Data) != "alive" {
+			t.Errorf("answer %q", rep.Data)
+		}
+	})
+}

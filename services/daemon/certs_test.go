@@ -1,0 +1,94 @@
+package daemon_test
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+func TestCerts(t *testing.T) {
+	in := newInstall(t)
+	out, err := in.sftd("", nil, "certs", "--host", "nats", "--host", "10.1.2.3")
+	if err != nil {
+		t.Fatalf("sftd certs: %v", err)
+	}
+	if !strings.Contains(out, "CA:") {
+		t.Errorf("output %q does not say where the CA is", out)
+	}
+	pkiDir := filepath.Join(in.dataDir, "pki")
+	secretsDir := filepath.Join(in.dataDir, "secrets")
+	for _, f := range []string{
+		"pki/ca.pem", "pki/ca-key.pem", "pki/server.pem", "pki/server-key.pem",
+		"secrets/token-signing.pem", "secrets/token-signing.pub.pem", "secrets/login-seal.key",
+		"secrets/key-encryption.key", "secrets/nats-service.password", "secrets/nats-auth.conf",
+	} {
+		if _, err := os.Stat(filepath.Join(in.dataDir, f)); err != nil {
+			t.Errorf("missing %s: %v", f, err)
+		}
+	}
+
+	b, err := os.ReadFile(filepath.Join(pkiDir, "server.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"nats", "localhost", "10.1.2.3", "127.0.0.1"} {
+		if err := cert.VerifyHostname(host); err != nil {
+			t.Errorf("server certificate does not cover %s: %v", host, err)
+		}
+	}
+
+	// nats-auth.conf holds a bcrypt hash of the services' password, not the password.
+	pw, err := os.ReadFile(filepath.Join(secretsDir, "nats-service.password"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := os.ReadFile(filepath.Join(secretsDir, "nats-auth.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(auth), string(pw)) {
+		t.Fatal("nats-auth.conf contains the password in clear")
+	}
+	var hash string
+	for _, line := range strings.Split(string(auth), "\n") {
+		if v, ok := strings.CutPrefix(line, "SFT_SERVICE_PASSWORD: "); ok {
+			hash = strings.Trim(v, `"`)
+		}
+	}
+	if bcrypt.CompareHashAndPassword([]byte(hash), pw) != nil {
+		t.Fatalf("nats-auth.conf's hash does not match the password:\n%s", auth)
+	}
+	if st, _ := os.Stat(filepath.Join(secretsDir, "nats-auth.conf")); st.Mode().Perm() != 0o600 {
+		t.Errorf("nats-auth.conf has mode %o", st.Mode().Perm())
+	}
+
+	// A second run keeps everything as it was.
+	if _, err := in.sftd("", nil, "certs", "--host", "nats", "--host", "10.1.2.3"); err != nil {
+		t.Fatal(err)
+	}
+	auth2, _ := os.ReadFile(filepath.Join(secretsDir, "nats-auth.conf"))
+	b2, _ := os.ReadFile(filepath.Join(pkiDir, "server.pem"))
+	if string(auth2) != string(auth) || string(b2) != string(b) {
+		t.Fatal("a second `sftd certs` changed existing files")
+	}
+}
+
+func TestServiceWithoutSecrets(t *testing.T) {
+	in := newInstall(t)
+	for _, svc := range []string{"auth", "session", "key"} {
+		_, err := in.sftd("", []string{"SFT_NATS_URL=tls://127.0.0.1:1"}, svc)
+		if err == nil || !strings.Contains(err.Error(), "sftd certs") {
+			t.Errorf("sftd %s without secrets: %v, want an error that says to run sftd certs", svc, err)
+		}
+	}
+}

@@ -1,0 +1,173 @@
+// Package launch assembles the SFT services from configuration: it opens
+// the configured state store and starts the auth, session and key services
+// with the keys each one needs. `sftd dev` starts all three in one process;
+// `sftd auth`, `sftd session` and `sftd key` start one each.
+package launch
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/sftproject/sft/config"
+	"github.com/sftproject/sft/link"
+	"github.com/sftproject/sft/services/auth"
+	"github.com/sftproject/sft/services/key"
+	"github.com/sftproject/sft/services/secrets"
+	"github.com/sftproject/sft/services/session"
+	"github.com/sftproject/sft/services/store"
+	"github.com/sftproject/sft/services/store/kvstore"
+	"github.com/sftproject/sft/services/store/redisstore"
+	"github.com/sftproject/sft/services/token"
+)
+
+// Store is every state-store method the three services and sftd's user
+// commands use.
+type Store interface {
+	auth.Users
+	session.Store
+	key.Store
+	CreateUser(ctx context.Context, u *store.User) error
+	UpdateUser(ctx context.Context, u *store.User) error
+	Close() error
+}
+
+// OpenStore opens the backend cfg.Store.Backend names. The JetStream one
+// lives on nc's server; Redis is reached at cfg.Redis.
+func OpenStore(ctx context.Context, cfg config.Config, nc *nats.Conn, log *slog.Logger) (Store, error) {
+	switch cfg.Store.Backend {
+	case "redis":
+		o := redisstore.Options{URL: cfg.Redis.URL, Username: cfg.Redis.Username, CAFile: cfg.Redis.CAFile, Logger: log}
+		if cfg.Redis.PasswordFile != "" {
+			b, err := os.ReadFile(cfg.Redis.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("read redis.password_file: %w", err)
+			}
+			o.Password = strings.TrimSpace(string(b))
+		}
+		st, err := redisstore.Open(ctx, o)
+		if err != nil {
+			return nil, err
+		}
+		log.Info("state store: redis", "url", redactURL(cfg.Redis.URL))
+		return st, nil
+	default:
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return nil, err
+		}
+		st, err := kvstore.Open(ctx, js, kvstore.Options{Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		log.Info("state store: jetstream kv")
+		return st, nil
+	}
+}
+
+func redactURL(u string) string {
+	if at := strings.LastIndex(u, "@"); at >= 0 {
+		if scheme := strings.Index(u, "://"); scheme >= 0 && scheme < at {
+			return u[:scheme+3] + "…@" + u[at+1:]
+		}
+	}
+	return u
+}
+
+// Running is one started service.
+type Running struct {
+	Service micro.Service
+	wait    func() // background work, ends after the start context
+}
+
+// Stop stops taking requests; the ones under way finish (their
+// subscriptions drain). Cancel the start context afterwards, then Wait.
+func (r *Running) Stop() { _ = r.Service.Stop() }
+
+// Wait blocks until the service's background work ended; call it after
+// cancelling the context the service was started with.
+func (r *Running) Wait() {
+	if r.wait != nil {
+		r.wait()
+	}
+}
+
+// Auth starts the auth service. It needs the signing and seal keys.
+func Auth(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *slog.Logger) (*Running, error) {
+	dir := cfg.SecretsPath()
+	signing, err := secrets.SigningKey(dir)
+	if err != nil {
+		return nil, err
+	}
+	sealKey, err := secrets.SealKey(dir)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := auth.New(auth.Options{Users: st, SigningKey: signing, SealKey: sealKey, TokenTTL: cfg.Auth.TokenTTL, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	m, err := svc.Start(ctx, nc)
+	if err != nil {
+		return nil, err
+	}
+	return &Running{Service: m}, nil
+}
+
+func verifier(cfg config.Config) (*token.Verifier, error) {
+	pub, err := secrets.TokenPublicKey(cfg.SecretsPath())
+	if err != nil {
+		return nil, err
+	}
+	return token.NewVerifier(pub), nil
+}
+
+// Session starts the session service. It needs the token public key.
+func Session(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *slog.Logger) (*Running, error) {
+	v, err := verifier(cfg)
+	if err != nil {
+		return nil, err
+	}
+	svc := session.New(session.Options{
+		Store: st, Verifier: v, CheckName: link.SafeName,
+		TTL: cfg.Session.TTL, Retention: cfg.Session.Retention, Logger: log,
+	})
+	m, err := svc.Start(ctx, nc)
+	if err != nil {
+		return nil, err
+	}
+	return &Running{Service: m, wait: svc.Wait}, nil
+}
+
+// Key starts the key service. It needs the token public key and the KEK.
+func Key(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *slog.Logger) (*Running, error) {
+	v, err := verifier(cfg)
+	if err != nil {
+		return nil, err
+	}
+	kek, err := secrets.KEK(cfg.SecretsPath())
+	if err != nil {
+		return nil, err
+	}
+	svc, err := key.New(key.Options{Store: st, Verifier: v, KEK: kek, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	m, err := svc.Start(ctx, nc)
+	if err != nil {
+		return nil, err
+	}
+	return &Running{Service: m, wait: svc.Wait}, nil
+}
+
+// Starter starts one service.
+type Starter func(context.Context, config.Config, *nats.Conn, Store, *slog.Logger) (*Running, error)
+
+// Services names the starters, as the sftd subcommands do.
+var Services = map[string]Starter{"auth": Auth, "session": Session, "key": Key}

@@ -1,0 +1,636 @@
+// Package redisstore implements SFT's state store on Redis, with the same
+// semantics as kvstore so services can run on either.
+//
+// Key layout, under a configurable prefix (default "sft:"):
+//
+//	s:<session-id>  hash {rev, data}: revision and JSON record; expires with the session
+//	m:<user>        sorted set of the user's session ids, scored by expiry (Unix ms);
+//	                the set itself expires with the last of them
+//	u:<user>        JSON user record, no expiry
+//	k:<session-id>  sealed session key, expires with its TTL
+//	rev             revision counter shared by all sessions
+//
+// Revisions come from one counter rather than per record, so a session that
+// expired and was created again under the same id never reuses a revision a
+// stale reader may still hold. Every multi-key write is one Lua script, so it
+// is atomic, and scripts read the server's clock, so client clock skew does
+// not shift expiries.
+package redisstore
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/services/store"
+)
+
+// DefaultPrefix is the key prefix when Options.Prefix is empty.
+const DefaultPrefix = "sft:"
+
+const (
+	// connectTimeout bounds Open's first round trip unless ctx is shorter.
+	connectTimeout = 5 * time.Second
+	dialTimeout    = 3 * time.Second
+)
+
+// Options configure Open.
+type Options struct {
+	// URL is redis://[user:password@]host:port/db or rediss://… for TLS,
+	// in the form go-redis ParseURL reads. skip_verify is refused.
+	URL string
+	// Username and Password override the URL's when set.
+	Username, Password string
+	// CAFile is a PEM file of the CAs that may sign a rediss:// server's
+	// certificate. Empty means the system roots.
+	CAFile string
+	// Prefix starts every key, so stores can share a database (default
+	// "sft:").
+	Prefix string
+	// Logger receives connection and configuration warnings (default
+	// slog.Default()).
+	Logger *slog.Logger
+}
+
+// Store is the Redis state store. It is safe for concurrent use.
+type Store struct {
+	rdb    *redis.Client
+	prefix string
+	log    *slog.Logger
+}
+
+// Open connects to Redis and checks it answers. Its errors name the address
+// and what to fix, and never contain the password.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	ro, err := clientOptions(opts)
+	if err != nil {
+		return nil, redact(err, opts)
+	}
+	routeClientLog()
+	rdb := redis.NewClient(ro)
+	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	if err := rdb.Ping(pctx).Err(); err != nil {
+		_ = rdb.Close()
+		// The socket deadline can fire just before ctx's own timer, so
+		// tell whose deadline ran out from the deadlines themselves.
+		ctxErr := ctx.Err()
+		if dl, ok := ctx.Deadline(); ok && ctxErr == nil && isTimeout(err) && !time.Now().Before(dl) {
+			ctxErr = context.DeadlineExceeded
+		}
+		return nil, redact(connectError(ro, err, ctxErr), opts, ro.Password)
+	}
+	s := &Store{rdb: rdb, prefix: opts.Prefix, log: opts.Logger}
+	s.log.Debug("redisstore: connected", "addr", ro.Addr, "db", ro.DB, "tls", ro.TLSConfig != nil)
+	s.checkConfig(pctx, ro.Addr)
+	return s, nil
+}
+
+// clientOptions turns Options into go-redis options.
+func clientOptions(opts Options) (*redis.Options, error) {
+	if opts.URL == "" {
+		return nil, fmt.Errorf("redisstore: %w: no Redis URL given (redis://host:port/db or rediss://…)", store.ErrInvalid)
+	}
+	// Parse first ourselves: url.Parse's error quotes the whole URL,
+	// password included.
+	u, err := url.Parse(opts.URL)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("redisstore: %w: Redis URL: %w", store.ErrInvalid, err)
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return nil, fmt.Errorf("redisstore: %w: Redis URL scheme %q: want redis:// or rediss://", store.ErrInvalid, u.Scheme)
+	}
+	if u.Query().Has("skip_verify") {
+		return nil, fmt.Errorf("redisstore: %w: Redis URL: skip_verify is not supported; "+
+			"give the CA that signed the server's certificate with CAFile", store.ErrInvalid)
+	}
+	ro, err := redis.ParseURL(opts.URL)
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: %w: Redis URL: %w", store.ErrInvalid, err)
+	}
+	if opts.Username != "" {
+		ro.Username = opts.Username
+	}
+	if opts.Password != "" {
+		ro.Password = opts.Password
+	}
+	if opts.CAFile != "" {
+		if ro.TLSConfig == nil {
+			return nil, fmt.Errorf("redisstore: %w: CAFile %s given for a plain redis:// URL; use rediss:// for TLS",
+				store.ErrInvalid, opts.CAFile)
+		}
+		pem, err := os.ReadFile(opts.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("redisstore: Redis CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("redisstore: %w: Redis CA file %s holds no PEM certificate", store.ErrInvalid, opts.CAFile)
+		}
+		ro.TLSConfig.RootCAs = pool
+	}
+	if ro.TLSConfig != nil {
+		ro.TLSConfig.InsecureSkipVerify = false
+		ro.TLSConfig.MinVersion = max(ro.TLSConfig.MinVersion, tls.VersionTLS12)
+	}
+	if ro.DialTimeout == 0 {
+		ro.DialTimeout = dialTimeout
+	}
+	// No automatic retries unless the URL asks: a write whose reply was
+	// lost would be replayed and report ErrExists or ErrConflict against
+	// itself. Callers see the network error and decide.
+	if ro.MaxRetries == 0 {
+		ro.MaxRetries = -1
+	}
+	// Without this, a deadline on ctx does not bound socket reads, and
+	// Open could hang on a server that accepts but never answers.
+	ro.ContextTimeoutEnabled = true
+	// Cluster maintenance notifications are a Redis Enterprise feature;
+	// probing for them on every connection only adds noise.
+	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	return ro, nil
+}
+
+// connectError says in one line why the first PING failed. ctxErr is the
+// caller's context error, which takes precedence over our own timeout.
+func connectError(ro *redis.Options, err, ctxErr error) error {
+	addr := ro.Addr
+	if ctxErr != nil {
+		return &openError{fmt.Sprintf("redisstore: cannot reach Redis at %s: %v", addr, ctxErr),
+			errors.Join(ctxErr, err)}
+	}
+	var (
+		dnsErr  *net.DNSError
+		certErr *tls.CertificateVerificationError
+		redErr  redis.Error
+	)
+	reason := err.Error()
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		reason = "connection refused"
+	case errors.As(err, &dnsErr):
+		reason = "unknown host " + dnsErr.Name
+	case errors.As(err, &certErr):
+		why := certErr.Err.Error()
+		if errors.As(certErr.Err, new(x509.UnknownAuthorityError)) {
+			why = "signed by an unknown authority"
+		}
+		reason = "TLS certificate not trusted (" + why + "); set CAFile to the CA that signed it"
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		reason = fmt.Sprintf("no answer within %v", connectTimeout)
+	case errors.As(err, &redErr):
+		msg := redErr.Error()
+		switch {
+		case strings.HasPrefix(msg, "WRONGPASS"), strings.Contains(msg, "invalid password"):
+			return &openError{fmt.Sprintf("redisstore: Redis at %s refused the username or password (%s)", addr, msg), err}
+		case strings.HasPrefix(msg, "NOAUTH"):
+			return &openError{fmt.Sprintf("redisstore: Redis at %s needs a password: put it in the URL "+
+				"(redis://:PASSWORD@host:port) or in the password option", addr), err}
+		}
+		return &openError{fmt.Sprintf("redisstore: Redis at %s: %s", addr, msg), err}
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF):
+		reason = "the server closed the connection (if it only speaks TLS, use rediss://)"
+	}
+	return &openError{fmt.Sprintf("redisstore: cannot reach Redis at %s: %s", addr, reason), err}
+}
+
+var routeLogOnce sync.Once
+
+// routeClientLog sends go-redis's own log lines, which it writes to stderr
+// by default, to slog at debug level: they repeat what the returned errors
+// already say. go-redis has one logger per process, so this is done once.
+func routeClientLog() {
+	routeLogOnce.Do(func() { redis.SetLogger(slogAdapter{}) })
+}
+
+type slogAdapter struct{}
+
+func (slogAdapter) Printf(ctx context.Context, format string, v ...any) {
+	slog.Default().DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// openError is a one-line message for the user that still unwraps to the
+// underlying error.
+type openError struct {
+	msg string
+	err error
+}
+
+func (e *openError) Error() string { return e.msg }
+func (e *openError) Unwrap() error { return e.err }
+
+// redact keeps a password out of an error's text, whatever layer put it
+// there.
+func redact(err error, opts Options, more ...string) error {
+	secrets := append([]string{opts.Password}, more...)
+	if u, perr := url.Parse(opts.URL); perr == nil && u.User != nil {
+		if p, ok := u.User.Password(); ok {
+			secrets = append(secrets, p, url.QueryEscape(p), url.PathEscape(p))
+		}
+	}
+	msg := err.Error()
+	changed := false
+	for _, sec := range secrets {
+		if sec != "" && strings.Contains(msg, sec) {
+			msg, changed = strings.ReplaceAll(msg, sec, "[redacted]"), true
+		}
+	}
+	if !changed {
+		return err
+	}
+	return &openError{msg, err}
+}
+
+// checkConfig warns about server settings that lose SFT's records. Managed
+// services often refuse CONFIG; then there is nothing to say.
+func (s *Store) checkConfig(ctx context.Context, addr string) {
+	cfg, err := s.rdb.ConfigGet(ctx, "*").Result()
+	if err != nil {
+		return
+	}
+	if p := cfg["maxmemory-policy"]; strings.HasPrefix(p, "allkeys-") {
+		s.log.Warn("redisstore: Redis may evict user records when memory runs out; set maxmemory-policy to noeviction or volatile-*",
+			"addr", addr, "maxmemory-policy", p)
+	}
+	if cfg["appendonly"] == "no" {
+		s.log.Warn("redisstore: Redis has appendonly off, so a restart loses recent writes",
+			"addr", addr, "save", cfg["save"])
+	}
+}
+
+// Close closes the connection pool.
+func (s *Store) Close() error { return s.rdb.Close() }
+
+func (s *Store) sessionKey(id string) string  { return s.prefix + "s:" + id }
+func (s *Store) memberKey(user string) string { return s.prefix + "m:" + user }
+func (s *Store) userKey(name string) string   { return s.prefix + "u:" + name }
+func (s *Store) keyKey(id string) string      { return s.prefix + "k:" + id }
+func (s *Store) revKey() string               { return s.prefix + "rev" }
+
+// luaPrelude is shared by the scripts: the server's clock in ms, integers
+// formatted without exponents, and the index update.
+const luaPrelude = `
+local function now()
+	local t = redis.call('TIME')
+	return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function int(x) return string.format('%d', x) end
+-- index adds id to the member sets KEYS[first..] with score exp, drops
+-- entries that expired, and makes each set expire with its last entry.
+local function index(first, id, exp, t)
+	for i = first, #KEYS do
+		redis.call('ZADD', KEYS[i], int(exp), id)
+		redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. int(t))
+		local top = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
+		redis.call('PEXPIREAT', KEYS[i], int(tonumber(top[2])))
+	end
+end
+`
+
+// createScript: KEYS = session, revision counter, member sets;
+// ARGV = record, TTL ms, id. Returns the new revision, or 0 if the session
+// exists.
+var createScript = redis.NewScript(luaPrelude + `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local rev = redis.call('INCR', KEYS[2])
+local t = now()
+local exp = t + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'rev', int(rev), 'data', ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], int(exp))
+index(3, ARGV[3], exp, t)
+return rev
+`)
+
+// updateScript: as createScript, plus ARGV[4] = expected revision.
+// Returns the new revision, 0 on a revision mismatch, -1 if the session is
+// gone.
+var updateScript = redis.NewScript(luaPrelude + `
+local cur = redis.call('HGET', KEYS[1], 'rev')
+if not cur then return -1 end
+if cur ~= ARGV[4] then return 0 end
+local rev = redis.call('INCR', KEYS[2])
+local t = now()
+local exp = t + tonumber(ARGV[2])
+redis.call('HSET', KEYS[1], 'rev', int(rev), 'data', ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], int(exp))
+index(3, ARGV[3], exp, t)
+return rev
+`)
+
+// listScript: KEYS = member set. Drops expired entries and returns the
+// rest. (An entry scored exactly now is still live, as is its record.)
+var listScript = redis.NewScript(luaPrelude + `
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. int(now()))
+return redis.call('ZRANGE', KEYS[1], 0, -1)
+`)
+
+func (s *Store) scriptKeys(sess *api.Session) []string {
+	keys := []string{s.sessionKey(sess.ID), s.revKey()}
+	for _, m := range members(sess) {
+		keys = append(keys, s.memberKey(m))
+	}
+	return keys
+}
+
+func members(sess *api.Session) []string {
+	if sess.Initiator == sess.Responder {
+		return []string{sess.Initiator}
+	}
+	return []string{sess.Initiator, sess.Responder}
+}
+
+// CreateSession stores a new session that expires after ttl.
+func (s *Store) CreateSession(ctx context.Context, sess *api.Session, ttl time.Duration) (uint64, error) {
+	if err := checkSession(sess); err != nil {
+		return 0, err
+	}
+	ms, err := ttlMillis(ttl)
+	if err != nil {
+		return 0, fmt.Errorf("create session %s: %w", sess.ID, err)
+	}
+	data, err := json.Marshal(sess)
+	if err != nil {
+		return 0, fmt.Errorf("create session %s: encode: %w", sess.ID, err)
+	}
+	rev, err := createScript.Run(ctx, s.rdb, s.scriptKeys(sess), data, ms, sess.ID).Int64()
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("create session %s: %w", sess.ID, err)
+	case rev == 0:
+		return 0, fmt.Errorf("create session %s: %w", sess.ID, store.ErrExists)
+	}
+	return uint64(rev), nil
+}
+
+// GetSession returns the session and its revision.
+func (s *Store) GetSession(ctx context.Context, id string) (*api.Session, uint64, error) {
+	if err := store.ValidateName("session id", id); err != nil {
+		return nil, 0, err
+	}
+	vals, err := s.rdb.HMGet(ctx, s.sessionKey(id), "rev", "data").Result()
+	if err != nil {
+		return nil, 0, fmt.Errorf("get session %s: %w", id, err)
+	}
+	sess, rev, err := decodeSession(vals[0], vals[1])
+	if err != nil {
+		return nil, 0, fmt.Errorf("get session %s: %w", id, err)
+	}
+	return sess, rev, nil
+}
+
+func decodeSession(revVal, dataVal any) (*api.Session, uint64, error) {
+	revStr, ok1 := revVal.(string)
+	data, ok2 := dataVal.(string)
+	if !ok1 || !ok2 {
+		return nil, 0, store.ErrNotFound
+	}
+	rev, err := strconv.ParseUint(revStr, 10, 64)
+	if err != nil || rev == 0 {
+		return nil, 0, fmt.Errorf("decode record: bad revision %q", revStr)
+	}
+	var sess api.Session
+	if err := json.Unmarshal([]byte(data), &sess); err != nil {
+		return nil, 0, fmt.Errorf("decode record: %w", err)
+	}
+	return &sess, rev, nil
+}
+
+// UpdateSession writes sess only if its stored revision is still rev, and
+// gives it (and its index entries) a fresh ttl.
+func (s *Store) UpdateSession(ctx context.Context, sess *api.Session, rev uint64, ttl time.Duration) (uint64, error) {
+	if err := checkSession(sess); err != nil {
+		return 0, err
+	}
+	ms, err := ttlMillis(ttl)
+	if err != nil {
+		return 0, fmt.Errorf("update session %s: %w", sess.ID, err)
+	}
+	data, err := json.Marshal(sess)
+	if err != nil {
+		return 0, fmt.Errorf("update session %s: encode: %w", sess.ID, err)
+	}
+	// Revisions are never 0, so "0" never matches a stored one.
+	newRev, err := updateScript.Run(ctx, s.rdb, s.scriptKeys(sess), data, ms, sess.ID,
+		strconv.FormatUint(rev, 10)).Int64()
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("update session %s: %w", sess.ID, err)
+	case newRev < 0:
+		return 0, fmt.Errorf("update session %s: %w", sess.ID, store.ErrNotFound)
+	case newRev == 0:
+		return 0, fmt.Errorf("update session %s at revision %d: %w", sess.ID, rev, store.ErrConflict)
+	}
+	return uint64(newRev), nil
+}
+
+// ListSessions returns the live sessions user is a member of.
+func (s *Store) ListSessions(ctx context.Context, user string) ([]*api.Session, error) {
+	if err := store.ValidateName("user", user); err != nil {
+		return nil, err
+	}
+	ids, err := listScript.Run(ctx, s.rdb, []string{s.memberKey(user)}).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("list sessions of %s: %w", user, err)
+	}
+	pipe := s.rdb.Pipeline()
+	cmds := make([]*redis.SliceCmd, len(ids))
+	for i, id := range ids {
+		cmds[i] = pipe.HMGet(ctx, s.sessionKey(id), "rev", "data")
+	}
+	if len(ids) > 0 {
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("list sessions of %s: %w", user, err)
+		}
+	}
+	out := make([]*api.Session, 0, len(ids))
+	for i, cmd := range cmds {
+		vals := cmd.Val()
+		sess, _, err := decodeSession(vals[0], vals[1])
+		if errors.Is(err, store.ErrNotFound) {
+			continue // expired between the index read and now
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list sessions of %s: session %s: %w", user, ids[i], err)
+		}
+		if _, ok := sess.RoleOf(user); !ok {
+			continue // never trust the index over the record
+		}
+		out = append(out, sess)
+	}
+	return out, nil
+}
+
+// CreateUser stores a new user.
+func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
+	data, err := encodeUser(u)
+	if err != nil {
+		return err
+	}
+	ok, err := s.rdb.SetNX(ctx, s.userKey(u.Name), data, 0).Result()
+	switch {
+	case err != nil:
+		return fmt.Errorf("create user %s: %w", u.Name, err)
+	case !ok:
+		return fmt.Errorf("create user %s: %w", u.Name, store.ErrExists)
+	}
+	return nil
+}
+
+// GetUser returns the named user.
+func (s *Store) GetUser(ctx context.Context, name string) (*store.User, error) {
+	if err := store.ValidateName("user", name); err != nil {
+		return nil, err
+	}
+	data, err := s.rdb.Get(ctx, s.userKey(name)).Bytes()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, fmt.Errorf("get user %s: %w", name, store.ErrNotFound)
+	case err != nil:
+		return nil, fmt.Errorf("get user %s: %w", name, err)
+	}
+	var u store.User
+	if err := json.Unmarshal(data, &u); err != nil {
+		return nil, fmt.Errorf("get user %s: decode record: %w", name, err)
+	}
+	return &u, nil
+}
+
+// UpdateUser replaces an existing user record; it never creates one.
+func (s *Store) UpdateUser(ctx context.Context, u *store.User) error {
+	data, err := encodeUser(u)
+	if err != nil {
+		return err
+	}
+	ok, err := s.rdb.SetXX(ctx, s.userKey(u.Name), data, 0).Result()
+	switch {
+	case err != nil:
+		return fmt.Errorf("update user %s: %w", u.Name, err)
+	case !ok:
+		return fmt.Errorf("update user %s: %w", u.Name, store.ErrNotFound)
+	}
+	return nil
+}
+
+func encodeUser(u *store.User) ([]byte, error) {
+	if u == nil {
+		return nil, fmt.Errorf("%w: nil user", store.ErrInvalid)
+	}
+	if err := store.ValidateName("user", u.Name); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(u)
+	if err != nil {
+		return nil, fmt.Errorf("encode user %s: %w", u.Name, err)
+	}
+	return data, nil
+}
+
+// CreateKey stores a sealed session key; the first writer wins.
+func (s *Store) CreateKey(ctx context.Context, sessionID string, sealed []byte, ttl time.Duration) error {
+	if err := store.ValidateName("session id", sessionID); err != nil {
+		return err
+	}
+	if len(sealed) == 0 {
+		return fmt.Errorf("%w: empty sealed key for session %s", store.ErrInvalid, sessionID)
+	}
+	ms, err := ttlMillis(ttl)
+	if err != nil {
+		return fmt.Errorf("create key for session %s: %w", sessionID, err)
+	}
+	ok, err := s.rdb.SetNX(ctx, s.keyKey(sessionID), sealed, time.Duration(ms)*time.Millisecond).Result()
+	switch {
+	case err != nil:
+		return fmt.Errorf("create key for session %s: %w", sessionID, err)
+	case !ok:
+		return fmt.Errorf("create key for session %s: %w", sessionID, store.ErrExists)
+	}
+	return nil
+}
+
+// GetKey returns the sealed key of a session.
+func (s *Store) GetKey(ctx context.Context, sessionID string) ([]byte, error) {
+	if err := store.ValidateName("session id", sessionID); err != nil {
+		return nil, err
+	}
+	b, err := s.rdb.Get(ctx, s.keyKey(sessionID)).Bytes()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, fmt.Errorf("get key for session %s: %w", sessionID, store.ErrNotFound)
+	case err != nil:
+		return nil, fmt.Errorf("get key for session %s: %w", sessionID, err)
+	}
+	return b, nil
+}
+
+// DeleteKey removes a session key; an absent key is not an error.
+func (s *Store) DeleteKey(ctx context.Context, sessionID string) error {
+	if err := store.ValidateName("session id", sessionID); err != nil {
+		return err
+	}
+	if err := s.rdb.Del(ctx, s.keyKey(sessionID)).Err(); err != nil {
+		return fmt.Errorf("delete key for session %s: %w", sessionID, err)
+	}
+	return nil
+}
+
+func checkSession(sess *api.Session) error {
+	if sess == nil {
+		return fmt.Errorf("%w: nil session", store.ErrInvalid)
+	}
+	if err := store.ValidateName("session id", sess.ID); err != nil {
+		return err
+	}
+	if err := store.ValidateName("initiator", sess.Initiator); err != nil {
+		return fmt.Errorf("session %s: %w", sess.ID, err)
+	}
+	if err := store.ValidateName("responder", sess.Responder); err != nil {
+		return fmt.Errorf("session %s: %w", sess.ID, err)
+	}
+	return nil
+}
+
+// ttlMillis validates a TTL and rounds it up to whole milliseconds, Redis's
+// precision. TTLs under a second are refused as kvstore refuses them, so
+// both backends accept the same requests.
+func ttlMillis(ttl time.Duration) (int64, error) {
+	if ttl < time.Second {
+		return 0, fmt.Errorf("%w: TTL %v is under the 1s minimum", store.ErrInvalid, ttl)
+	}
+	ms := int64(ttl / time.Millisecond)
+	if ttl%time.Millisecond != 0 {
+		ms++
+	}
+	return ms, nil
+}

@@ -1,0 +1,603 @@
+package redisstore
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/services/store"
+	"github.com/sftproject/sft/services/store/redisstore/redistest"
+	"github.com/sftproject/sft/services/store/storetest"
+)
+
+var prefixSeq atomic.Int64
+
+// uniquePrefix keeps stores that share a server from sharing records.
+func uniquePrefix() string { return fmt.Sprintf("t%d:", prefixSeq.Add(1)) }
+
+func openStore(t *testing.T, opts Options) *Store {
+	t.Helper()
+	s, err := Open(t.Context(), opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// rawClient talks to the server directly, to look at what the store wrote.
+func rawClient(t *testing.T, srv *redistest.Server) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL(srv.URL())
+	if err != nil {
+		t.Fatalf("ParseURL: %v", err)
+	}
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func TestConformance(t *testing.T) {
+	srv := redistest.Start(t, redistest.Options{})
+	storetest.Run(t, func(t *testing.T) storetest.Store {
+		s, err := Open(t.Context(), Options{URL: srv.URL(), Prefix: uniquePrefix()})
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		return s // Run closes it
+	})
+}
+
+func newSession(id, initiator, responder string) *api.Session {
+	return &api.Session{ID: id, State: api.StateWaiting, Initiator: initiator, Responder: responder}
+}
+
+// TestTTLsInRedis checks the TTLs really sit on the Redis keys, the index
+// included.
+func TestTTLsInRedis(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	prefix := uniquePrefix()
+	s := openStore(t, Options{URL: srv.URL(), Prefix: prefix})
+	rc := rawClient(t, srv)
+	ctx := t.Context()
+
+	const ttl = 2 * time.Second
+	if _, err := s.CreateSession(ctx, newSession("s1", "alice", "bob"), ttl); err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	if err := s.CreateKey(ctx, "s1", []byte("sealed"), ttl); err != nil {
+		t.Fatalf("CreateKey: %v", err)
+	}
+	if err := s.CreateUser(ctx, &store.User{Name: "alice", Role: "user"}); err != nil {
+		t.Fatalf("CreateUser: %v", err)
+	}
+	for _, key := range []string{"s:s1", "k:s1", "m:alice", "m:bob"} {
+		pttl, err := rc.PTTL(ctx, prefix+key).Result()
+		if err != nil {
+			t.Fatalf("PTTL %s: %v", key, err)
+		}
+		if pttl <= 0 || pttl > ttl {
+			t.Errorf("PTTL %s = %v, want in (0, %v]", key, pttl, ttl)
+		}
+	}
+	// Users never expire: PTTL -1 means "exists, no expiry".
+	if pttl, err := rc.PTTL(ctx, prefix+"u:alice").Result(); err != nil || pttl != -1 {
+		t.Errorf("PTTL of the user = %v, %v; want -1 (no expiry)", pttl, err)
+	}
+}
+
+// TestNoLeakAfterExpiry checks that once every session expired nothing is
+// left but users and the revision counter: no records, no index sets.
+func TestNoLeakAfterExpiry(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	prefix := uniquePrefix()
+	s := openStore(t, Options{URL: srv.URL(), Prefix: prefix})
+	rc := rawClient(t, srv)
+	ctx := t.Context()
+
+	rev, err := s.CreateSession(ctx, newSession("s1", "alice", "bob"), time.Second)
+	if err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	// A second session pushes alice's index out further; its update takes
+	// the refresh path.
+	if _, err := s.CreateSession(ctx, newSession("s2", "alice", "carol"), time.Second); err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	if _, err := s.UpdateSession(ctx, newSession("s1", "alice", "bob"), rev, 1500*time.Millisecond); err != nil {
+		t.Fatalf("UpdateSession: %v", err)
+	}
+	if err := s.CreateKey(ctx, "s1", []byte("sealed"), time.Second); err != nil {
+		t.Fatalf("CreateKey: %v", err)
+	}
+	if n, err := rc.ZCard(ctx, prefix+"m:alice").Result(); err != nil || n != 2 {
+		t.Fatalf("alice's index holds %d entries (%v), want 2", n, err)
+	}
+
+	deadline := time.Now().Add(8 * time.Second)
+	for {
+		// EXISTS also expires a key whose time is up, as any access does.
+		n, err := rc.Exists(ctx, prefix+"m:alice", prefix+"m:bob", prefix+"m:carol",
+			prefix+"s:s1", prefix+"s:s2", prefix+"k:s1").Result()
+		if err != nil {
+			t.Fatalf("EXISTS: %v", err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys still exist after every TTL passed", n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	keys, err := rc.Keys(ctx, prefix+"*").Result()
+	if err != nil {
+		t.Fatalf("KEYS: %v", err)
+	}
+	if !slices.Equal(keys, []string{prefix + "rev"}) {
+		t.Errorf("keys left behind: %v, want only the revision counter", keys)
+	}
+}
+
+// TestListSkipsDanglingIndex covers an index entry whose record vanished
+// early: it must not surface, nor break the listing.
+func TestListSkipsDanglingIndex(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	prefix := uniquePrefix()
+	s := openStore(t, Options{URL: srv.URL(), Prefix: prefix})
+	ctx := t.Context()
+	for _, id := range []string{"gone", "kept"} {
+		if _, err := s.CreateSession(ctx, newSession(id, "alice", "bob"), time.Hour); err != nil {
+			t.Fatalf("CreateSession(%s): %v", id, err)
+		}
+	}
+	if err := rawClient(t, srv).Del(ctx, prefix+"s:gone").Err(); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	list, err := s.ListSessions(ctx, "alice")
+	if err != nil {
+		t.Fatalf("ListSessions: %v", err)
+	}
+	if len(list) != 1 || list[0].ID != "kept" {
+		t.Fatalf("ListSessions = %v, want only kept", list)
+	}
+}
+
+// TestRevisionsNotReused checks a session recreated under an expired id
+// gets revisions its predecessor never had, so a stale compare-and-set from
+// before the expiry cannot land on the new record.
+func TestRevisionsNotReused(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	s := openStore(t, Options{URL: srv.URL(), Prefix: uniquePrefix()})
+	ctx := t.Context()
+	old, err := s.CreateSession(ctx, newSession("x", "alice", "bob"), time.Hour)
+	if err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	if err := rawClient(t, srv).Del(ctx, s.sessionKey("x")).Err(); err != nil { // as if it expired
+		t.Fatalf("DEL: %v", err)
+	}
+	if _, err := s.CreateSession(ctx, newSession("x", "carol", "dave"), time.Hour); err != nil {
+		t.Fatalf("CreateSession again: %v", err)
+	}
+	_, err = s.UpdateSession(ctx, newSession("x", "alice", "bob"), old, time.Hour)
+	if !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("UpdateSession with the old incarnation's revision: %v, want ErrConflict", err)
+	}
+}
+
+// TestRestart checks that a clean restart keeps every record, revisions
+// included, and the store's client reconnects by itself.
+func TestRestart(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		stop func(*redistest.Server)
+	}{
+		{"Graceful", (*redistest.Server).Stop},
+		// With appendfsync always, a write acknowledged before the crash is
+		// on disk.
+		{"Kill", (*redistest.Server).Kill},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			srv := redistest.Start(t, redistest.Options{})
+			s := openStore(t, Options{URL: srv.URL(), Prefix: uniquePrefix()})
+			ctx := t.Context()
+
+			sess := newSession("durable", "alice", "bob")
+			rev, err := s.CreateSession(ctx, sess, time.Hour)
+			if err != nil {
+				t.Fatalf("CreateSession: %v", err)
+			}
+			sess.State = api.StateJoined
+			if rev, err = s.UpdateSession(ctx, sess, rev, time.Hour); err != nil {
+				t.Fatalf("UpdateSession: %v", err)
+			}
+			if err := s.CreateKey(ctx, "durable", []byte("sealed\x00key"), time.Hour); err != nil {
+				t.Fatalf("CreateKey: %v", err)
+			}
+			if err := s.CreateUser(ctx, &store.User{Name: "alice", Role: "admin"}); err != nil {
+				t.Fatalf("CreateUser: %v", err)
+			}
+
+			tc.stop(srv)
+			srv.Restart()
+
+			got, gotRev, err := s.GetSession(ctx, "durable")
+			if err != nil {
+				t.Fatalf("GetSession after restart: %v", err)
+			}
+			if got.State != api.StateJoined || gotRev != rev {
+				t.Fatalf("after restart: state %s rev %d, want %s rev %d", got.State, gotRev, api.StateJoined, rev)
+			}
+			if ids := listIDs(t, s, "bob"); !slices.Equal(ids, []string{"durable"}) {
+				t.Errorf("ListSessions(bob) after restart = %v", ids)
+			}
+			if key, err := s.GetKey(ctx, "durable"); err != nil || string(key) != "sealed\x00key" {
+				t.Errorf("GetKey after restart = %q, %v", key, err)
+			}
+			if u, err := s.GetUser(ctx, "alice"); err != nil || u.Role != "admin" {
+				t.Errorf("GetUser after restart = %+v, %v", u, err)
+			}
+			// The pre-restart revision works exactly once.
+			sess.State = api.StateCompleted
+			newRev, err := s.UpdateSession(ctx, sess, rev, time.Hour)
+			if err != nil {
+				t.Fatalf("UpdateSession with the pre-restart revision: %v", err)
+			}
+			if newRev <= rev {
+				t.Errorf("revision after restart %d, not above %d: the counter went back", newRev, rev)
+			}
+			if _, err := s.UpdateSession(ctx, sess, rev, time.Hour); !errors.Is(err, store.ErrConflict) {
+				t.Errorf("second UpdateSession with the pre-restart revision: %v, want ErrConflict", err)
+			}
+			// The TTL survived too.
+			pttl, err := rawClient(t, srv).PTTL(ctx, s.sessionKey("durable")).Result()
+			if err != nil || pttl <= 0 || pttl > time.Hour {
+				t.Errorf("PTTL after restart = %v, %v", pttl, err)
+			}
+		})
+	}
+}
+
+func listIDs(t *testing.T, s *Store, user string) []string {
+	t.Helper()
+	list, err := s.ListSessions(t.Context(), user)
+	if err != nil {
+		t.Fatalf("ListSessions(%s): %v", user, err)
+	}
+	var ids []string
+	for _, sess := range list {
+		ids = append(ids, sess.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// deadPort returns a loopback port nothing listens on.
+func deadPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func TestOpenErrors(t *testing.T) {
+	t.Parallel()
+	const password = "correct-horse-battery"
+	srv := redistest.Start(t, redistest.Options{Password: password})
+	addr := srv.Addr()
+	dead := deadPort(t)
+
+	for _, tc := range []struct {
+		name    string
+		opts    Options
+		want    string // the whole message when exact, else a part of it
+		exact   bool
+		invalid bool
+		secret  string
+	}{
+		{name: "Refused", opts: Options{URL: "redis://" + dead},
+			want: "redisstore: cannot reach Redis at " + dead + ": connection refused", exact: true},
+		{name: "WrongPassword", opts: Options{URL: "redis://:wrong-password-1@" + addr},
+			want: "Redis at " + addr + " refused the username or password", secret: "wrong-password-1"},
+		{name: "WrongPasswordOverride", opts: Options{URL: srv.URL(), Password: "wrong-password-2"},
+			want: "refused the username or password", secret: "wrong-password-2"},
+		{name: "NoPassword", opts: Options{URL: "redis://" + addr},
+			want: "Redis at " + addr + " needs a password"},
+		{name: "RefusedWithPassword", opts: Options{URL: "redis://:hunter2-secret@" + dead},
+			want: "cannot reach Redis at " + dead, secret: "hunter2-secret"},
+		{name: "BadURL", opts: Options{URL: "redis://:hunter2-secret@host:port:x/0"},
+			want: "Redis URL", invalid: true, secret: "hunter2-secret"},
+		{name: "BadScheme", opts: Options{URL: "http://" + addr}, want: "want redis:// or rediss://", invalid: true},
+		{name: "NoURL", opts: Options{}, want: "no Redis URL", invalid: true},
+		{name: "SkipVerify", opts: Options{URL: "rediss://" + addr + "?skip_verify=true"},
+			want: "skip_verify is not supported", invalid: true},
+		{name: "CAFileWithoutTLS", opts: Options{URL: "redis://" + addr, CAFile: "/etc/hostname"},
+			want: "use rediss://", invalid: true},
+		{name: "UnknownOption", opts: Options{URL: "redis://" + addr + "?bogus=1"},
+			want: "bogus", invalid: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Open(t.Context(), tc.opts)
+			if err == nil {
+				s.Close()
+				t.Fatal("Open succeeded")
+			}
+			msg := err.Error()
+			t.Logf("error: %s", msg)
+			if tc.exact && msg != tc.want || !strings.Contains(msg, tc.want) {
+				t.Errorf("error %q, want %q", msg, tc.want)
+			}
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error spans lines: %q", msg)
+			}
+			for _, secret := range []string{password, tc.secret} {
+				if secret != "" && strings.Contains(msg, secret) {
+					t.Errorf("error reveals a password: %q", msg)
+				}
+			}
+			if tc.invalid != errors.Is(err, store.ErrInvalid) {
+				t.Errorf("errors.Is(err, ErrInvalid) = %v, want %v", !tc.invalid, tc.invalid)
+			}
+		})
+	}
+
+	t.Run("PasswordOverride", func(t *testing.T) {
+		s := openStore(t, Options{URL: "redis://:stale-password@" + addr, Password: password})
+		if err := s.CreateUser(t.Context(), &store.User{Name: "alice", Role: "user"}); err != nil {
+			t.Fatalf("CreateUser: %v", err)
+		}
+	})
+}
+
+// TestOpenHonoursContext checks Open gives up when ctx does, against a
+// server that accepts connections and never answers.
+func TestOpenHonoursContext(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() { // ends when l closes
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	_, err = Open(ctx, Options{URL: "redis://" + l.Addr().String()})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Open against a silent server: %v, want context.DeadlineExceeded", err)
+	}
+	if want := "cannot reach Redis at " + l.Addr().String(); !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q, want it to contain %q", err, want)
+	}
+}
+
+func TestTLS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca := writeCerts(t, dir)
+	srv := redistest.Start(t, redistest.Options{Password: "tls-pass", TLS: ca})
+	if !strings.HasPrefix(srv.URL(), "rediss://") {
+		t.Fatalf("URL = %s", srv.URL())
+	}
+
+	t.Run("TrustedCA", func(t *testing.T) {
+		s := openStore(t, Options{URL: srv.URL(), CAFile: ca.CAFile, Prefix: uniquePrefix()})
+		ctx := t.Context()
+		if err := s.CreateKey(ctx, "k", []byte("sealed"), time.Minute); err != nil {
+			t.Fatalf("CreateKey over TLS: %v", err)
+		}
+		if got, err := s.GetKey(ctx, "k"); err != nil || string(got) != "sealed" {
+			t.Fatalf("GetKey over TLS = %q, %v", got, err)
+		}
+	})
+	t.Run("UntrustedCA", func(t *testing.T) {
+		other := writeCerts(t, t.TempDir())
+		_, err := Open(t.Context(), Options{URL: srv.URL(), CAFile: other.CAFile})
+		if err == nil || !strings.Contains(err.Error(), "set CAFile") {
+			t.Fatalf("Open with a CA that did not sign the server's certificate: %v", err)
+		}
+		t.Logf("error: %v", err)
+	})
+	t.Run("SystemRoots", func(t *testing.T) {
+		_, err := Open(t.Context(), Options{URL: srv.URL()})
+		if err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Fatalf("Open trusting only the system roots: %v", err)
+		}
+	})
+	t.Run("NotPEM", func(t *testing.T) {
+		bad := filepath.Join(t.TempDir(), "ca.pem")
+		if err := os.WriteFile(bad, []byte("not a certificate"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open(t.Context(), Options{URL: srv.URL(), CAFile: bad})
+		if !errors.Is(err, store.ErrInvalid) {
+			t.Fatalf("Open with a CA file without certificates: %v", err)
+		}
+	})
+	t.Run("PlainClientOnTLSPort", func(t *testing.T) {
+		_, err := Open(t.Context(), Options{URL: strings.Replace(srv.URL(), "rediss://", "redis://", 1)})
+		if err == nil {
+			t.Fatal("plain-text Open succeeded against a TLS-only port")
+		}
+		t.Logf("error: %v", err)
+	})
+}
+
+// writeCerts makes a CA and a server certificate for 127.0.0.1 signed by
+// it, as PEM files in dir.
+func writeCerts(t *testing.T, dir string) *redistest.TLS {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "SFT test CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := &redistest.TLS{
+		CAFile:   filepath.Join(dir, "ca.pem"),
+		CertFile: filepath.Join(dir, "server.pem"),
+		KeyFile:  filepath.Join(dir, "server.key"),
+	}
+	for path, block := range map[string]*pem.Block{
+		files.CAFile:   {Type: "CERTIFICATE", Bytes: caDER},
+		files.CertFile: {Type: "CERTIFICATE", Bytes: srvDER},
+		files.KeyFile:  {Type: "PRIVATE KEY", Bytes: keyDER},
+	} {
+		if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return files
+}
+
+func TestTTLMillis(t *testing.T) {
+	for _, tc := range []struct {
+		in      time.Duration
+		want    int64
+		invalid bool
+	}{
+		{in: -time.Second, invalid: true},
+		{in: 0, invalid: true},
+		{in: 999 * time.Millisecond, invalid: true},
+		{in: time.Second, want: 1000},
+		{in: time.Second + time.Nanosecond, want: 1001},
+		{in: 1500 * time.Millisecond, want: 1500},
+		{in: time.Duration(1<<63 - 1), want: (1<<63-1)/int64(time.Millisecond) + 1},
+	} {
+		got, err := ttlMillis(tc.in)
+		if tc.invalid {
+			if !errors.Is(err, store.ErrInvalid) {
+				t.Errorf("ttlMillis(%v) error = %v, want ErrInvalid", tc.in, err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("ttlMillis(%v) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+// TestConfigWarnings checks Open warns about server settings that would
+// lose records.
+func TestConfigWarnings(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	rc := rawClient(t, srv)
+	ctx := t.Context()
+	var buf syncBuffer
+	logger := slog.New(slog.NewTextHandler(&buf, nil))
+
+	openStore(t, Options{URL: srv.URL(), Logger: logger})
+	if buf.String() != "" {
+		t.Fatalf("warnings on a durable, non-evicting server:\n%s", buf.String())
+	}
+	for _, kv := range [][2]string{{"appendonly", "no"}, {"maxmemory-policy", "allkeys-lru"}} {
+		if err := rc.ConfigSet(ctx, kv[0], kv[1]).Err(); err != nil {
+			t.Fatalf("CONFIG SET %s: %v", kv[0], err)
+		}
+	}
+	openStore(t, Options{URL: srv.URL(), Logger: logger})
+	for _, want := range []string{"appendonly off", "maxmemory-policy=allkeys-lru"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, buf.String())
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
