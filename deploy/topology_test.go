@@ -145,23 +145,12 @@ func TestMain(m *testing.M) {
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	mu   sync.Mutex
-	buf  bytes.Buffer
+	out  syncBuffer
 	done chan struct{}
 	err  error
 }
 
-func (p *proc) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.buf.Write(b)
-}
-
-func (p *proc) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.buf.String()
-}
+func (p *proc) output() string { return p.out.String() }
 
 func start(t *testing.T, name, dir string, env []string, bin string, args ...string) *proc {
 	t.Helper()
@@ -171,7 +160,7 @@ func start(t *testing.T, name, dir string, env []string, bin string, args ...str
 	if env != nil {
 		p.cmd.Env = env
 	}
-	p.cmd.Stdout, p.cmd.Stderr = p, p
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}

@@ -8,6 +8,7 @@
 package store
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -63,4 +64,20 @@ func ValidateName(kind, name string) error {
 		}
 	}
 	return nil
+}
+
+// EncodeUser is the stored form of a user record, the same in every
+// backend.
+func EncodeUser(u *User) ([]byte, error) {
+	if u == nil {
+		return nil, fmt.Errorf("%w: nil user", ErrInvalid)
+	}
+	if err := ValidateName("user", u.Name); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(u)
+	if err != nil {
+		return nil, fmt.Errorf("encode user %s: %w", u.Name, err)
+	}
+	return data, nil
 }

@@ -494,7 +494,7 @@ func (s *Store) ListSessions(ctx context.Context, user string) ([]*api.Session, 
 
 // CreateUser stores a new user.
 func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
-	data, err := encodeUser(u)
+	data, err := store.EncodeUser(u)
 	if err != nil {
 		return err
 	}
@@ -529,7 +529,7 @@ func (s *Store) GetUser(ctx context.Context, name string) (*store.User, error) {
 
 // UpdateUser replaces an existing user record; it never creates one.
 func (s *Store) UpdateUser(ctx context.Context, u *store.User) error {
-	data, err := encodeUser(u)
+	data, err := store.EncodeUser(u)
 	if err != nil {
 		return err
 	}
@@ -541,20 +541,6 @@ func (s *Store) UpdateUser(ctx context.Context, u *store.User) error {
 		return fmt.Errorf("update user %s: %w", u.Name, store.ErrNotFound)
 	}
 	return nil
-}
-
-func encodeUser(u *store.User) ([]byte, error) {
-	if u == nil {
-		return nil, fmt.Errorf("%w: nil user", store.ErrInvalid)
-	}
-	if err := store.ValidateName("user", u.Name); err != nil {
-		return nil, err
-	}
-	data, err := json.Marshal(u)
-	if err != nil {
-		return nil, fmt.Errorf("encode user %s: %w", u.Name, err)
-	}
-	return data, nil
 }
 
 // CreateKey stores a sealed session key; the first writer wins.
