@@ -19,6 +19,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/sftproject/sft/services/api"
@@ -54,6 +55,49 @@ type testBroker struct {
 	*Embedded
 	pki      PKI
 	password string
+	keys     CalloutKeys
+}
+
+// Credentials the test callout accepts: tokens "tok-<user>" for alice and
+// bob, and alice's password.
+const (
+	aliceToken    = "tok-alice"
+	bobToken      = "tok-bob"
+	alicePassword = "pw-alice"
+)
+
+func testAuthorize(_ context.Context, c Credentials) (Grant, error) {
+	switch {
+	case c.Token == aliceToken:
+		return Grant{User: "alice", Expires: time.Now().Add(time.Hour)}, nil
+	case c.Token == bobToken:
+		return Grant{User: "bob", Expires: time.Now().Add(time.Hour)}, nil
+	case c.Token == "" && c.User == "alice" && c.Password == alicePassword:
+		return Grant{User: "alice", LoginOnly: true}, nil
+	}
+	return Grant{}, errors.New("refused")
+}
+
+func newCalloutKeys(t testing.TB) CalloutKeys {
+	t.Helper()
+	iss, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	xk, err := nkeys.CreateCurveKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return CalloutKeys{Issuer: iss, XKey: xk}
+}
+
+func (k CalloutKeys) options(t testing.TB, o EmbeddedOptions) EmbeddedOptions {
+	t.Helper()
+	var err error
+	if o.CalloutIssuer, o.CalloutXKey, err = k.Public(); err != nil {
+		t.Fatal(err)
+	}
+	return o
 }
 
 // startBroker runs an embedded server on a random port, logging everything
@@ -71,13 +115,14 @@ func startBroker(t *testing.T) *testBroker {
 
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: levelNATSDebug}))
-	e, err := StartEmbedded(t.Context(), EmbeddedOptions{
+	keys := newCalloutKeys(t)
+	e, err := StartEmbedded(t.Context(), keys.options(t, EmbeddedOptions{
 		StoreDir:        filepath.Join(dir, "js"),
 		PKI:             p,
 		ServiceUser:     serviceUser,
 		ServicePassword: password,
 		Logger:          log,
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,12 +136,36 @@ func startBroker(t *testing.T) *testBroker {
 			t.Error("shutdown was not logged")
 		}
 	})
-	return &testBroker{Embedded: e, pki: p, password: password}
+	b := &testBroker{Embedded: e, pki: p, password: password, keys: keys}
+	b.serveCallout(t)
+	return b
 }
 
+// serveCallout answers the auth callout with testAuthorize until the test
+// ends.
+func (b *testBroker) serveCallout(t *testing.T) {
+	t.Helper()
+	nc := b.service(t)
+	sub, err := ServeCallout(t.Context(), nc, b.keys, testAuthorize, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+}
+
+// client is a connection with alice's token.
 func (b *testBroker) client(t *testing.T) *nats.Conn {
 	t.Helper()
-	nc, err := Connect(t.Context(), ConnOptions{URL: b.ClientURL(), CAFile: b.pki.CAFile, Name: "test-client"})
+	return b.clientWith(t, ConnOptions{Token: aliceToken, InboxPrefix: api.InboxPrefix("alice")})
+}
+
+func (b *testBroker) clientWith(t *testing.T, o ConnOptions) *nats.Conn {
+	t.Helper()
+	o.URL, o.CAFile, o.Name = b.ClientURL(), b.pki.CAFile, "test-client"
+	nc, err := Connect(t.Context(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,15 +405,23 @@ func TestClientPermissions(t *testing.T) {
 		{"sub", "$JS.>", "", false},
 		{"sub", ">", "", false},
 		{"sub", ServiceInboxPrefix + ".>", "", false},
+		{"sub", "$SYS.REQ.USER.AUTH", "", false},
+		{"sub", "_INBOX.>", "", false},
+		{"sub", "_INBOX.*.>", "", false},
+		{"sub", "_INBOX.bob.abc", "", false},
+		{"sub", "_INBOX.bob.>", "", false},
+		{"sub", "_INBOX.abc", "", false},
 		{"pub", api.EventSubject("x", "created"), "", false},
 		{"pub", "$JS.API.INFO", "", false},
 		{"pub", "$JS.API.STREAM.CREATE." + api.EventStream, "", false},
 		{"pub", "$SYS.REQ.SERVER.PING", "", false},
-		{"pub", "_INBOX.someone-else", "", false},
+		{"pub", "$SYS.REQ.USER.AUTH", "", false},
+		{"pub", "_INBOX.bob.x", "", false},
 		{"pub", ServiceInboxPrefix + ".x.y", "", false},
 
-		{"sub", "_INBOX.abc", "", true},
-		{"sub", "_INBOX.abc.*", "", true},
+		{"sub", "_INBOX.alice.abc", "", true},
+		{"sub", "_INBOX.alice.abc.*", "", true},
+		{"sub", "_INBOX.alice.>", "", true},
 		{"pub", api.SubjectSessionGet, "", true},
 		{"pub", api.SubjectAuthLogin, "", true},
 		{"pub", api.SubjectKeyGet, "", true},
@@ -485,19 +562,11 @@ func TestInProcessConn(t *testing.T) {
 		t.Fatalf("TLS client to in-process service: %v", err)
 	}
 
-	// Without credentials an in-process connection is still the client user.
-	anon, err := b.InProcessConn(t.Context(), "", "", "in-process-anon")
-	if err != nil {
-		t.Fatal(err)
+	// Only the services connect in process.
+	if nc, err := b.InProcessConn(t.Context(), "", "", "in-process-anon"); err == nil {
+		nc.Close()
+		t.Error("in-process connection without credentials succeeded")
 	}
-	defer anon.Close()
-	if _, err := anon.SubscribeSync(api.AllEvents); err != nil {
-		t.Fatal(err)
-	}
-	if permissionError(t, anon) == nil {
-		t.Error("anonymous in-process connection may subscribe to events")
-	}
-
 	if nc, err := b.InProcessConn(t.Context(), serviceUser, "wrong", "bad"); err == nil {
 		nc.Close()
 		t.Error("in-process connection with a wrong password succeeded")
@@ -516,7 +585,7 @@ func TestStartEmbeddedErrors(t *testing.T) {
 	defer l.Close()
 	busy := l.Addr().(*net.TCPAddr).Port
 
-	ok := EmbeddedOptions{StoreDir: t.TempDir(), PKI: p, ServiceUser: serviceUser, ServicePassword: "pw"}
+	ok := newCalloutKeys(t).options(t, EmbeddedOptions{StoreDir: t.TempDir(), PKI: p, ServiceUser: serviceUser, ServicePassword: "pw"})
 	tests := []struct {
 		name   string
 		change func(*EmbeddedOptions)
@@ -525,7 +594,9 @@ func TestStartEmbeddedErrors(t *testing.T) {
 		{"port in use", func(o *EmbeddedOptions) { o.Port = busy }, "listen"},
 		{"no password", func(o *EmbeddedOptions) { o.ServicePassword = "" }, "service password is empty"},
 		{"no service user", func(o *EmbeddedOptions) { o.ServiceUser = "" }, "service user is empty"},
-		{"service user is the client user", func(o *EmbeddedOptions) { o.ServiceUser = ClientUser }, "anonymous client user"},
+		{"no callout issuer", func(o *EmbeddedOptions) { o.CalloutIssuer = "" }, "auth callout issuer"},
+		{"callout issuer not an account", func(o *EmbeddedOptions) { o.CalloutIssuer = o.CalloutXKey }, "auth callout issuer"},
+		{"callout xkey not a curve key", func(o *EmbeddedOptions) { o.CalloutXKey = o.CalloutIssuer }, "auth callout xkey"},
 		{"no store dir", func(o *EmbeddedOptions) { o.StoreDir = "" }, "store directory"},
 		{"missing certificate", func(o *EmbeddedOptions) { o.PKI.CertFile = filepath.Join(t.TempDir(), "x.pem") }, "load server certificate"},
 	}
@@ -566,9 +637,9 @@ func TestReconnect(t *testing.T) {
 	reconnected := nc.StatusChanged(nats.CONNECTED)
 
 	b.Shutdown()
-	again, err := StartEmbedded(t.Context(), EmbeddedOptions{
+	again, err := StartEmbedded(t.Context(), b.keys.options(t, EmbeddedOptions{
 		Port: port, StoreDir: t.TempDir(), PKI: b.pki, ServiceUser: serviceUser, ServicePassword: b.password,
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

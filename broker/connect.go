@@ -24,7 +24,14 @@ type ConnOptions struct {
 	URL    string // e.g. tls://127.0.0.1:4222
 	CAFile string // CA that signs the server certificate; required
 
-	User, Password string // empty: connect as the anonymous client
+	// A service connects with User and Password (its reply inboxes then
+	// live under ServiceInboxPrefix). A client logs in with its user name
+	// and Password, or connects with the Token that login returned; the
+	// auth callout decides, and InboxPrefix must then be
+	// api.InboxPrefix(user), the only inbox space the client may use.
+	User, Password string
+	Token          string
+	InboxPrefix    string
 
 	CertFile, KeyFile string // optional client certificate (mTLS)
 
@@ -46,8 +53,7 @@ const (
 // connection is encrypted and the server must present a certificate signed
 // by the CA in o.CAFile. The initial connect fails fast with an error a user
 // can act on and honours ctx; once connected the connection reconnects
-// forever with backoff. With User set the connection is a service: it
-// authenticates and keeps its reply inboxes under ServiceInboxPrefix.
+// forever with backoff.
 func Connect(ctx context.Context, o ConnOptions) (*nats.Conn, error) {
 	if o.URL == "" {
 		return nil, errors.New("cannot connect to NATS: no URL given")
@@ -101,9 +107,17 @@ func connect(ctx context.Context, o ConnOptions, d *initialDialer, extra ...nats
 	if o.Name != "" {
 		log = log.With("conn", o.Name)
 	}
+	timeout := connectTimeout
+	if o.User != "" || o.Token != "" {
+		// Authentication may take a while (the auth callout's password
+		// checks are slow on purpose, the service password is a bcrypt
+		// hash); the dialer still gives up on the address after
+		// connectTimeout.
+		timeout = authTimeout
+	}
 	opts := []nats.Option{
 		nats.Name(o.Name),
-		nats.Timeout(connectTimeout),
+		nats.Timeout(timeout),
 		nats.MaxReconnects(-1),
 		nats.CustomReconnectDelay(reconnectDelay),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -121,8 +135,17 @@ func connect(ctx context.Context, o ConnOptions, d *initialDialer, extra ...nats
 			log.Warn("NATS error", "err", err)
 		}),
 	}
-	if o.User != "" {
-		opts = append(opts, nats.UserInfo(o.User, o.Password), nats.CustomInboxPrefix(ServiceInboxPrefix))
+	switch {
+	case o.Token != "":
+		opts = append(opts, nats.Token(o.Token))
+	case o.User != "":
+		opts = append(opts, nats.UserInfo(o.User, o.Password))
+	}
+	switch {
+	case o.InboxPrefix != "":
+		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
+	case o.User != "" && o.Token == "":
+		opts = append(opts, nats.CustomInboxPrefix(ServiceInboxPrefix))
 	}
 	opts = append(opts, extra...)
 
@@ -139,7 +162,7 @@ func connect(ctx context.Context, o ConnOptions, d *initialDialer, extra ...nats
 		err = ctx.Err()
 	}
 	if err != nil {
-		return nil, explain(ctx, shown, err, dialErr)
+		return nil, explain(ctx, shown, err, dialErr, o)
 	}
 	log.Debug("NATS connected", "server", nc.ConnectedServerId())
 	return nc, nil
@@ -212,7 +235,7 @@ func (e *connectError) Error() string {
 
 func (e *connectError) Unwrap() error { return e.err }
 
-func explain(ctx context.Context, shown string, err, dialErr error) error {
+func explain(ctx context.Context, shown string, err, dialErr error, o ConnOptions) error {
 	if errors.Is(err, nats.ErrNoServers) && dialErr != nil {
 		err = dialErr
 	}
@@ -241,6 +264,10 @@ func explain(ctx context.Context, shown string, err, dialErr error) error {
 		// alert (whose type crypto/tls does not export) or, depending on
 		// timing, as a closed connection that nats.go reports in text only.
 		ce.reason = "the server rejected the TLS handshake (check the client certificate): " + err.Error()
+	case errors.Is(err, nats.ErrAuthorization) && o.Token != "":
+		ce.reason = "authorization violation (the login token is expired, revoked or not from this server: log in again)"
+	case errors.Is(err, nats.ErrAuthorization) && o.InboxPrefix != "":
+		ce.reason = "authorization violation (wrong user name or password, or too many failed attempts: wait and retry)"
 	case errors.Is(err, nats.ErrAuthorization):
 		ce.reason = "authorization violation (check the service user and password)"
 	case errors.Is(err, nats.ErrSecureConnWanted):

@@ -2,8 +2,9 @@
 // PKI, an embedded nats-server with TLS, JetStream and authorization, and the
 // Connect function every client and service uses.
 //
-// The broker knows two roles. Services authenticate with a user and password
-// and may use every subject. Clients present no credentials and are mapped to
-// ClientUser, which may only publish requests to the auth, session and key
-// subjects and receive replies on their inbox.
+// The broker knows two kinds of connection. Services authenticate with a
+// user and password and get ServicePermissions. Every other connection is
+// decided by the auth callout (ServeCallout): a password buys
+// LoginPermissions, a login token ClientPermissions, both bound to the
+// user's own inbox prefix.
 package broker

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -27,6 +28,11 @@ type EmbeddedOptions struct {
 	// password is handed to the server.
 	ServiceUser, ServicePassword string
 
+	// Public keys of the auth callout (see CalloutKeys.Public): every
+	// connection but the service user's is decided by the service holding
+	// the matching private keys.
+	CalloutIssuer, CalloutXKey string
+
 	Logger *slog.Logger // nil discards
 }
 
@@ -41,18 +47,24 @@ type Embedded struct {
 	serviceHash []byte // bcrypt
 }
 
-// bcryptCost is the work factor of the stored service password hash.
-var bcryptCost = bcrypt.DefaultCost
+// bcryptCost is the work factor of the stored service password hash. It is
+// low on purpose: the password is 256 random bits, which no work factor
+// makes harder to guess, and the hash is checked on every service connect.
+var bcryptCost = bcrypt.MinCost
+
+// authTimeout bounds how long a connecting client may take to
+// authenticate, the auth callout's answer included.
+const authTimeout = 10 * time.Second
 
 // startTimeout bounds how long StartEmbedded waits for the listener when ctx
 // has no deadline of its own.
 const startTimeout = 30 * time.Second
 
 // StartEmbedded starts a NATS server that requires TLS 1.3 on every client
-// connection, enables JetStream in o.StoreDir and authorizes two users: the
-// service user with full permissions and ClientUser, the user of every
-// connection without credentials. ctx bounds startup only; call Shutdown to
-// stop the server.
+// connection, enables JetStream in o.StoreDir and authorizes the service
+// user with ServicePermissions; every other connection goes to the auth
+// callout (ServeCallout). ctx bounds startup only; call Shutdown to stop
+// the server.
 func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	log := o.Logger
 	if log == nil {
@@ -99,8 +111,10 @@ func serverOptions(o EmbeddedOptions) (*server.Options, error) {
 	switch {
 	case o.ServiceUser == "":
 		return nil, errors.New("embedded NATS: service user is empty")
-	case o.ServiceUser == ClientUser:
-		return nil, fmt.Errorf("embedded NATS: service user must not be %q, that is the anonymous client user", ClientUser)
+	case !nkeys.IsValidPublicAccountKey(o.CalloutIssuer):
+		return nil, errors.New("embedded NATS: auth callout issuer is not a public account key")
+	case !nkeys.IsValidPublicCurveKey(o.CalloutXKey):
+		return nil, errors.New("embedded NATS: auth callout xkey is not a public curve key")
 	case o.ServicePassword == "":
 		return nil, errors.New("embedded NATS: service password is empty")
 	case o.StoreDir == "":
@@ -140,9 +154,19 @@ func serverOptions(o EmbeddedOptions) (*server.Options, error) {
 
 		Users: []*server.User{
 			{Username: o.ServiceUser, Password: string(hash), Permissions: ServicePermissions()},
-			{Username: ClientUser, Permissions: ClientPermissions()},
 		},
-		NoAuthUser: ClientUser,
+		// Time for the auth callout to answer: password checks are slow
+		// on purpose and answered one at a time.
+		AuthTimeout: authTimeout.Seconds(),
+		// A client's first PING normally comes 2 s after it connects; a
+		// connect still waiting for the callout's password check would read
+		// that PING where it expects the reply to its CONNECT, and fail.
+		DisableShortFirstPing: true,
+		AuthCallout: &server.AuthCallout{
+			Issuer:    o.CalloutIssuer,
+			AuthUsers: []string{o.ServiceUser},
+			XKey:      o.CalloutXKey,
+		},
 	}, nil
 }
 
@@ -197,8 +221,9 @@ func (e *Embedded) InProcessConn(ctx context.Context, user, password, name strin
 	// Refused credentials are checked here first only to fail fast: over the
 	// synchronous in-memory pipe the server's refusal deadlocks with the
 	// client's handshake write until the server's 10 s write deadline. The
-	// server still performs its own check.
-	if user != "" && !(user == ClientUser && password == "") && (user != e.serviceUser || bcrypt.CompareHashAndPassword(e.serviceHash, []byte(password)) != nil) {
+	// server still performs its own check. Only the services connect in
+	// process: clients go through the auth callout, over TLS.
+	if user != e.serviceUser || bcrypt.CompareHashAndPassword(e.serviceHash, []byte(password)) != nil {
 		err := nats.ErrAuthorization
 		return nil, &connectError{url: o.URL, reason: "authorization violation (check the service user and password)", err: err}
 	}

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -79,17 +78,19 @@ func (a *app) bind(fs *pflag.FlagSet, key, name, short, usage string) {
 	config.Flag(fs, key, name, short, usage)
 }
 
-func (a *app) connect(ctx context.Context) (*nats.Conn, error) {
-	return broker.Connect(ctx, broker.ConnOptions{URL: a.cfg.NATS.URL, CAFile: a.cfg.CAFile(), Name: "sft-cli", Logger: a.log})
+// connOptions is where and how to reach NATS; the credentials are added
+// by client.DialPassword or client.DialToken.
+func (a *app) connOptions() broker.ConnOptions {
+	return broker.ConnOptions{URL: a.cfg.NATS.URL, CAFile: a.cfg.CAFile(), Name: "sft-cli", Logger: a.log}
 }
 
-// session connects and restores the cached login.
+// session connects with the cached login token.
 func (a *app) session(ctx context.Context) (*client.Client, func(), error) {
 	tok, err := loadToken(a.cfg.ConfigDir, a.cfg.NATS.URL)
 	if err != nil {
 		return nil, nil, err
 	}
-	nc, err := a.connect(ctx)
+	nc, err := client.DialToken(ctx, a.connOptions(), tok.User, tok.Token)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -38,9 +38,11 @@ func (a *app) loginCmd() *cobra.Command {
 				}
 			}
 			ctx := cmd.Context()
-			nc, err := a.connect(ctx)
+			// The password opens a connection that may only log in; the
+			// other commands connect with the token.
+			nc, err := client.DialPassword(ctx, a.connOptions(), user, pw)
 			if err != nil {
-				return err
+				return fmt.Errorf("login: %w", err)
 			}
 			defer nc.Close()
 			c := client.New(nc, "", "")
@@ -62,9 +64,24 @@ func (a *app) loginCmd() *cobra.Command {
 func (a *app) logoutCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "logout",
-		Short: "Forget the cached token",
+		Short: "Revoke and forget the cached token",
 		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Revoke first, so a copy of the token file is worthless too;
+			// a token that no longer connects needs no revoking.
+			c, closeFn, err := a.session(cmd.Context())
+			switch {
+			case err == nil:
+				err = c.Logout(cmd.Context())
+				closeFn()
+				if err != nil {
+					return fmt.Errorf("logout: %w", err)
+				}
+			case errors.Is(err, errNotLoggedIn):
+				return nil
+			case api.CodeOf(err) != api.CodeUnauthorized && !errors.Is(err, errTokenUnusable):
+				return fmt.Errorf("logout: %w (the cached token was kept; retry when the server is reachable)", err)
+			}
 			if err := os.Remove(tokenPath(a.cfg.ConfigDir)); err != nil && !errors.Is(err, os.ErrNotExist) {
 				return err
 			}

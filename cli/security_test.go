@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -51,24 +53,43 @@ func TestNoSecretOnTheBus(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
+	// The widest view a service identity has: requests, service replies
+	// and the auth callout's exchange with the server (which carries the
+	// passwords and tokens clients connect with).
 	spy := h.ServiceConn()
 	var tp tap
-	if _, err := spy.Subscribe(">", func(m *nats.Msg) { tp.mu.Lock(); tp.msgs = append(tp.msgs, m); tp.mu.Unlock() }); err != nil {
-		t.Fatal(err)
+	for _, subj := range []string{"sft.v1.>", "_SFT_SVC_INBOX.>", "$SYS.REQ.USER.AUTH"} {
+		if _, err := spy.Subscribe(subj, func(m *nats.Msg) { tp.mu.Lock(); tp.msgs = append(tp.msgs, m); tp.mu.Unlock() }); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := spy.Flush(); err != nil {
 		t.Fatal(err)
 	}
 
-	// Carol is an ordinary client: she may listen on _INBOX.>, so she sees
-	// the replies meant for alice and bob.
-	carolConn := clientConn(t, h)
+	// Carol is an ordinary client: she may not listen on anyone's inbox
+	// but her own.
+	carolConn := h.ConnFor(h.Login("carol"))
+	for _, subj := range []string{"_INBOX.>", "_INBOX.*.>", "_INBOX.alice.>", "_INBOX.bob.>"} {
+		if _, err := carolConn.SubscribeSync(subj); err != nil {
+			t.Fatal(err)
+		}
+		_ = carolConn.Flush()
+		if err := carolConn.LastError(); err == nil || !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			t.Errorf("carol subscribing to %s: %v, want a permissions violation", subj, err)
+		}
+	}
+
+	// An eavesdropper with alice's own NATS identity (a stolen token)
+	// hears her inbox: the key and login replies there are sealed to keys
+	// only the requests held.
+	eve := h.Login("alice").Conn()
 	var mu sync.Mutex
-	var carolSaw []*nats.Msg
-	if _, err := carolConn.Subscribe("_INBOX.>", func(m *nats.Msg) { mu.Lock(); carolSaw = append(carolSaw, m); mu.Unlock() }); err != nil {
+	var eveSaw []*nats.Msg
+	if _, err := eve.Subscribe("_INBOX.alice.>", func(m *nats.Msg) { mu.Lock(); eveSaw = append(eveSaw, m); mu.Unlock() }); err != nil {
 		t.Fatal(err)
 	}
-	if err := carolConn.Flush(); err != nil {
+	if err := eve.Flush(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -89,6 +110,17 @@ func TestNoSecretOnTheBus(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond) // let the taps drain
 
+	tp.mu.Lock()
+	callouts := 0
+	for _, m := range tp.msgs {
+		if m.Subject == "$SYS.REQ.USER.AUTH" {
+			callouts++
+		}
+	}
+	tp.mu.Unlock()
+	if callouts == 0 {
+		t.Fatal("the spy saw no auth callout request; the test expects to see them encrypted")
+	}
 	for name, secret := range map[string][]byte{
 		"session key":    key,
 		"alice password": []byte("pw-alice"),
@@ -99,48 +131,53 @@ func TestNoSecretOnTheBus(t *testing.T) {
 		if subj := tp.contains(secret); subj != "" {
 			// Tokens authenticate requests, so they do travel in request
 			// headers; those subjects are readable by services only.
-			if strings.HasSuffix(name, "token") && strings.HasSuffix(subj, "(header)") && !strings.HasPrefix(subj, "_INBOX") {
+			if strings.HasSuffix(name, "token") && strings.HasSuffix(subj, "(header)") && strings.HasPrefix(subj, "sft.v1.") {
 				continue
 			}
 			t.Errorf("%s crossed the bus in clear on %s", name, subj)
 		}
 	}
 
-	// Carol saw the sealed key and login replies; she cannot open them.
 	mu.Lock()
 	defer mu.Unlock()
-	carolKey, err := seal.GenerateKey()
+	eveKey, err := seal.GenerateKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var sealedKeys, sealedTokens int
-	for _, m := range carolSaw {
+	for _, m := range eveSaw {
 		var kr api.KeyReply
 		if json.Unmarshal(m.Data, &kr) == nil && len(kr.SealedKey) > 0 {
 			sealedKeys++
-			if _, err := carolKey.Open(seal.SessionKeyInfo(s.ID), kr.SealedKey); !errors.Is(err, seal.ErrOpen) {
-				t.Errorf("carol opened a key reply: %v", err)
+			if _, err := eveKey.Open(seal.SessionKeyInfo(s.ID), kr.SealedKey); !errors.Is(err, seal.ErrOpen) {
+				t.Errorf("eve opened a key reply: %v", err)
 			}
 		}
 		var lr api.LoginReply
 		if json.Unmarshal(m.Data, &lr) == nil && len(lr.SealedToken) > 0 {
 			sealedTokens++
-			if _, err := carolKey.Open(seal.LoginTokenInfo("alice"), lr.SealedToken); !errors.Is(err, seal.ErrOpen) {
-				t.Errorf("carol opened a login reply: %v", err)
+			if _, err := eveKey.Open(seal.LoginTokenInfo("alice"), lr.SealedToken); !errors.Is(err, seal.ErrOpen) {
+				t.Errorf("eve opened a login reply: %v", err)
 			}
 		}
-		if bytes.Contains(m.Data, key) || bytes.Contains(m.Data, []byte(bob.Token())) {
-			t.Errorf("carol saw a secret in clear on %s", m.Subject)
+		if bytes.Contains(m.Data, key) || bytes.Contains(m.Data, []byte(alice.Token())) {
+			t.Errorf("eve saw a secret in clear on %s", m.Subject)
+		}
+		if !strings.HasPrefix(m.Subject, "_INBOX.alice.") {
+			t.Errorf("eve heard %s, outside alice's inbox", m.Subject)
 		}
 	}
-	if sealedKeys < 2 || sealedTokens < 2 {
-		t.Fatalf("carol saw %d key and %d login replies; the test expects to see them sealed", sealedKeys, sealedTokens)
+	if sealedKeys < 1 || sealedTokens < 1 {
+		t.Fatalf("eve saw %d key and %d login replies; the test expects to see them sealed", sealedKeys, sealedTokens)
 	}
 }
 
 func TestClientCannotListenToRequests(t *testing.T) {
 	h := start(t, nil)
-	for _, subj := range []string{"sft.v1.>", api.SubjectSessionCreate, api.SubjectKeyGet, api.SubjectAuthLogin, api.AllEvents, "$SYS.>", "$JS.API.>"} {
+	for _, subj := range []string{
+		"sft.v1.>", api.SubjectSessionCreate, api.SubjectKeyGet, api.SubjectAuthLogin, api.AllEvents, api.SessionEvents("abcdefghijklmnop"),
+		"$SYS.>", "$SYS.REQ.USER.AUTH", "$JS.API.>", "$KV.>", "_SFT_SVC_INBOX.>", "_INBOX.>", "_INBOX.alice.>",
+	} {
 		t.Run(subj, func(t *testing.T) {
 			errs := make(chan error, 1)
 			nc := h.Conn()
@@ -163,5 +200,43 @@ func TestClientCannotListenToRequests(t *testing.T) {
 				t.Fatalf("subscribing to %s was not refused", subj)
 			}
 		})
+	}
+}
+
+// `sft-cli logout` revokes the cached token: a copy of it no longer
+// connects, and the file is gone.
+func TestLogoutRevokes(t *testing.T) {
+	h := start(t, nil)
+	dir := t.TempDir()
+	e := &env{t: t, h: h.Harness, user: "alice", vars: append(h.Env("alice"), "SFT_CONFIG_DIR="+dir)}
+	if _, _, err := e.run(t.Context(), "login"); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "token.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cached struct{ Token string }
+	if err := json.Unmarshal(b, &cached); err != nil || cached.Token == "" {
+		t.Fatalf("token file %s: %v", b, err)
+	}
+	if _, err := h.TokenConn("alice", cached.Token); err != nil {
+		t.Fatalf("the cached token before logout: %v", err)
+	}
+	if _, _, err := e.run(t.Context(), "logout"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "token.json")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("token file after logout: %v", err)
+	}
+	if _, err := h.TokenConn("alice", cached.Token); api.CodeOf(err) != api.CodeUnauthorized {
+		t.Fatalf("the revoked token connects: %v", err)
+	}
+	if _, _, err := e.run(t.Context(), "ls"); err == nil || !strings.Contains(err.Error(), "sft-cli login") {
+		t.Errorf("ls after logout: %v", err)
+	}
+	// Logging out twice is fine.
+	if _, _, err := e.run(t.Context(), "logout"); err != nil {
+		t.Errorf("second logout: %v", err)
 	}
 }

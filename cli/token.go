@@ -54,6 +54,14 @@ func saveToken(dir string, t cachedToken) error {
 
 var errNotLoggedIn = errors.New("not logged in: run `sft-cli login`")
 
+// errTokenUnusable marks a cached token that no command can use (damaged,
+// for another server, expired); logout just forgets it.
+var errTokenUnusable = errors.New("unusable token")
+
+type unusableToken struct{ error }
+
+func (unusableToken) Is(target error) bool { return target == errTokenUnusable }
+
 func loadToken(dir, server string) (cachedToken, error) {
 	p := tokenPath(dir)
 	st, err := os.Stat(p)
@@ -64,7 +72,7 @@ func loadToken(dir, server string) (cachedToken, error) {
 		return cachedToken{}, fmt.Errorf("read token: %w", err)
 	}
 	if st.Mode().Perm()&0o077 != 0 {
-		return cachedToken{}, fmt.Errorf("token file %s is readable by group or others (mode %o): run `sft-cli login` again", p, st.Mode().Perm())
+		return cachedToken{}, unusableToken{fmt.Errorf("token file %s is readable by group or others (mode %o): run `sft-cli login` again", p, st.Mode().Perm())}
 	}
 	b, err := os.ReadFile(p)
 	if err != nil {
@@ -72,13 +80,13 @@ func loadToken(dir, server string) (cachedToken, error) {
 	}
 	var t cachedToken
 	if err := json.Unmarshal(b, &t); err != nil || t.Token == "" {
-		return cachedToken{}, fmt.Errorf("token file %s is damaged: run `sft-cli login`", p)
+		return cachedToken{}, unusableToken{fmt.Errorf("token file %s is damaged: run `sft-cli login`", p)}
 	}
 	if t.Server != server {
-		return cachedToken{}, fmt.Errorf("logged in to %s, not %s: run `sft-cli login`", t.Server, server)
+		return cachedToken{}, unusableToken{fmt.Errorf("logged in to %s, not %s: run `sft-cli login`", t.Server, server)}
 	}
 	if time.Now().After(t.ExpiresAt) {
-		return cachedToken{}, fmt.Errorf("login as %s expired at %s: run `sft-cli login`", t.User, t.ExpiresAt.Local().Format(time.DateTime))
+		return cachedToken{}, unusableToken{fmt.Errorf("login as %s expired at %s: run `sft-cli login`", t.User, t.ExpiresAt.Local().Format(time.DateTime))}
 	}
 	return t, nil
 }

@@ -44,6 +44,7 @@ type Config struct {
 	Session Session `mapstructure:"session"`
 	Peer    Peer    `mapstructure:"peer"`
 	Log     Log     `mapstructure:"log"`
+	Limits  Limits  `mapstructure:"limits"`
 }
 
 // NATS is how to reach the broker.
@@ -52,8 +53,9 @@ type NATS struct {
 	// CAFile is the CA that signs the NATS server certificate; empty means
 	// the dev CA under DataDir.
 	CAFile string `mapstructure:"ca_file"`
-	// User and PasswordFile are the services' credentials (clients connect
-	// without any); an empty PasswordFile means the one in SecretsDir.
+	// User and PasswordFile are the services' credentials (clients log in
+	// through the auth callout instead); an empty PasswordFile means the
+	// one in SecretsDir.
 	User         string `mapstructure:"user"`
 	PasswordFile string `mapstructure:"password_file"`
 	// CertFile and KeyFile are an optional client certificate (mTLS).
@@ -109,6 +111,21 @@ type Peer struct {
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
 }
 
+// Limits bound what one user can make the services do. The per-minute
+// rate is counted by each session replica on its own.
+type Limits struct {
+	// OpenSessions caps the live sessions a user has started.
+	OpenSessions int `mapstructure:"open_sessions"`
+	// SessionsPerMinute caps the sessions a user may create per minute.
+	SessionsPerMinute int `mapstructure:"sessions_per_minute"`
+	// RequestBytes caps an API request body.
+	RequestBytes int `mapstructure:"request_bytes"`
+	// ManifestEntries and ManifestBytes cap the files a session offers and
+	// their declared total size.
+	ManifestEntries int   `mapstructure:"manifest_entries"`
+	ManifestBytes   int64 `mapstructure:"manifest_bytes"`
+}
+
 // Log configures log/slog output.
 type Log struct {
 	Level  string `mapstructure:"level"`  // debug, info, warn, error
@@ -153,7 +170,7 @@ func Keys(env []string) []Key {
 		{"user", "", "SFT user name sft-cli logs in as"},
 		{"nats.url", "tls://127.0.0.1:4222", "NATS server URL"},
 		{"nats.ca_file", "", "CA certificate for the NATS server (empty: <data_dir>/pki/ca.pem)"},
-		{"nats.user", "sft-service", "NATS user of the services (clients connect without credentials)"},
+		{"nats.user", "sft-service", "NATS user of the services (clients are admitted by the auth service)"},
 		{"nats.password_file", "", "file with the services' NATS password (empty: <secrets_dir>/nats-service.password)"},
 		{"nats.cert_file", "", "client certificate for NATS mTLS (optional)"},
 		{"nats.key_file", "", "private key of nats.cert_file"},
@@ -171,6 +188,11 @@ func Keys(env []string) []Key {
 		{"peer.connect_timeout", time.Minute, "wait for the peer's connection once it joined"},
 		{"log.level", "info", "log level: debug, info, warn, error"},
 		{"log.format", "text", "log format: text or json"},
+		{"limits.open_sessions", 16, "live sessions one user may have started at once"},
+		{"limits.sessions_per_minute", 60, "sessions one user may create per minute (counted per session replica)"},
+		{"limits.request_bytes", 64 << 10, "largest API request body the session and key services accept"},
+		{"limits.manifest_entries", 10000, "most files one session may offer"},
+		{"limits.manifest_bytes", int64(1 << 40), "largest total size one session may declare, in bytes"},
 	}
 }
 
@@ -270,6 +292,17 @@ func (c Config) validate() error {
 	for name, d := range positive {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %s", name, d))
+		}
+	}
+	for name, n := range map[string]int64{
+		"limits.open_sessions":       int64(c.Limits.OpenSessions),
+		"limits.sessions_per_minute": int64(c.Limits.SessionsPerMinute),
+		"limits.request_bytes":       int64(c.Limits.RequestBytes),
+		"limits.manifest_entries":    int64(c.Limits.ManifestEntries),
+		"limits.manifest_bytes":      c.Limits.ManifestBytes,
+	} {
+		if n <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, n))
 		}
 	}
 	switch c.Store.Backend {

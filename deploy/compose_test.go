@@ -48,6 +48,8 @@ var wantMounts = map[string][]string{
 		deployDir + "/secrets/" + secrets.ServicePasswordFile,
 		deployDir + "/secrets/" + secrets.SigningKeyFile,
 		deployDir + "/secrets/" + secrets.SealKeyFile,
+		deployDir + "/secrets/" + secrets.CalloutIssuerFile,
+		deployDir + "/secrets/" + secrets.CalloutXKeyFile,
 	},
 	"session": {
 		deployDir + "/pki/" + broker.CACertName,
@@ -441,15 +443,11 @@ func TestComposeStack(t *testing.T) {
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	login := func(user string) *client.Client {
-		nc, err := broker.Connect(cctx, broker.ConnOptions{URL: srv.URL, CAFile: filepath.Join(data, "pki", broker.CACertName), Name: user})
+		c, _, err := client.LogIn(cctx, broker.ConnOptions{URL: srv.URL, CAFile: filepath.Join(data, "pki", broker.CACertName), Name: user}, user, password)
 		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		c := client.New(nc, "", "")
-		if _, err := c.Login(cctx, user, password); err != nil {
 			t.Fatalf("login %s: %v", user, err)
 		}
+		t.Cleanup(c.Conn().Close)
 		return c
 	}
 	alice, bob := login("alice"), login("bob")

@@ -14,13 +14,18 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/sftproject/sft/broker"
+	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/config"
 	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/services/auth"
 	"github.com/sftproject/sft/services/daemon"
 	"github.com/sftproject/sft/services/secrets"
+	"github.com/sftproject/sft/services/store"
+	"github.com/sftproject/sft/services/store/kvstore"
 )
 
 // natsLayout lays out, in a new directory, what deploy/nats-server.conf
@@ -112,29 +117,13 @@ func TestNATSConfig(t *testing.T) {
 	})
 
 	t.Run("users", func(t *testing.T) {
-		if opts.NoAuthUser != broker.ClientUser {
-			t.Errorf("no_auth_user %q, want %q", opts.NoAuthUser, broker.ClientUser)
+		if opts.NoAuthUser != "" {
+			t.Errorf("no_auth_user %q: every client must authenticate", opts.NoAuthUser)
 		}
-		users := map[string]*server.User{}
-		for _, u := range opts.Users {
-			users[u.Username] = u
+		if len(opts.Users) != 1 || opts.Users[0].Username != serviceUser(t) {
+			t.Fatalf("users %v, want only the service user %s (clients go through the auth callout)", opts.Users, serviceUser(t))
 		}
-		if len(users) != 2 {
-			t.Errorf("users %v, want the service user and %s", keys(users), broker.ClientUser)
-		}
-		client := users[broker.ClientUser]
-		if client == nil {
-			t.Fatalf("no user %s", broker.ClientUser)
-		}
-		if client.Password != "" {
-			t.Error("the client user has a password; it is the user of connections without one")
-		}
-		checkPermissions(t, client.Permissions, broker.ClientPermissions())
-
-		svc := users[serviceUser(t)]
-		if svc == nil {
-			t.Fatalf("no service user %s", serviceUser(t))
-		}
+		svc := opts.Users[0]
 		pw, err := secrets.ServicePassword(filepath.Join(data, "secrets"))
 		if err != nil {
 			t.Fatal(err)
@@ -143,6 +132,30 @@ func TestNATSConfig(t *testing.T) {
 			t.Errorf("service user's password is not a bcrypt hash of %s: %v", secrets.ServicePasswordFile, err)
 		}
 		checkPermissions(t, svc.Permissions, broker.ServicePermissions())
+	})
+
+	t.Run("auth callout", func(t *testing.T) {
+		ac := opts.AuthCallout
+		if ac == nil {
+			t.Fatal("no auth_callout")
+		}
+		keys, err := secrets.CalloutKeys(filepath.Join(data, "secrets"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		issuer, xkey, err := keys.Public()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ac.Issuer != issuer || ac.XKey != xkey {
+			t.Errorf("auth_callout issuer %q xkey %q, want the keys of %s and %s", ac.Issuer, ac.XKey, secrets.CalloutIssuerFile, secrets.CalloutXKeyFile)
+		}
+		if !reflect.DeepEqual(ac.AuthUsers, []string{serviceUser(t)}) {
+			t.Errorf("auth_users %v, want only the service user", ac.AuthUsers)
+		}
+		if opts.AuthTimeout < 5 {
+			t.Errorf("authorization timeout %vs leaves the callout too little time", opts.AuthTimeout)
+		}
 	})
 }
 
@@ -235,54 +248,93 @@ func TestNATSServer(t *testing.T) {
 		}
 	})
 
-	t.Run("service may use every subject", func(t *testing.T) {
-		for _, subj := range []string{api.Prefix + ".>", "$JS.API.>", "_INBOX.>"} {
-			sub, err := svc.SubscribeSync(subj)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer sub.Unsubscribe()
-		}
-		if err := svc.Publish(api.EventSubject("s1", "created"), nil); err != nil {
+	// The auth service answers the callout, as `sftd auth` does.
+	aliceToken := startAuth(t, ctx, svc, data, srv.URL)
+	conn := func(t *testing.T, o broker.ConnOptions) *nats.Conn {
+		t.Helper()
+		o.URL, o.CAFile, o.Name = srv.URL, caFile, "test"
+		nc, err := broker.Connect(ctx, o)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if err := svc.Flush(); err != nil {
-			t.Fatal(err)
-		}
-		if err := svc.LastError(); err != nil {
-			t.Errorf("service: %v", err)
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	alice := func(t *testing.T) *nats.Conn {
+		t.Helper()
+		return conn(t, broker.ConnOptions{Token: aliceToken, InboxPrefix: api.InboxPrefix("alice")})
+	}
+	service := func(t *testing.T) *nats.Conn {
+		t.Helper()
+		return conn(t, broker.ConnOptions{User: serviceUser(t), Password: pw})
+	}
+
+	t.Run("clients refused", func(t *testing.T) {
+		for name, o := range map[string]broker.ConnOptions{
+			"no credentials": {},
+			"wrong password": {User: "alice", Password: "guess", InboxPrefix: api.InboxPrefix("alice")},
+			"forged token":   {Token: aliceToken[:len(aliceToken)-4] + "AAAA", InboxPrefix: api.InboxPrefix("alice")},
+			"as the service": {User: serviceUser(t), Password: "pw-alice"},
+		} {
+			t.Run(name, func(t *testing.T) {
+				o.URL, o.CAFile = srv.URL, caFile
+				nc, err := broker.Connect(ctx, o)
+				if err == nil {
+					nc.Close()
+					t.Fatal("connected")
+				}
+				if !strings.Contains(err.Error(), "authorization violation") {
+					t.Errorf("error %v, want an authorization violation", err)
+				}
+			})
 		}
 	})
 
-	// Each case on a fresh anonymous connection, whose LastError then tells
-	// whether the server refused the operation.
+	// Each case on a fresh connection, whose LastError then tells whether
+	// the server refused the operation.
 	for _, tc := range []struct {
+		who      string
 		sub, pub string
 		allowed  bool
 	}{
-		{sub: "_INBOX.x", allowed: true},
-		{sub: api.Prefix + ".>"},
-		{sub: api.SubjectAuthLogin},
-		{sub: api.AllEvents},
-		{sub: "$JS.API.>"},
-		{sub: ">"},
-		{pub: api.SubjectAuthInfo, allowed: true},
-		{pub: api.SubjectSessionCreate, allowed: true},
-		{pub: api.SubjectKeyGet, allowed: true},
-		{pub: api.EventSubject("s1", "created")},
-		{pub: "$JS.API.INFO"},
-		{pub: "_INBOX.x"},
+		{who: "service", sub: api.Prefix + ".>", allowed: true},
+		{who: "service", sub: broker.ServiceInboxPrefix + ".>", allowed: true},
+		{who: "service", sub: server.AuthCalloutSubject, allowed: true},
+		{who: "service", pub: api.EventSubject("s1", "created"), allowed: true},
+		{who: "service", pub: "$JS.API.INFO", allowed: true},
+		{who: "service", pub: "_INBOX.alice.x", allowed: true},
+		{who: "service", sub: "_INBOX.>"},
+		{who: "service", sub: "$SYS.>"},
+		{who: "service", sub: ">"},
+		{who: "service", pub: "$SYS.REQ.SERVER.PING"},
+
+		{who: "client", sub: "_INBOX.alice.x", allowed: true},
+		{who: "client", sub: "_INBOX.bob.x"},
+		{who: "client", sub: "_INBOX.>"},
+		{who: "client", sub: api.Prefix + ".>"},
+		{who: "client", sub: api.SubjectAuthLogin},
+		{who: "client", sub: api.AllEvents},
+		{who: "client", sub: "$JS.API.>"},
+		{who: "client", sub: "$SYS.>"},
+		{who: "client", sub: broker.ServiceInboxPrefix + ".>"},
+		{who: "client", sub: ">"},
+		{who: "client", pub: api.SubjectAuthInfo, allowed: true},
+		{who: "client", pub: api.SubjectSessionCreate, allowed: true},
+		{who: "client", pub: api.SubjectKeyGet, allowed: true},
+		{who: "client", pub: api.EventSubject("s1", "created")},
+		{who: "client", pub: "$JS.API.INFO"},
+		{who: "client", pub: "_INBOX.bob.x"},
 	} {
-		name := "client sub " + tc.sub
+		name := tc.who + " sub " + tc.sub
 		if tc.pub != "" {
-			name = "client pub " + tc.pub
+			name = tc.who + " pub " + tc.pub
 		}
 		t.Run(name, func(t *testing.T) {
-			nc, err := broker.Connect(ctx, broker.ConnOptions{URL: srv.URL, CAFile: caFile, Name: "test-client"})
-			if err != nil {
-				t.Fatalf("anonymous connect: %v", err)
+			nc := alice(t)
+			if tc.who == "service" {
+				nc = service(t)
 			}
-			defer nc.Close()
+			var err error
 			if tc.sub != "" {
 				_, err = nc.SubscribeSync(tc.sub)
 			} else {
@@ -306,14 +358,10 @@ func TestNATSServer(t *testing.T) {
 	}
 
 	t.Run("request and reply", func(t *testing.T) {
-		client, err := broker.Connect(ctx, broker.ConnOptions{URL: srv.URL, CAFile: caFile, Name: "test-client"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer client.Close()
+		client := alice(t)
 
 		// Client to service: an API request, answered in the client's inbox.
-		sub, err := svc.Subscribe(api.SubjectAuthInfo, func(m *nats.Msg) { _ = m.Respond([]byte(`{"ok":true}`)) })
+		sub, err := svc.Subscribe(api.SubjectSessionCreate, func(m *nats.Msg) { _ = m.Respond([]byte(`{"ok":true}`)) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -321,7 +369,7 @@ func TestNATSServer(t *testing.T) {
 		if err := svc.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		rep, err := client.RequestWithContext(ctx, api.SubjectAuthInfo, []byte("{}"))
+		rep, err := client.RequestWithContext(ctx, api.SubjectSessionCreate, []byte("{}"))
 		if err != nil {
 			t.Fatalf("client request: %v", err)
 		}
@@ -333,7 +381,7 @@ func TestNATSServer(t *testing.T) {
 		// Service to client (the watch heartbeat): allow_responses lets the
 		// client answer into the service's inbox, which it may not
 		// otherwise publish to.
-		hb, err := client.Subscribe("_INBOX.heartbeat", func(m *nats.Msg) { _ = m.Respond([]byte("alive")) })
+		hb, err := client.Subscribe("_INBOX.alice.heartbeat", func(m *nats.Msg) { _ = m.Respond([]byte("alive")) })
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -344,7 +392,7 @@ func TestNATSServer(t *testing.T) {
 		// A refused answer is dropped, so only a timeout can tell.
 		hctx, hcancel := context.WithTimeout(ctx, 10*time.Second)
 		defer hcancel()
-		rep, err = svc.RequestWithContext(hctx, "_INBOX.heartbeat", nil)
+		rep, err = svc.RequestWithContext(hctx, "_INBOX.alice.heartbeat", nil)
 		if err != nil {
 			t.Fatalf("client's answer to a service request: %v (client error: %v)", err, client.LastError())
 		}
@@ -352,4 +400,54 @@ func TestNATSServer(t *testing.T) {
 			t.Errorf("answer %q", rep.Data)
 		}
 	})
+}
+
+// startAuth runs the auth service on svc (state in the server's JetStream)
+// with a user alice, and returns a login token of hers, obtained the way
+// sft-cli does: a password connection, then the login request.
+func startAuth(t *testing.T, ctx context.Context, svc *nats.Conn, data, url string) string {
+	t.Helper()
+	js, err := jetstream.New(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := kvstore.Open(ctx, js, kvstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := auth.HashPassword("pw-alice", auth.HashParams{Memory: 8 << 10, Time: 1, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateUser(ctx, &store.User{Name: "alice", PasswordHash: hash, Role: "user", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(data, "secrets")
+	signing, err := secrets.SigningKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealKey, err := secrets.SealKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := secrets.CalloutKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := auth.New(auth.Options{Users: st, SigningKey: signing, SealKey: sealKey, TokenTTL: time.Hour, Callout: &keys})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := a.Start(ctx, svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Stop() })
+	c, _, err := client.LogIn(ctx, broker.ConnOptions{URL: url, CAFile: filepath.Join(data, "pki", broker.CACertName)}, "alice", "pw-alice")
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	c.Conn().Close()
+	return c.Token()
 }

@@ -5,7 +5,6 @@ package client
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -124,6 +123,7 @@ func (c *Client) Key(ctx context.Context, id string) ([]byte, error) {
 		return nil, fmt.Errorf("open session key: %w", err)
 	}
 	if len(key) != 32 {
+		clear(key)
 		return nil, fmt.Errorf("session key has %d bytes, want 32", len(key))
 	}
 	return key, nil
@@ -170,9 +170,13 @@ func (c *Client) watchOnce(ctx context.Context, sessionID string, last *uint64, 
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	var rep api.WatchReply
-	err = c.call(ctx, api.SubjectSessionWatch, api.WatchRequest{SessionID: sessionID, Deliver: inbox, AfterSeq: *last}, &rep)
-	if api.CodeOf(err) == api.CodeUnavailable {
-		return errRelayLost // no session replica right now; try again
+	// A replica that dies while it handles the request never answers; ask
+	// again rather than wait out the whole request timeout.
+	callCtx, cancel := context.WithTimeout(ctx, relaySilence)
+	err = c.call(callCtx, api.SubjectSessionWatch, api.WatchRequest{SessionID: sessionID, Deliver: inbox, AfterSeq: *last}, &rep)
+	cancel()
+	if api.CodeOf(err) == api.CodeUnavailable || (errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil) {
+		return errRelayLost // no live session replica answered; try again
 	}
 	if err != nil {
 		return err
@@ -197,9 +201,9 @@ func (c *Client) watchOnce(ctx context.Context, sessionID string, last *uint64, 
 				}
 				return fmt.Errorf("%w: %s", ErrWatchEnded, why)
 			}
-			var ev api.Event
-			if err := json.Unmarshal(m.Data, &ev); err != nil {
-				return fmt.Errorf("watch: undecodable event: %w", err)
+			ev, err := decodeEvent(m.Data)
+			if err != nil {
+				return err
 			}
 			if ev.Seq != 0 && ev.Seq <= *last {
 				continue // already seen through an earlier relay

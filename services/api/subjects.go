@@ -13,8 +13,9 @@ const Prefix = "sft." + Version
 // Request subjects. Services subscribe to these in queue groups, so any
 // number of replicas may run; clients may only publish to them.
 const (
-	SubjectAuthInfo  = Prefix + ".auth.info"
-	SubjectAuthLogin = Prefix + ".auth.login"
+	SubjectAuthInfo   = Prefix + ".auth.info"
+	SubjectAuthLogin  = Prefix + ".auth.login"
+	SubjectAuthLogout = Prefix + ".auth.logout"
 
 	SubjectSessionCreate = Prefix + ".session.create"
 	SubjectSessionJoin   = Prefix + ".session.join"
@@ -26,6 +27,12 @@ const (
 
 	SubjectKeyGet = Prefix + ".key.get"
 )
+
+// InboxPrefix returns the reply-inbox prefix of user's connections
+// ("_INBOX.alice"). The broker lets a connection subscribe only under its
+// own user's prefix, so nothing addressed there reaches another user. User
+// names hold no '.', so one user's prefix never covers another's.
+func InboxPrefix(user string) string { return "_INBOX." + user }
 
 // EventsPrefix is the root of the event subjects
 // (sft.v1.events.<session-id>.<type>). Only services may publish or

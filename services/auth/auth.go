@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/rpc"
 	"github.com/sftproject/sft/services/seal"
@@ -32,15 +33,21 @@ type Options struct {
 	SigningKey ed25519.PrivateKey // signs tokens
 	SealKey    *seal.PrivateKey   // opens sealed passwords
 	TokenTTL   time.Duration
-	Logger     *slog.Logger
+	// Callout keys: with them the service also answers the NATS server's
+	// auth callout, deciding every client connection (nil: it does not).
+	Callout *broker.CalloutKeys
+	Logger  *slog.Logger
 }
 
 // Service answers sft.v1.auth.*.
 type Service struct {
-	o        Options
-	issuer   *token.Issuer
-	throttle *throttle
-	dummy    string // hash checked for unknown users, so they cost as much as known ones
+	o            Options
+	issuer       *token.Issuer
+	verifier     *token.Verifier
+	throttle     *throttle // failed passwords per user name
+	addrThrottle *throttle // failed passwords per client address
+	revoked      *revocations
+	dummy        string // hash checked for unknown users, so they cost as much as known ones
 }
 
 // New builds the service.
@@ -49,24 +56,54 @@ func New(o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{o: o, issuer: token.NewIssuer(o.SigningKey, o.TokenTTL), throttle: newThrottle(), dummy: dummy}, nil
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{
+		o: o, issuer: token.NewIssuer(o.SigningKey, o.TokenTTL), verifier: token.NewVerifier(o.SigningKey.Public().(ed25519.PublicKey)),
+		throttle: newThrottle(), addrThrottle: newAddrThrottle(), dummy: dummy,
+	}, nil
 }
 
 // Start registers the service on nc; it serves until ctx ends or Stop.
+// With callout keys it also answers the auth callout, which Stop ends too.
 func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, error) {
+	rev, err := openRevocations(ctx, nc, s.o.TokenTTL)
+	if err != nil {
+		return nil, fmt.Errorf("start auth service: %w", err)
+	}
+	s.revoked = rev
+	var callout *nats.Subscription
+	if s.o.Callout != nil {
+		callout, err = broker.ServeCallout(ctx, nc, *s.o.Callout, s.authorize, s.o.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("start auth service: %w", err)
+		}
+	}
 	svc, err := micro.AddService(nc, micro.Config{
 		Name:        "sft-auth",
 		Version:     "1.0.0",
 		Description: "SFT authentication: password login, signed tokens",
 		QueueGroup:  api.QueueGroup,
+		// The callout goes with the service: a stopped auth replica no
+		// longer admits connections.
+		DoneHandler: func(micro.Service) {
+			if callout != nil {
+				_ = callout.Drain()
+			}
+		},
 	})
 	if err != nil {
+		if callout != nil {
+			_ = callout.Unsubscribe()
+		}
 		return nil, fmt.Errorf("start auth service: %w", err)
 	}
-	h := rpc.Handler{Ctx: ctx, Log: s.o.Logger}
+	h := rpc.Handler{Ctx: ctx, Log: s.o.Logger, Verifier: s.verifier}
 	if err := errors.Join(
 		svc.AddEndpoint("info", rpc.Public(h, s.info), micro.WithEndpointSubject(api.SubjectAuthInfo)),
 		svc.AddEndpoint("login", rpc.Public(h, s.login), micro.WithEndpointSubject(api.SubjectAuthLogin)),
+		svc.AddEndpoint("logout", rpc.Authed(h, s.logout), micro.WithEndpointSubject(api.SubjectAuthLogout)),
 	); err != nil {
 		_ = svc.Stop()
 		return nil, fmt.Errorf("start auth service: %w", err)
@@ -103,26 +140,10 @@ func (s *Service) login(ctx context.Context, req *api.LoginRequest) (*api.LoginR
 		return nil, api.Errorf(api.CodeInvalid, "sealed password does not open: seal it to the key from %s for this user", api.SubjectAuthInfo)
 	}
 	defer clear(password)
-
-	u, err := s.o.Users.GetUser(ctx, req.User)
-	hash := s.dummy
-	switch {
-	case err == nil:
-		hash = u.PasswordHash
-	case !errors.Is(err, store.ErrNotFound):
-		return nil, fmt.Errorf("read user: %w", err)
+	u, err := s.checkPassword(ctx, req.User, password)
+	if err != nil {
+		return nil, err
 	}
-	ok, verr := VerifyPassword(hash, string(password))
-	if verr != nil {
-		s.o.Logger.Error("stored password hash is unreadable", "user", req.User, "err", verr)
-	}
-	if err != nil || !ok {
-		s.throttle.failed(req.User)
-		s.o.Logger.Info("login refused", "user", req.User)
-		return nil, errLogin
-	}
-	s.throttle.succeeded(req.User)
-
 	tok, claims, err := s.issuer.Issue(u.Name, u.Role)
 	if err != nil {
 		return nil, err
@@ -133,4 +154,37 @@ func (s *Service) login(ctx context.Context, req *api.LoginRequest) (*api.LoginR
 	}
 	s.o.Logger.Info("login", "user", u.Name, "token_id", claims.ID)
 	return &api.LoginReply{SealedToken: sealed, ExpiresAt: claims.ExpiresAt}, nil
+}
+
+// checkPassword verifies name's password and counts the outcome in the
+// per-name throttle. Every refusal is errLogin.
+func (s *Service) checkPassword(ctx context.Context, name string, password []byte) (*store.User, error) {
+	u, err := s.o.Users.GetUser(ctx, name)
+	hash := s.dummy
+	switch {
+	case err == nil:
+		hash = u.PasswordHash
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, fmt.Errorf("read user: %w", err)
+	}
+	ok, verr := VerifyPassword(hash, string(password))
+	if verr != nil {
+		s.o.Logger.Error("stored password hash is unreadable", "user", name, "err", verr)
+	}
+	if err != nil || !ok {
+		s.throttle.failed(name)
+		s.o.Logger.Info("login refused", "user", name)
+		return nil, errLogin
+	}
+	s.throttle.succeeded(name)
+	return u, nil
+}
+
+// logout revokes the caller's token: no new connection is admitted with it.
+func (s *Service) logout(ctx context.Context, c rpc.Caller, _ *struct{}) (*struct{}, error) {
+	if err := s.revoked.revoke(ctx, c.ID, c.ExpiresAt); err != nil {
+		return nil, err
+	}
+	s.o.Logger.Info("logout", "user", c.User, "token_id", c.ID)
+	return &struct{}{}, nil
 }

@@ -36,6 +36,14 @@ func newThrottle() *throttle {
 	}
 }
 
+// newAddrThrottle is the per-address throttle: more free attempts, since
+// many users may share one address (NAT), but the same growing delay after.
+func newAddrThrottle() *throttle {
+	t := newThrottle()
+	t.free = 20
+	return t
+}
+
 // allow returns how long the caller must still wait for name (0: go ahead).
 func (t *throttle) allow(name string) time.Duration {
 	t.mu.Lock()

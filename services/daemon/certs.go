@@ -14,8 +14,9 @@ import (
 )
 
 // NATSAuthFile is the file `sftd certs` writes for nats-server to include:
-// the services' user with a bcrypt hash of their password, so no secret
-// sits in the checked-in server configuration.
+// the services' user with a bcrypt hash of their password and the public
+// keys of the auth callout, so no secret sits in the checked-in server
+// configuration.
 const NATSAuthFile = "nats-auth.conf"
 
 func (d *daemon) certsCmd() *cobra.Command {
@@ -26,7 +27,8 @@ func (d *daemon) certsCmd() *cobra.Command {
 		Long: "Creates (or keeps, when present and valid) under --data-dir:\n" +
 			"  pki/      ca.pem, ca-key.pem, server.pem, server-key.pem (SANs: localhost, 127.0.0.1, ::1, --host ...)\n" +
 			"  secrets/  token-signing.pem, token-signing.pub.pem, login-seal.key, key-encryption.key,\n" +
-			"            nats-service.password, " + NATSAuthFile + " (for nats-server's include)",
+			"            nats-service.password, nats-callout.nk, nats-callout.xk,\n" +
+			"            " + NATSAuthFile + " (for nats-server's include)",
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			sans := append([]string{"localhost", "127.0.0.1", "::1"}, hosts...)
@@ -39,7 +41,11 @@ func (d *daemon) certsCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := writeNATSAuth(filepath.Join(dir, NATSAuthFile), d.cfg.NATS.User, sec.ServicePassword); err != nil {
+			issuer, xkey, err := sec.Callout.Public()
+			if err != nil {
+				return err
+			}
+			if err := writeNATSAuth(filepath.Join(dir, NATSAuthFile), natsAuth{user: d.cfg.NATS.User, password: sec.ServicePassword, issuer: issuer, xkey: xkey}); err != nil {
 				return err
 			}
 			fmt.Fprintf(d.io.Out, "CA:          %s\nNATS server: %s, %s\nsecrets:     %s\n", pki.CAFile, pki.CertFile, pki.KeyFile, dir)
@@ -50,19 +56,28 @@ func (d *daemon) certsCmd() *cobra.Command {
 	return cmd
 }
 
-// writeNATSAuth writes the services' NATS credentials as a nats-server
-// configuration fragment, replacing an older one only if it changed.
-func writeNATSAuth(path, user, password string) error {
+// natsAuth is what nats-auth.conf says.
+type natsAuth struct {
+	user, password string // the password in clear here, a bcrypt hash in the file
+	issuer, xkey   string // auth callout public keys
+}
+
+// writeNATSAuth writes the services' NATS credentials and the auth callout
+// keys as a nats-server configuration fragment, replacing an older one
+// only if it changed.
+func writeNATSAuth(path string, a natsAuth) error {
 	if old, err := os.ReadFile(path); err == nil {
-		if u, h, ok := parseNATSAuth(old); ok && u == user && bcrypt.CompareHashAndPassword([]byte(h), []byte(password)) == nil {
+		if o, h, ok := parseNATSAuth(old); ok && o.user == a.user && o.issuer == a.issuer && o.xkey == a.xkey &&
+			bcrypt.CompareHashAndPassword([]byte(h), []byte(a.password)) == nil {
 			return nil
 		}
 	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(password), 11)
+	hash, err := bcrypt.GenerateFromPassword([]byte(a.password), serviceHashCost)
 	if err != nil {
 		return err
 	}
-	body := fmt.Sprintf("# Written by `sftd certs`: the services' NATS user. Do not edit.\nSFT_SERVICE_USER: %q\nSFT_SERVICE_PASSWORD: %q\n", user, hash)
+	body := fmt.Sprintf("# Written by `sftd certs`: the services' NATS user and the auth callout's public keys. Do not edit.\n"+
+		"SFT_SERVICE_USER: %q\nSFT_SERVICE_PASSWORD: %q\nSFT_CALLOUT_ISSUER: %q\nSFT_CALLOUT_XKEY: %q\n", a.user, hash, a.issuer, a.xkey)
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -70,15 +85,28 @@ func writeNATSAuth(path, user, password string) error {
 	return os.Rename(tmp, path)
 }
 
-func parseNATSAuth(b []byte) (user, hash string, ok bool) {
+func parseNATSAuth(b []byte) (a natsAuth, hash string, ok bool) {
 	for _, line := range strings.Split(string(b), "\n") {
 		var v string
-		if n, _ := fmt.Sscanf(line, "SFT_SERVICE_USER: %q", &v); n == 1 {
-			user = v
-		}
-		if n, _ := fmt.Sscanf(line, "SFT_SERVICE_PASSWORD: %q", &v); n == 1 {
-			hash = v
+		for _, f := range []struct {
+			format string
+			dst    *string
+		}{
+			{"SFT_SERVICE_USER: %q", &a.user},
+			{"SFT_SERVICE_PASSWORD: %q", &hash},
+			{"SFT_CALLOUT_ISSUER: %q", &a.issuer},
+			{"SFT_CALLOUT_XKEY: %q", &a.xkey},
+		} {
+			if n, _ := fmt.Sscanf(line, f.format, &v); n == 1 {
+				*f.dst = v
+			}
 		}
 	}
-	return user, hash, user != "" && hash != ""
+	return a, hash, a.user != "" && hash != "" && a.issuer != "" && a.xkey != ""
 }
+
+// serviceHashCost is low on purpose: the password is 256 random bits, which
+// no work factor makes harder to guess, while a costly hash runs on every
+// service connect and, on a loaded server, can outlast the client's wait
+// for the connect's reply.
+const serviceHashCost = bcrypt.MinCost

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/sftproject/sft/services/secrets"
 )
 
 func TestCerts(t *testing.T) {
@@ -26,6 +28,7 @@ func TestCerts(t *testing.T) {
 		"pki/ca.pem", "pki/ca-key.pem", "pki/server.pem", "pki/server-key.pem",
 		"secrets/token-signing.pem", "secrets/token-signing.pub.pem", "secrets/login-seal.key",
 		"secrets/key-encryption.key", "secrets/nats-service.password", "secrets/nats-auth.conf",
+		"secrets/nats-callout.nk", "secrets/nats-callout.xk",
 	} {
 		if _, err := os.Stat(filepath.Join(in.dataDir, f)); err != nil {
 			t.Errorf("missing %s: %v", f, err)
@@ -67,6 +70,29 @@ func TestCerts(t *testing.T) {
 	}
 	if bcrypt.CompareHashAndPassword([]byte(hash), pw) != nil {
 		t.Fatalf("nats-auth.conf's hash does not match the password:\n%s", auth)
+	}
+	// ... and the auth callout's public keys, never its seeds.
+	ck, err := secrets.CalloutKeys(secretsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer, xkey, err := ck.Public()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"SFT_CALLOUT_ISSUER: \"" + issuer + "\"", "SFT_CALLOUT_XKEY: \"" + xkey + "\""} {
+		if !strings.Contains(string(auth), want) {
+			t.Errorf("nats-auth.conf lacks %s:\n%s", want, auth)
+		}
+	}
+	for _, f := range []string{"nats-callout.nk", "nats-callout.xk"} {
+		seed, err := os.ReadFile(filepath.Join(secretsDir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(auth), string(seed)) {
+			t.Errorf("nats-auth.conf contains the seed of %s", f)
+		}
 	}
 	if st, _ := os.Stat(filepath.Join(secretsDir, "nats-auth.conf")); st.Mode().Perm() != 0o600 {
 		t.Errorf("nats-auth.conf has mode %o", st.Mode().Perm())

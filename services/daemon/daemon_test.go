@@ -170,15 +170,11 @@ func (in *install) openStore(d *dev) *kvstore.Store {
 // carries.
 func (in *install) login(d *dev, name, password string) (string, error) {
 	in.t.Helper()
-	nc, err := broker.Connect(testCtx(in.t), broker.ConnOptions{URL: d.url, CAFile: filepath.Join(in.dataDir, "pki", "ca.pem")})
+	c, _, err := client.LogIn(testCtx(in.t), broker.ConnOptions{URL: d.url, CAFile: filepath.Join(in.dataDir, "pki", "ca.pem")}, name, password)
 	if err != nil {
-		in.t.Fatal(err)
-	}
-	defer nc.Close()
-	c := client.New(nc, "", "")
-	if _, err := c.Login(testCtx(in.t), name, password); err != nil {
 		return "", err
 	}
+	c.Conn().Close()
 	sec, err := secrets.Ensure(filepath.Join(in.dataDir, "secrets"))
 	if err != nil {
 		in.t.Fatal(err)

@@ -52,11 +52,16 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 	if err != nil {
 		return nil, err
 	}
+	calloutIssuer, calloutXKey, err := sec.Callout.Public()
+	if err != nil {
+		return nil, err
+	}
 	srv, err := broker.StartEmbedded(ctx, broker.EmbeddedOptions{
 		Host: host, Port: port,
 		StoreDir:    filepath.Join(cfg.DataDir, "jetstream"),
 		PKI:         pki,
 		ServiceUser: cfg.NATS.User, ServicePassword: sec.ServicePassword,
+		CalloutIssuer: calloutIssuer, CalloutXKey: calloutXKey,
 		Logger: log.With("component", "nats"),
 	})
 	if err != nil {

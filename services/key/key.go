@@ -50,6 +50,8 @@ type Options struct {
 	// KEK encrypts keys at rest (AES-256-GCM, session id as associated data).
 	KEK    []byte
 	Logger *slog.Logger
+	// MaxRequestBytes bounds a request body; 0 means rpc.MaxBody.
+	MaxRequestBytes int
 }
 
 // Service answers sft.v1.key.get and reaps keys of ended sessions.
@@ -121,7 +123,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 	if err != nil {
 		return nil, fmt.Errorf("start key service: %w", err)
 	}
-	h := rpc.Handler{Ctx: ctx, Verifier: s.o.Verifier, Log: s.o.Logger}
+	h := rpc.Handler{Ctx: ctx, Verifier: s.o.Verifier, Log: s.o.Logger, MaxBody: s.o.MaxRequestBytes}
 	if err := svc.AddEndpoint("get", rpc.Authed(h, s.get), micro.WithEndpointSubject(api.SubjectKeyGet)); err != nil {
 		_ = svc.Stop()
 		return nil, fmt.Errorf("start key service: %w", err)

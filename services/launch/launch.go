@@ -98,7 +98,8 @@ func (r *Running) Wait() {
 	}
 }
 
-// Auth starts the auth service. It needs the signing and seal keys.
+// Auth starts the auth service. It needs the signing and seal keys and the
+// NATS auth callout keys: it decides every client connection.
 func Auth(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *slog.Logger) (*Running, error) {
 	dir := cfg.SecretsPath()
 	signing, err := secrets.SigningKey(dir)
@@ -109,7 +110,11 @@ func Auth(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *
 	if err != nil {
 		return nil, err
 	}
-	svc, err := auth.New(auth.Options{Users: st, SigningKey: signing, SealKey: sealKey, TokenTTL: cfg.Auth.TokenTTL, Logger: log})
+	callout, err := secrets.CalloutKeys(dir)
+	if err != nil {
+		return nil, err
+	}
+	svc, err := auth.New(auth.Options{Users: st, SigningKey: signing, SealKey: sealKey, TokenTTL: cfg.Auth.TokenTTL, Callout: &callout, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -137,6 +142,11 @@ func Session(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, lo
 	svc := session.New(session.Options{
 		Store: st, Verifier: v, CheckName: link.SafeName,
 		TTL: cfg.Session.TTL, Retention: cfg.Session.Retention, Logger: log,
+		Limits: session.Limits{
+			OpenSessions: cfg.Limits.OpenSessions, SessionsPerMinute: cfg.Limits.SessionsPerMinute,
+			RequestBytes:    cfg.Limits.RequestBytes,
+			ManifestEntries: cfg.Limits.ManifestEntries, ManifestBytes: cfg.Limits.ManifestBytes,
+		},
 	})
 	m, err := svc.Start(ctx, nc)
 	if err != nil {
@@ -155,7 +165,7 @@ func Key(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *s
 	if err != nil {
 		return nil, err
 	}
-	svc, err := key.New(key.Options{Store: st, Verifier: v, KEK: kek, Logger: log})
+	svc, err := key.New(key.Options{Store: st, Verifier: v, KEK: kek, Logger: log, MaxRequestBytes: cfg.Limits.RequestBytes})
 	if err != nil {
 		return nil, err
 	}

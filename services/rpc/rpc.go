@@ -22,7 +22,8 @@ import (
 	"github.com/sftproject/sft/services/token"
 )
 
-// MaxBody bounds every request body; a larger one is refused before decoding.
+// MaxBody is the default bound of a request body (Handler.MaxBody); a
+// larger one is refused before decoding.
 const MaxBody = 64 << 10
 
 // Timeout bounds the work done for one request.
@@ -45,6 +46,8 @@ type Handler struct {
 	Ctx      context.Context
 	Verifier Verifier // nil: endpoints built with Public only
 	Log      *slog.Logger
+	// MaxBody bounds a request body; 0 means the package's MaxBody.
+	MaxBody int
 }
 
 // Authed returns a handler for an endpoint that needs a valid token.
@@ -92,8 +95,12 @@ func (h Handler) handle(authed bool, fn func(context.Context, Caller, []byte) (a
 }
 
 func (h Handler) serve(ctx context.Context, authed bool, r micro.Request, fn func(context.Context, Caller, []byte) (any, error)) (any, error) {
-	if len(r.Data()) > MaxBody {
-		return nil, api.Errorf(api.CodeInvalid, "request body of %d bytes exceeds the %d byte limit", len(r.Data()), MaxBody)
+	limit := h.MaxBody
+	if limit <= 0 {
+		limit = MaxBody
+	}
+	if len(r.Data()) > limit {
+		return nil, api.Errorf(api.CodeInvalid, "request body of %d bytes exceeds the %d byte limit", len(r.Data()), limit)
 	}
 	var c Caller
 	if authed {
@@ -174,13 +181,19 @@ func Call(ctx context.Context, nc *nats.Conn, subject, bearer string, req, rep a
 		}
 		return fmt.Errorf("request %s: %w", subject, err)
 	}
-	if code := resp.Header.Get(micro.ErrorCodeHeader); code != "" {
-		return &api.Error{Code: api.Code(code), Message: resp.Header.Get(micro.ErrorHeader)}
+	return DecodeReply(subject, resp.Header, resp.Data, rep)
+}
+
+// DecodeReply turns a reply into rep, or into an *api.Error when its
+// headers say it is an error reply. rep may be nil to ignore the body.
+func DecodeReply(subject string, h nats.Header, data []byte, rep any) error {
+	if code := h.Get(micro.ErrorCodeHeader); code != "" {
+		return &api.Error{Code: api.Code(code), Message: h.Get(micro.ErrorHeader)}
 	}
 	if rep == nil {
 		return nil
 	}
-	if err := json.Unmarshal(resp.Data, rep); err != nil {
+	if err := json.Unmarshal(data, rep); err != nil {
 		return fmt.Errorf("decode %s reply: %w", subject, err)
 	}
 	return nil

@@ -12,6 +12,9 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/nats-io/nkeys"
+
+	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/services/seal"
 )
 
@@ -23,6 +26,8 @@ const (
 	TokenPublicKeyFile  = "token-signing.pub.pem" // session, key: verify tokens
 	SealKeyFile         = "login-seal.key"        // auth: opens sealed passwords
 	KEKFile             = "key-encryption.key"    // key: encrypts session keys at rest
+	CalloutIssuerFile   = "nats-callout.nk"       // auth: signs the NATS auth callout's answers (account seed)
+	CalloutXKeyFile     = "nats-callout.xk"       // auth: opens and seals the auth callout exchange (curve seed)
 )
 
 // Secrets are the long-lived keys of an installation.
@@ -31,6 +36,7 @@ type Secrets struct {
 	SigningKey      ed25519.PrivateKey // signs login tokens
 	SealKey         *seal.PrivateKey   // opens sealed passwords
 	KEK             []byte             // encrypts session keys at rest
+	Callout         broker.CalloutKeys // answers the NATS auth callout
 }
 
 // Ensure reads every secret in dir, creating the missing ones (0600 files
@@ -98,7 +104,44 @@ func Ensure(dir string) (*Secrets, error) {
 	if len(s.KEK) != 32 {
 		return nil, fmt.Errorf("key-encryption key in %s must be 32 bytes", dir)
 	}
+
+	issuer, err := loadOrCreate(filepath.Join(dir, CalloutIssuerFile), func() ([]byte, error) { return newSeed(nkeys.CreateAccount) })
+	if err != nil {
+		return nil, err
+	}
+	xkey, err := loadOrCreate(filepath.Join(dir, CalloutXKeyFile), func() ([]byte, error) { return newSeed(nkeys.CreateCurveKeys) })
+	if err != nil {
+		return nil, err
+	}
+	if s.Callout, err = broker.ParseCalloutKeys(issuer, xkey); err != nil {
+		return nil, fmt.Errorf("%s: %w", dir, err)
+	}
 	return &s, nil
+}
+
+func newSeed(create func() (nkeys.KeyPair, error)) ([]byte, error) {
+	kp, err := create()
+	if err != nil {
+		return nil, err
+	}
+	return kp.Seed()
+}
+
+// CalloutKeys reads the keys of the NATS auth callout.
+func CalloutKeys(dir string) (broker.CalloutKeys, error) {
+	issuer, err := read(dir, CalloutIssuerFile)
+	if err != nil {
+		return broker.CalloutKeys{}, err
+	}
+	xkey, err := read(dir, CalloutXKeyFile)
+	if err != nil {
+		return broker.CalloutKeys{}, err
+	}
+	k, err := broker.ParseCalloutKeys(issuer, xkey)
+	if err != nil {
+		return broker.CalloutKeys{}, fmt.Errorf("%s: %w", dir, err)
+	}
+	return k, nil
 }
 
 // read reads one existing secret of dir.

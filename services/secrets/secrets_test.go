@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-var secretFiles = []string{ServicePasswordFile, SigningKeyFile, TokenPublicKeyFile, SealKeyFile, KEKFile}
+var secretFiles = []string{ServicePasswordFile, SigningKeyFile, TokenPublicKeyFile, SealKeyFile, KEKFile, CalloutIssuerFile, CalloutXKeyFile}
 
 func mode(t *testing.T, path string) os.FileMode {
 	t.Helper()
@@ -32,6 +32,17 @@ func sameSecrets(t *testing.T, a, b *Secrets) {
 	}
 	if a.ServicePassword != b.ServicePassword || !a.SigningKey.Equal(b.SigningKey) || !bytes.Equal(ab, bb) || !bytes.Equal(a.KEK, b.KEK) {
 		t.Fatal("the secrets changed between loads")
+	}
+	ai, ax, err := a.Callout.Public()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bi, bx, err := b.Callout.Public()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ai != bi || ax != bx {
+		t.Fatal("the auth callout keys changed between loads")
 	}
 }
 
@@ -74,6 +85,20 @@ func TestLoadSecretsCreatesPrivateFiles(t *testing.T) {
 	pw, err := ServicePassword(filepath.Join(data, "secrets"))
 	if err != nil || pw != s.ServicePassword {
 		t.Fatalf("ReadServicePassword = %q, %v; want the loaded password", pw, err)
+	}
+	ck, err := CalloutKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, xk, err := ck.Public()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wi, wx, _ := s.Callout.Public(); iss != wi || xk != wx {
+		t.Errorf("CalloutKeys = %s, %s; want %s, %s", iss, xk, wi, wx)
+	}
+	if !strings.HasPrefix(iss, "A") || !strings.HasPrefix(xk, "X") {
+		t.Errorf("callout keys %s, %s: want an account key and a curve key", iss, xk)
 	}
 }
 
@@ -169,6 +194,8 @@ func TestLoadSecretsRefusesDamagedFiles(t *testing.T) {
 		{"token-signing.pem", "not pem", "token signing key"},
 		{"token-signing.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "token signing key"},
 		{"login-seal.key", "xx", "seal"},
+		{CalloutIssuerFile, "SXnotaseed", "auth callout issuer"},
+		{CalloutXKeyFile, "SAnotaseed", "auth callout xkey"},
 	} {
 		t.Run(tc.file+"/"+tc.msg, func(t *testing.T) {
 			data := t.TempDir()

@@ -20,7 +20,7 @@ func TestExpiry(t *testing.T) {
 	w := newWorld(t, func(c *config.Config) { c.Session.TTL = ttl })
 	ctx := testCtx(t)
 
-	watch, err := openWatch(t, w.h.Conn(), w.alice.Token(), "", false)
+	watch, err := openWatch(t, w.h.ConnFor(w.alice), w.alice.Token(), "", false)
 	if err != nil {
 		t.Fatal(err)
 	}

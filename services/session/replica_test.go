@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nkeys"
 
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/cli/client"
@@ -54,15 +55,43 @@ func startBareStack(t *testing.T) *bareStack {
 		t: t, ca: pki.CAFile, password: rand.Text(), signing: signing,
 		log: slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
+	iss, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	xk, err := nkeys.CreateCurveKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := broker.CalloutKeys{Issuer: iss, XKey: xk}
+	issPub, xkPub, err := keys.Public()
+	if err != nil {
+		t.Fatal(err)
+	}
 	srv, err := broker.StartEmbedded(testCtx(t), broker.EmbeddedOptions{
 		StoreDir: filepath.Join(dir, "jetstream"), PKI: pki,
 		ServiceUser: serviceUser, ServicePassword: b.password, Logger: b.log,
+		CalloutIssuer: issPub, CalloutXKey: xkPub,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
 	b.url = srv.ClientURL()
+	// Clients connect with their tokens, admitted as the auth service
+	// would admit them (there is none here).
+	v := token.NewVerifier(signing.Public().(ed25519.PublicKey))
+	sub, err := broker.ServeCallout(t.Context(), b.serviceConn(), keys, func(_ context.Context, c broker.Credentials) (broker.Grant, error) {
+		claims, err := v.Verify(c.Token)
+		if err != nil {
+			return broker.Grant{}, err
+		}
+		return broker.Grant{User: claims.User, Expires: claims.ExpiresAt}, nil
+	}, b.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
 	return b
 }
 
@@ -114,7 +143,7 @@ func (b *bareStack) client(user string) *client.Client {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	nc, err := broker.Connect(testCtx(b.t), broker.ConnOptions{URL: b.url, CAFile: b.ca})
+	nc, err := client.DialToken(testCtx(b.t), broker.ConnOptions{URL: b.url, CAFile: b.ca}, user, tok)
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -146,6 +175,8 @@ func startReplica(t *testing.T, name string, nc *nats.Conn, ownConn bool, st ses
 	s := session.New(session.Options{
 		Store: st, Verifier: v, CheckName: link.SafeName,
 		TTL: ttl, Retention: time.Hour,
+		// Tests share a few users across many sessions.
+		Limits: session.Limits{OpenSessions: 1000, SessionsPerMinute: 1000},
 		Logger: slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})).With("replica", name),
 	})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -46,6 +46,7 @@ type Options struct {
 	CheckName func(string) error
 	TTL       time.Duration // creation to end
 	Retention time.Duration // how long ended sessions stay readable
+	Limits    Limits
 	Logger    *slog.Logger
 }
 
@@ -57,12 +58,14 @@ type Service struct {
 	now func() time.Time
 
 	watches watchSet
+	creates *rateLimiter
 	wg      sync.WaitGroup // background work: timers, relays
 }
 
 // New builds the service.
 func New(o Options) *Service {
-	return &Service{o: o, now: time.Now, watches: watchSet{perUser: map[string]int{}}}
+	o.Limits = o.Limits.withDefaults()
+	return &Service{o: o, now: time.Now, watches: watchSet{perUser: map[string]int{}}, creates: newRateLimiter(o.Limits.SessionsPerMinute)}
 }
 
 // Start registers the endpoints and starts the expiry timer consumer. It
@@ -90,7 +93,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 	if err != nil {
 		return nil, fmt.Errorf("start session service: %w", err)
 	}
-	h := rpc.Handler{Ctx: ctx, Verifier: s.o.Verifier, Log: s.o.Logger}
+	h := rpc.Handler{Ctx: ctx, Verifier: s.o.Verifier, Log: s.o.Logger, MaxBody: s.o.Limits.RequestBytes}
 	if err := errors.Join(
 		svc.AddEndpoint("create", rpc.Authed(h, s.create), micro.WithEndpointSubject(api.SubjectSessionCreate)),
 		svc.AddEndpoint("join", rpc.Authed(h, s.join), micro.WithEndpointSubject(api.SubjectSessionJoin)),
@@ -138,6 +141,17 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 	if err := checkPeerAddr(r.PeerAddr); err != nil {
 		return nil, err
 	}
+	if ok, wait := s.creates.allow(c.User, s.now()); !ok {
+		return nil, api.Errorf(api.CodeThrottled, "more than %d new sessions in a minute: retry in %s",
+			s.o.Limits.SessionsPerMinute, wait.Round(time.Second)+time.Second)
+	}
+	mine, err := s.o.Store.ListSessions(ctx, c.User)
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	if err := s.checkOpen(mine, c.User); err != nil {
+		return nil, err
+	}
 	if _, err := s.o.Store.GetUser(ctx, r.Responder); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, api.Errorf(api.CodeNotFound, "no user named %q", r.Responder)
@@ -169,21 +183,6 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 	}
 	s.o.Logger.Info("session created", "session", id, "initiator", c.User, "responder", r.Responder)
 	return sess, nil
-}
-
-func (s *Service) checkManifest(m api.Manifest) error {
-	if len(m.Files) != 1 {
-		return api.Errorf(api.CodeInvalid, "manifest must list exactly one file, got %d", len(m.Files))
-	}
-	for _, f := range m.Files {
-		if err := s.o.CheckName(f.Name); err != nil {
-			return api.Errorf(api.CodeInvalid, "manifest: %v", err)
-		}
-		if f.Size < 0 {
-			return api.Errorf(api.CodeInvalid, "manifest: negative size for %q", f.Name)
-		}
-	}
-	return nil
 }
 
 func checkPeerAddr(addr string) error {

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/sftproject/sft/cli/client"
+	"github.com/sftproject/sft/config"
 	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/auth"
 	"github.com/sftproject/sft/services/devstack/devstacktest"
@@ -19,10 +20,15 @@ import (
 )
 
 // TestSession runs the state machine against one stack with the default
-// (long) TTL; expiry by time has its own stack in TestExpiry.
+// (long) TTL; expiry by time has its own stack in TestExpiry. Its many
+// sessions share a few users, so the per-user limits (tested on their own
+// in limits_test.go) are lifted.
 func TestSession(t *testing.T) {
 	t.Parallel()
-	w := newWorld(t, nil)
+	w := newWorld(t, func(c *config.Config) {
+		c.Limits.OpenSessions = 1000
+		c.Limits.SessionsPerMinute = 1000
+	})
 	t.Run("CreateRefused", w.testCreateRefused)
 	t.Run("Create", w.testCreate)
 	t.Run("StateMachine", w.testStateMachine)
@@ -606,15 +612,15 @@ func (w *world) testSessionWatch(t *testing.T) {
 
 func (w *world) testWatchAllVisibility(t *testing.T) {
 	ctx := testCtx(t)
-	aliceW, err := openWatch(t, w.h.Conn(), w.alice.Token(), "", false)
+	aliceW, err := openWatch(t, w.h.ConnFor(w.alice), w.alice.Token(), "", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	carolW, err := openWatch(t, w.h.Conn(), w.carol.Token(), "", false)
+	carolW, err := openWatch(t, w.h.ConnFor(w.carol), w.carol.Token(), "", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	adminW, err := openWatch(t, w.h.Conn(), w.admin.Token(), "", false)
+	adminW, err := openWatch(t, w.h.ConnFor(w.admin), w.admin.Token(), "", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -678,10 +684,12 @@ func (w *world) testWatchRefused(t *testing.T) {
 	err = w.alice.Watch(testCtx(t), "bad id", func(api.Event) error { return nil })
 	wantCode(t, "watching a malformed id", err, api.CodeInvalid)
 
-	nc := w.h.Conn()
+	nc := w.h.ConnFor(w.alice)
 	for _, deliver := range []string{
 		"", "sft.v1.session.create", "sft.v1.events.x", "_SFT_SVC_INBOX.x", "_INBOX", "_INBOX.>", "_INBOX.*",
 		"_INBOX.a b", "_INBOX.a\tb", "_INBOXES.x", "_INBOX." + strings.Repeat("x", 300),
+		// Only alice's own inbox, one token under her prefix.
+		"_INBOX.bob.x", "_INBOX.alice", "_INBOX.alice.", "_INBOX.alice.>", "_INBOX.alice.x.y", "_INBOX.alicex.y",
 	} {
 		var rep api.WatchReply
 		err := rpc.Call(testCtx(t), nc, api.SubjectSessionWatch, w.alice.Token(), api.WatchRequest{Deliver: deliver}, &rep)
@@ -694,15 +702,15 @@ func (w *world) testWatchRefused(t *testing.T) {
 
 // testWatcherGone shows the heartbeat at work: a relay whose watcher
 // answers lives on, and ends once the watcher's connection is gone. An
-// observer on the same inbox (any client may listen on _INBOX.>) sees the
+// observer on the same inbox (another connection of alice's) sees the
 // heartbeats and the end marker without answering.
 func (w *world) testWatcherGone(t *testing.T) {
-	watcherConn := w.h.Conn()
+	watcherConn := w.h.ConnFor(w.alice)
 	wt, err := openWatch(t, watcherConn, w.alice.Token(), "", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	observer, err := w.h.Conn().SubscribeSync(wt.Deliver)
+	observer, err := w.h.ConnFor(w.alice).SubscribeSync(wt.Deliver)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -749,25 +757,25 @@ func (w *world) testWatchCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	erin := w.h.Login("erin")
-	conn := w.h.Conn()
+	conn := w.h.ConnFor(erin)
 	for i := range session.MaxWatchesUser {
 		if _, err := openWatch(t, conn, erin.Token(), "", false); err != nil {
 			t.Fatalf("watch %d: %v", i+1, err)
 		}
 	}
-	_, err = openWatch(t, w.h.Conn(), erin.Token(), "", false)
+	_, err = openWatch(t, w.h.ConnFor(erin), erin.Token(), "", false)
 	wantCode(t, "one watch too many", err, api.CodeThrottled)
 	// A session watch counts too.
 	s := w.create(t, "alice", "erin")
-	_, err = openWatch(t, w.h.Conn(), erin.Token(), s.ID, false)
+	_, err = openWatch(t, w.h.ConnFor(erin), erin.Token(), s.ID, false)
 	wantCode(t, "session watch over the cap", err, api.CodeThrottled)
 	// The cap is per user.
-	if _, err := openWatch(t, w.h.Conn(), w.bob.Token(), "", false); err != nil {
+	if _, err := openWatch(t, w.h.ConnFor(w.bob), w.bob.Token(), "", false); err != nil {
 		t.Fatalf("bob's watch refused because of erin's: %v", err)
 	}
 
 	conn.Close()
-	other := w.h.Conn()
+	other := w.h.ConnFor(erin)
 	eventually(t, testHeartbeat+testHeartbeatTimeout+10*time.Second, "a watch slot freed", func() bool {
 		_, err := openWatch(t, other, erin.Token(), "", false)
 		if err != nil && api.CodeOf(err) != api.CodeThrottled {

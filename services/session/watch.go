@@ -59,10 +59,12 @@ func (w *watchSet) release(user string) {
 }
 
 func (s *Service) watch(ctx context.Context, c rpc.Caller, r *api.WatchRequest) (*api.WatchReply, error) {
-	// The relay publishes only into the inbox space, never onto a subject a
-	// caller chose freely.
-	if !strings.HasPrefix(r.Deliver, "_INBOX.") || strings.ContainsAny(r.Deliver, "*> \t") || len(r.Deliver) > 256 {
-		return nil, api.Errorf(api.CodeInvalid, "deliver must be a subject under _INBOX.")
+	// The relay publishes only into the caller's own inbox (the token
+	// names the caller; the broker lets only that user hear there), as one
+	// token after the prefix: never onto a subject a caller chose freely.
+	prefix := api.InboxPrefix(c.User) + "."
+	if id, ok := strings.CutPrefix(r.Deliver, prefix); !ok || id == "" || strings.ContainsAny(id, ".*> \t") || len(r.Deliver) > 256 {
+		return nil, api.Errorf(api.CodeInvalid, "deliver must be a subject %s<id> (your own inbox)", prefix)
 	}
 	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{api.AllEvents}, DeliverPolicy: jetstream.DeliverNewPolicy}
 	if r.SessionID != "" {

@@ -4,6 +4,7 @@ package devstacktest
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -27,6 +28,9 @@ var Users = []string{"alice", "bob", "carol"}
 // Admin is a user with the admin role, also created by Start.
 const Admin = "root"
 
+// Tester is the user of Conn, also created by Start (role user).
+const Tester = "tester"
+
 // Password is the test password of user.
 func Password(user string) string { return "pw-" + user }
 
@@ -37,9 +41,23 @@ type Harness struct {
 	Cfg   config.Config
 }
 
+// Option adjusts how Start runs the stack.
+type Option func(*options)
+
+type options struct {
+	logTo    io.Writer
+	logLevel slog.Level
+}
+
+// WithLog sends the services' and broker's logs to w at level, instead of
+// the test log at warn (to check what the logs contain).
+func WithLog(w io.Writer, level slog.Level) Option {
+	return func(o *options) { o.logTo, o.logLevel = w, level }
+}
+
 // Start runs the stack until the test ends. tweak may adjust the config
 // (TTLs, timeouts) before start.
-func Start(t testing.TB, tweak func(*config.Config)) *Harness {
+func Start(t testing.TB, tweak func(*config.Config), opts ...Option) *Harness {
 	t.Helper()
 	dir := t.TempDir()
 	cfg, err := config.Load([]string{"HOME=" + dir}, "", nil)
@@ -53,13 +71,17 @@ func Start(t testing.TB, tweak func(*config.Config)) *Harness {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	o := options{logTo: testWriter{t}, logLevel: slog.LevelWarn}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	log := slog.New(slog.NewTextHandler(o.logTo, &slog.HandlerOptions{Level: o.logLevel}))
 	st, err := devstack.Start(ctx, cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
-	for _, u := range append(Users, Admin) {
+	for _, u := range append(Users, Admin, Tester) {
 		// Cheap hash parameters: tests exercise the flow, not the cost.
 		hash, err := auth.HashPassword(Password(u), auth.HashParams{Memory: 8 << 10, Time: 1, Threads: 1})
 		if err != nil {
@@ -83,16 +105,48 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Conn is a new client-user connection (TLS, no credentials), closed when
-// the test ends.
+func (h *Harness) connOptions() broker.ConnOptions {
+	return broker.ConnOptions{URL: h.Stack.URL, CAFile: h.Stack.CAFile, Name: "test-client"}
+}
+
+// Conn is a new connection of Tester, closed when the test ends: for
+// requests whose token says who acts (the services go by the token; the
+// broker only keeps each connection to its own user's inbox).
 func (h *Harness) Conn() *nats.Conn {
 	h.T.Helper()
-	nc, err := broker.Connect(context.Background(), broker.ConnOptions{URL: h.Stack.URL, CAFile: h.Stack.CAFile})
+	return h.Login(Tester).Conn()
+}
+
+// ConnFor is a new connection with c's token, so with c's user's inbox:
+// what a watch of c's needs. Closed when the test ends.
+func (h *Harness) ConnFor(c *client.Client) *nats.Conn {
+	h.T.Helper()
+	nc, err := h.TokenConn(c.User(), c.Token())
 	if err != nil {
-		h.T.Fatal(err)
+		h.T.Fatalf("connect as %s: %v", c.User(), err)
+	}
+	return nc
+}
+
+// PasswordConn is a new connection authenticated with user's password: it
+// may only log in. Closed when the test ends.
+func (h *Harness) PasswordConn(user string) *nats.Conn {
+	h.T.Helper()
+	nc, err := client.DialPassword(context.Background(), h.connOptions(), user, Password(user))
+	if err != nil {
+		h.T.Fatalf("password connection for %s: %v", user, err)
 	}
 	h.T.Cleanup(nc.Close)
 	return nc
+}
+
+// TokenConn connects with token as user; it fails when the broker refuses.
+func (h *Harness) TokenConn(user, token string) (*nats.Conn, error) {
+	nc, err := client.DialToken(context.Background(), h.connOptions(), user, token)
+	if err == nil {
+		h.T.Cleanup(nc.Close)
+	}
+	return nc, err
 }
 
 // ServiceConn is a connection with the services' credentials.
@@ -110,13 +164,16 @@ func (h *Harness) ServiceConn() *nats.Conn {
 	return nc
 }
 
-// Login returns a client logged in as user on its own connection.
+// Login logs user in, as sft-cli does (password connection, then a new
+// connection with the token), and returns the client on the token
+// connection, closed when the test ends.
 func (h *Harness) Login(user string) *client.Client {
 	h.T.Helper()
-	c := client.New(h.Conn(), "", "")
-	if _, err := c.Login(context.Background(), user, Password(user)); err != nil {
+	c, _, err := client.LogIn(context.Background(), h.connOptions(), user, Password(user))
+	if err != nil {
 		h.T.Fatalf("login %s: %v", user, err)
 	}
+	h.T.Cleanup(c.Conn().Close)
 	return c
 }
 

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime/pprof"
+	"strings"
+	"time"
+)
+
+// runAll runs every case in one process, so that ratios compare figures
+// taken on the same machine within minutes of each other.
+func runAll(ctx context.Context, o options, env []string, stdout io.Writer) error {
+	start := time.Now()
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	dir, err := os.MkdirTemp("", "sft-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	res := &Results{
+		Started: start, Machine: machine(),
+		Options: map[string]any{"quick": o.quick, "size_bytes": o.size, "runs": o.runs, "warmups": 1, "pairs": o.pairs, "replicas": o.replicas, "control_plane_run_seconds": o.cpDuration.Seconds()},
+	}
+	say := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
+	say("SFT bench: %s file, %d run(s) after a warm-up, %d pairs; scratch in %s", human(o.size), o.runs, o.pairs, dir)
+
+	src, err := randomFile(ctx, dir, o.size)
+	if err != nil {
+		return err
+	}
+	type step struct {
+		name string
+		run  func() *Case
+	}
+	steps := []step{
+		{caseRawTCP, func() *Case { return benchRawTCP(ctx, o, dir, src) }},
+		{caseSFT, func() *Case { return benchSFT(ctx, o, dir, src, env) }},
+	}
+	if o.skipCroc {
+		res.Cases = append(res.Cases, &Case{Name: caseCroc, Skipped: "--skip-croc"}, &Case{Name: caseCrocNoCompress, Skipped: "--skip-croc"})
+	} else {
+		steps = append(steps,
+			step{caseCroc, func() *Case { return benchCroc(ctx, o, dir, src, env, false, say) }},
+			step{caseCrocNoCompress, func() *Case { return benchCroc(ctx, o, dir, src, env, true, say) }})
+	}
+	steps = append(steps,
+		step{caseLifecycleEmbedded, func() *Case { return benchLifecycleEmbedded(ctx, o, dir) }},
+		step{caseLifecycleRedis, func() *Case { return benchLifecycleRedis(ctx, o, dir, env) }},
+		step{caseLogin, func() *Case { return benchLogin(ctx, o, dir) }},
+	)
+	for _, st := range steps {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if o.only != "" && !strings.HasPrefix(st.name, o.only) {
+			continue
+		}
+		c := st.run()
+		if c.Skipped != "" {
+			say("%s: skipped: %s", c.Name, c.Skipped)
+		} else {
+			say("%s: done", c.Name)
+		}
+		res.Cases = append(res.Cases, c)
+	}
+	res.Seconds = time.Since(start).Seconds()
+	res.settle()
+	res.markdown(stdout)
+	if err := res.writeJSON(o.jsonPath); err != nil {
+		return err
+	}
+	say("\nwrote %s (%.0f s)", o.jsonPath, res.Seconds)
+	return nil
+}
+
+func human(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20:
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,323 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/sftproject/sft/config"
+	"github.com/sftproject/sft/services/daemon"
+	"github.com/sftproject/sft/services/launch"
+)
+
+// runSftd is `sftd` itself, for the production-topology case.
+func runSftd(ctx context.Context, args, env []string, stdout io.Writer) error {
+	return daemon.Run(ctx, daemon.IO{In: os.Stdin, Out: stdout, Err: os.Stderr}, args, env)
+}
+
+// benchLifecycleRedis runs the lifecycle load against the production
+// topology: redis-server (AOF, fsync always, as in docker-compose.yml),
+// nats-server with deploy/nats-server.conf, and `sftd auth`, `sftd session`
+// and `sftd key` as separate processes.
+func benchLifecycleRedis(ctx context.Context, o options, dir string, env []string) *Case {
+	c := newCase(caseLifecycleRedis)
+	if o.skipRedis {
+		return &Case{Name: c.Name, Skipped: "--skip-redis"}
+	}
+	redisBin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return &Case{Name: c.Name, Skipped: "redis-server not on PATH (Debian: apt-get install redis-server)"}
+	}
+	natsBin, err := exec.LookPath("nats-server")
+	if err != nil {
+		return &Case{Name: c.Name, Skipped: "nats-server not on PATH (go install github.com/nats-io/nats-server/v2@v2.15.2)"}
+	}
+	confSrc, err := findRepoFile("deploy/nats-server.conf")
+	if err != nil {
+		return &Case{Name: c.Name, Skipped: err.Error()}
+	}
+	var procs procGroup
+	defer procs.stop()
+	tgt, err := startTopology(ctx, filepath.Join(dir, "topology"), redisBin, natsBin, confSrc, env, o.replicas, &procs)
+	if err != nil {
+		return &Case{Name: c.Name, Skipped: "failed to start: " + err.Error()}
+	}
+	c.Notes["limits"] = "per-user session creation rate limit lifted for the load"
+	c.Notes["topology"] = fmt.Sprintf("redis-server (appendfsync always), nats-server (deploy/nats-server.conf), sftd auth, %d x sftd session, %d x sftd key", o.replicas, o.replicas)
+	return lifecycles(ctx, o, c, tgt)
+}
+
+func startTopology(ctx context.Context, dir, redisBin, natsBin, confSrc string, env []string, replicas int, procs *procGroup) (target, error) {
+	data := filepath.Join(dir, "data")
+	home := filepath.Join(dir, "home")
+	for _, d := range []string{data, home, filepath.Join(dir, "redis")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return target{}, err
+		}
+	}
+	var errb bytes.Buffer
+	base := []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "SFT_DATA_DIR=" + data}
+	if err := daemon.Run(ctx, daemon.IO{In: strings.NewReader(""), Out: io.Discard, Err: &errb}, []string{"certs", "--host", "nats"}, base); err != nil {
+		return target{}, fmt.Errorf("sftd certs: %w: %s", err, errb.String())
+	}
+
+	redisPort, err := freePort()
+	if err != nil {
+		return target{}, err
+	}
+	if _, err := procs.start(ctx, "redis-server", filepath.Join(dir, "redis"), nil, redisBin,
+		"--port", redisPort, "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--dir", "."); err != nil {
+		return target{}, err
+	}
+	if err := waitDial(ctx, "127.0.0.1:"+redisPort); err != nil {
+		return target{}, fmt.Errorf("redis-server: %w", err)
+	}
+
+	natsDir := filepath.Join(dir, "nats")
+	for src, dst := range map[string]string{
+		confSrc:                          "nats-server.conf",
+		data + "/pki/ca.pem":             "pki/ca.pem",
+		data + "/pki/server.pem":         "pki/server.pem",
+		data + "/pki/server-key.pem":     "pki/server-key.pem",
+		data + "/secrets/nats-auth.conf": "secrets/nats-auth.conf",
+	} {
+		if err := copyFile(src, filepath.Join(natsDir, dst)); err != nil {
+			return target{}, err
+		}
+	}
+	portsDir := filepath.Join(dir, "ports")
+	if err := os.MkdirAll(portsDir, 0o700); err != nil {
+		return target{}, err
+	}
+	if _, err := procs.start(ctx, "nats-server", natsDir, nil, natsBin, "-c", "nats-server.conf", "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", portsDir); err != nil {
+		return target{}, err
+	}
+	natsURL, err := waitNATS(ctx, portsDir)
+	if err != nil {
+		return target{}, err
+	}
+
+	redisURL := "redis://127.0.0.1:" + redisPort
+	svcEnv := append(base, "SFT_NATS_URL="+natsURL, "SFT_NATS_CA_FILE="+data+"/pki/ca.pem",
+		"SFT_STORE_BACKEND=redis", "SFT_REDIS_URL="+redisURL, fmt.Sprintf("SFT_LIMITS_SESSIONS_PER_MINUTE=%d", unlimitedRate))
+	self, err := os.Executable()
+	if err != nil {
+		return target{}, err
+	}
+	var svcs []*proc
+	names := []string{"auth"}
+	for range replicas {
+		names = append(names, "session", "key")
+	}
+	for _, name := range names {
+		p, err := procs.start(ctx, "sftd "+name, dir, svcEnv, self, modeSftd, name)
+		if err != nil {
+			return target{}, err
+		}
+		svcs = append(svcs, p)
+	}
+	for _, p := range svcs {
+		if err := p.waitFor(ctx, "serving on"); err != nil {
+			return target{}, err
+		}
+	}
+
+	cfg, err := config.Load(svcEnv, "", nil)
+	if err != nil {
+		return target{}, err
+	}
+	st, err := launch.OpenStore(ctx, cfg, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return target{}, err
+	}
+	procs.onStop(func() { _ = st.Close() })
+	return target{url: natsURL, caFile: data + "/pki/ca.pem", store: st}, nil
+}
+
+// procGroup owns the processes of the topology and stops them in reverse
+// order of start.
+type procGroup struct {
+	procs []*proc
+	stops []func()
+}
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	out  syncBuffer
+	done chan struct{}
+}
+
+func (g *procGroup) onStop(f func()) { g.stops = append(g.stops, f) }
+
+func (g *procGroup) start(ctx context.Context, name, dir string, env []string, bin string, args ...string) (*proc, error) {
+	p := &proc{name: name, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Dir = dir
+	p.cmd.Env = env
+	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	g.onStop(func() {
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(10 * time.Second):
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p, nil
+}
+
+func (g *procGroup) stop() {
+	for i := len(g.stops) - 1; i >= 0; i-- {
+		g.stops[i]()
+	}
+	g.stops = nil
+}
+
+func (p *proc) waitFor(ctx context.Context, want string) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(p.out.String(), want) {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited: %s", p.name, p.out.String())
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not say %q in 30s: %s", p.name, want, p.out.String())
+		}
+	}
+	return nil
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	_, port, err := net.SplitHostPort(ln.Addr().String())
+	return port, err
+}
+
+func waitDial(ctx context.Context, addr string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// waitNATS reads the ports file nats-server writes and waits for /healthz
+// (JetStream included).
+func waitNATS(ctx context.Context, portsDir string) (string, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if files, _ := filepath.Glob(filepath.Join(portsDir, "*.ports")); len(files) == 1 {
+			var ports struct {
+				NATS       []string `json:"nats"`
+				Monitoring []string `json:"monitoring"`
+			}
+			if b, err := os.ReadFile(files[0]); err == nil && json.Unmarshal(b, &ports) == nil && len(ports.NATS) > 0 && len(ports.Monitoring) > 0 {
+				if resp, err := http.Get(ports.Monitoring[0] + "/healthz"); err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode == http.StatusOK {
+						return ports.NATS[0], nil
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+	return "", errors.New("nats-server not ready in 30s")
+}
+
+func copyFile(src, dst string) error {
+	st, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, st.Mode().Perm())
+}
+
+// findRepoFile finds rel under the module root above the working directory
+// (`go run ./bench` runs there).
+func findRepoFile(rel string) (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			p := filepath.Join(dir, rel)
+			if _, err := os.Stat(p); err != nil {
+				return "", fmt.Errorf("%s not found: run the bench from the repository", rel)
+			}
+			return p, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", fmt.Errorf("%s not found: run the bench from the repository", rel)
+		}
+		dir = parent
+	}
+}

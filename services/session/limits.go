@@ -1,0 +1,150 @@
+package session
+
+import (
+	"math"
+	"sync"
+	"time"
+
+	"github.com/sftproject/sft/services/api"
+)
+
+// Limits bound what one user can make the service do. A zero field takes
+// its default (DefaultLimits).
+type Limits struct {
+	OpenSessions      int   // live sessions a user has started
+	SessionsPerMinute int   // creations per user per minute, per replica
+	RequestBytes      int   // largest request body
+	ManifestEntries   int   // most files in a manifest
+	ManifestBytes     int64 // largest declared total size
+}
+
+// DefaultLimits are the limits of a zero Limits field.
+var DefaultLimits = Limits{
+	OpenSessions:      16,
+	SessionsPerMinute: 60,
+	RequestBytes:      64 << 10,
+	ManifestEntries:   10000,
+	ManifestBytes:     1 << 40,
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	if l.OpenSessions <= 0 {
+		l.OpenSessions = d.OpenSessions
+	}
+	if l.SessionsPerMinute <= 0 {
+		l.SessionsPerMinute = d.SessionsPerMinute
+	}
+	if l.RequestBytes <= 0 {
+		l.RequestBytes = d.RequestBytes
+	}
+	if l.ManifestEntries <= 0 {
+		l.ManifestEntries = d.ManifestEntries
+	}
+	if l.ManifestBytes <= 0 {
+		l.ManifestBytes = d.ManifestBytes
+	}
+	return l
+}
+
+// maxBuckets bounds the rate limiter's memory. Buckets that refilled are
+// forgotten first; past that, the table starts over, which errs towards
+// letting users through rather than locking everyone out.
+const maxBuckets = 10000
+
+// rateLimiter is a token bucket per user: burst tokens, refilled at burst
+// per minute.
+type rateLimiter struct {
+	mu      sync.Mutex
+	burst   float64
+	perSec  float64
+	buckets map[string]*bucket
+}
+
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+func newRateLimiter(perMinute int) *rateLimiter {
+	return &rateLimiter{burst: float64(perMinute), perSec: float64(perMinute) / 60, buckets: map[string]*bucket{}}
+}
+
+// allow takes a token for user at now; if there is none, it says how long
+// until there is.
+func (r *rateLimiter) allow(user string, now time.Time) (bool, time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	b, ok := r.buckets[user]
+	if !ok {
+		if len(r.buckets) >= maxBuckets {
+			r.forgetFull(now)
+		}
+		b = &bucket{tokens: r.burst, at: now}
+		r.buckets[user] = b
+	}
+	b.tokens = math.Min(r.burst, b.tokens+now.Sub(b.at).Seconds()*r.perSec)
+	b.at = now
+	if b.tokens < 1 {
+		return false, time.Duration((1 - b.tokens) / r.perSec * float64(time.Second))
+	}
+	b.tokens--
+	return true, 0
+}
+
+// forgetFull drops the buckets that have refilled, which behave like
+// absent ones; if every bucket is in use, it drops them all.
+func (r *rateLimiter) forgetFull(now time.Time) {
+	for u, b := range r.buckets {
+		if b.tokens+now.Sub(b.at).Seconds()*r.perSec >= r.burst {
+			delete(r.buckets, u)
+		}
+	}
+	if len(r.buckets) >= maxBuckets {
+		clear(r.buckets)
+	}
+}
+
+// checkManifest applies the manifest rules: the caps first, so an
+// oversized manifest is refused for what it is, then this version's one
+// file, then each entry.
+func (s *Service) checkManifest(m api.Manifest) error {
+	l := s.o.Limits
+	if len(m.Files) > l.ManifestEntries {
+		return api.Errorf(api.CodeInvalid, "manifest lists %d files; the limit is %d", len(m.Files), l.ManifestEntries)
+	}
+	if len(m.Files) != 1 {
+		return api.Errorf(api.CodeInvalid, "manifest must list exactly one file, got %d", len(m.Files))
+	}
+	var total int64
+	for _, f := range m.Files {
+		if err := s.o.CheckName(f.Name); err != nil {
+			return api.Errorf(api.CodeInvalid, "manifest: %v", err)
+		}
+		if f.Size < 0 {
+			return api.Errorf(api.CodeInvalid, "manifest: negative size for %q", f.Name)
+		}
+		if f.Size > l.ManifestBytes-total {
+			return api.Errorf(api.CodeInvalid, "manifest declares more than %d bytes in all, the limit", l.ManifestBytes)
+		}
+		total += f.Size
+	}
+	return nil
+}
+
+// checkOpen refuses a new session to a user who already started as many
+// live ones as allowed. Sessions others started with the user as responder
+// do not count, so nobody can use up someone else's allowance.
+func (s *Service) checkOpen(sessions []*api.Session, user string) error {
+	now := s.now()
+	open := 0
+	for _, sess := range sessions {
+		if sess.Initiator == user && !sess.State.Terminal() && now.Before(sess.ExpiresAt) {
+			open++
+		}
+	}
+	if open >= s.o.Limits.OpenSessions {
+		return api.Errorf(api.CodeThrottled, "you have %d open sessions, the limit: finish or cancel one (`sft-cli ls`, `sft-cli cancel`) first", open)
+	}
+	return nil
+}

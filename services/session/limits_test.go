@@ -1,0 +1,83 @@
+package session_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/sftproject/sft/config"
+	"github.com/sftproject/sft/services/api"
+)
+
+func TestManifestLimits(t *testing.T) {
+	w := newWorld(t, func(c *config.Config) {
+		c.Limits.ManifestEntries = 2
+		c.Limits.ManifestBytes = 1000
+	})
+	files := func(sizes ...int64) api.Manifest {
+		var m api.Manifest
+		for i, s := range sizes {
+			m.Files = append(m.Files, api.File{Name: string(rune('a'+i)) + ".bin", Size: s})
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name string
+		m    api.Manifest
+		msg  string // in the error; "" for success
+	}{
+		{"over the entry cap", files(1, 1, 1), "manifest lists 3 files; the limit is 2"},
+		{"within the cap, but more than one file", files(1, 1), "exactly one file"},
+		{"over the size cap", files(1001), "more than 1000 bytes"},
+		{"at the size cap", files(1000), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := createReq("bob")
+			req.Manifest = tc.m
+			_, err := w.alice.Create(testCtx(t), req)
+			if tc.msg == "" {
+				if err != nil {
+					t.Fatalf("create: %v", err)
+				}
+				return
+			}
+			wantCode(t, "create", err, api.CodeInvalid)
+			if !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("error %q does not say %q", err, tc.msg)
+			}
+		})
+	}
+}
+
+func TestOpenSessionLimit(t *testing.T) {
+	w := newWorld(t, func(c *config.Config) { c.Limits.OpenSessions = 2 })
+	ctx := testCtx(t)
+	first := w.create(t, "alice", "bob")
+	w.create(t, "alice", "carol")
+	_, err := w.alice.Create(ctx, createReq("bob"))
+	wantCode(t, "third open session", err, api.CodeThrottled)
+	if !strings.Contains(err.Error(), "2 open sessions") {
+		t.Errorf("error %q does not say how many sessions are open", err)
+	}
+	// Sessions others start towards alice are not hers to count.
+	w.create(t, "bob", "alice")
+	w.create(t, "carol", "alice")
+	// Ending one frees a place.
+	if _, err := w.alice.Cancel(ctx, first.ID, "make room"); err != nil {
+		t.Fatal(err)
+	}
+	w.create(t, "alice", "bob")
+}
+
+func TestCreateRateLimit(t *testing.T) {
+	w := newWorld(t, func(c *config.Config) { c.Limits.SessionsPerMinute = 2 })
+	ctx := testCtx(t)
+	w.create(t, "alice", "bob")
+	w.create(t, "alice", "bob")
+	_, err := w.alice.Create(ctx, createReq("bob"))
+	wantCode(t, "third session in a minute", err, api.CodeThrottled)
+	if !strings.Contains(err.Error(), "more than 2 new sessions in a minute") {
+		t.Errorf("error %q does not say the rate", err)
+	}
+	// Each user has a bucket of their own.
+	w.create(t, "bob", "alice")
+}
