@@ -62,9 +62,21 @@ func Connect(ctx context.Context, o ConnOptions) (*nats.Conn, error) {
 	if err != nil {
 		return nil, &connectError{url: redactURL(o.URL), reason: err.Error(), err: err}
 	}
-	d := &initialDialer{ctx: ctx}
-	d.Timeout = connectTimeout
-	return connect(ctx, o, d, nats.Secure(tlsCfg), nats.SetCustomDialer(d))
+	for attempt := 1; ; attempt++ {
+		d := &initialDialer{ctx: ctx}
+		d.Timeout = connectTimeout
+		nc, err := connect(ctx, o, d, nats.Secure(tlsCfg), nats.SetCustomDialer(d))
+		// A server whose auth callout takes over two seconds (a password
+		// check on a loaded machine) sends its first PING before the reply
+		// to CONNECT, and nats.go gives up on the connection. Nothing was
+		// wrong with it: try again.
+		if err == nil || attempt == 3 || ctx.Err() != nil || !strings.Contains(err.Error(), "got 'PING'") {
+			return nc, err
+		}
+		if o.Logger != nil {
+			o.Logger.Debug("NATS connect raced the server's first PING; retrying", "attempt", attempt)
+		}
+	}
 }
 
 func clientTLSConfig(o ConnOptions) (*tls.Config, error) {
