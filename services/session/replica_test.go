@@ -289,6 +289,9 @@ func TestReplicas(t *testing.T) {
 	servedB := r2.served()
 
 	a2 := b.startReplica("a2")
+	// Stop b only once a2 takes requests: a2's subscriptions must have
+	// reached the server, or the reads in between find no responder.
+	eventually(t, 10*time.Second, "a2 serves", func() bool { return a2.served() > 0 })
 	r2.stop()
 	waitReads()
 	// Only a2 is left.
