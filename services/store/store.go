@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/sftproject/sft/services/api"
 )
 
 // Sentinel errors. Implementations wrap them with %w, so callers test with
@@ -80,4 +82,22 @@ func EncodeUser(u *User) ([]byte, error) {
 		return nil, fmt.Errorf("encode user %s: %w", u.Name, err)
 	}
 	return data, nil
+}
+
+// CheckSession refuses a session record no backend can key: every
+// implementation calls it before a write, so all refuse the same records.
+func CheckSession(sess *api.Session) error {
+	if sess == nil {
+		return fmt.Errorf("%w: nil session", ErrInvalid)
+	}
+	if err := ValidateName("session id", sess.ID); err != nil {
+		return err
+	}
+	if err := ValidateName("initiator", sess.Initiator); err != nil {
+		return fmt.Errorf("session %s: %w", sess.ID, err)
+	}
+	if err := ValidateName("responder", sess.Responder); err != nil {
+		return fmt.Errorf("session %s: %w", sess.ID, err)
+	}
+	return nil
 }

@@ -156,7 +156,7 @@ func memberPrefix(user string) string  { return "m." + user + "." }
 
 // CreateSession stores a new session that expires after ttl.
 func (s *Store) CreateSession(ctx context.Context, sess *api.Session, ttl time.Duration) (uint64, error) {
-	if err := checkSession(sess); err != nil {
+	if err := store.CheckSession(sess); err != nil {
 		return 0, err
 	}
 	ttl, err := wholeSeconds(ttl)
@@ -210,7 +210,7 @@ func (s *Store) GetSession(ctx context.Context, id string) (*api.Session, uint64
 // publishes to the key's subject with the same expectations Update uses,
 // plus a Nats-TTL header.
 func (s *Store) UpdateSession(ctx context.Context, sess *api.Session, rev uint64, ttl time.Duration) (uint64, error) {
-	if err := checkSession(sess); err != nil {
+	if err := store.CheckSession(sess); err != nil {
 		return 0, err
 	}
 	ttl, err := wholeSeconds(ttl)
@@ -416,22 +416,6 @@ func (s *Store) DeleteKey(ctx context.Context, sessionID string) error {
 	// marker), and the marker's TTL keeps deleted keys from piling up.
 	if err := s.keys.Purge(ctx, sessionID, jetstream.PurgeTTL(s.markerTTL)); err != nil {
 		return fmt.Errorf("delete key for session %s: %w", sessionID, err)
-	}
-	return nil
-}
-
-func checkSession(sess *api.Session) error {
-	if sess == nil {
-		return fmt.Errorf("%w: nil session", store.ErrInvalid)
-	}
-	if err := store.ValidateName("session id", sess.ID); err != nil {
-		return err
-	}
-	if err := store.ValidateName("initiator", sess.Initiator); err != nil {
-		return fmt.Errorf("session %s: %w", sess.ID, err)
-	}
-	if err := store.ValidateName("responder", sess.Responder); err != nil {
-		return fmt.Errorf("session %s: %w", sess.ID, err)
 	}
 	return nil
 }

@@ -373,7 +373,7 @@ func members(sess *api.Session) []string {
 
 // CreateSession stores a new session that expires after ttl.
 func (s *Store) CreateSession(ctx context.Context, sess *api.Session, ttl time.Duration) (uint64, error) {
-	if err := checkSession(sess); err != nil {
+	if err := store.CheckSession(sess); err != nil {
 		return 0, err
 	}
 	ms, err := ttlMillis(ttl)
@@ -430,7 +430,7 @@ func decodeSession(revVal, dataVal any) (*api.Session, uint64, error) {
 // UpdateSession writes sess only if its stored revision is still rev, and
 // gives it (and its index entries) a fresh ttl.
 func (s *Store) UpdateSession(ctx context.Context, sess *api.Session, rev uint64, ttl time.Duration) (uint64, error) {
-	if err := checkSession(sess); err != nil {
+	if err := store.CheckSession(sess); err != nil {
 		return 0, err
 	}
 	ms, err := ttlMillis(ttl)
@@ -587,22 +587,6 @@ func (s *Store) DeleteKey(ctx context.Context, sessionID string) error {
 	}
 	if err := s.rdb.Del(ctx, s.keyKey(sessionID)).Err(); err != nil {
 		return fmt.Errorf("delete key for session %s: %w", sessionID, err)
-	}
-	return nil
-}
-
-func checkSession(sess *api.Session) error {
-	if sess == nil {
-		return fmt.Errorf("%w: nil session", store.ErrInvalid)
-	}
-	if err := store.ValidateName("session id", sess.ID); err != nil {
-		return err
-	}
-	if err := store.ValidateName("initiator", sess.Initiator); err != nil {
-		return fmt.Errorf("session %s: %w", sess.ID, err)
-	}
-	if err := store.ValidateName("responder", sess.Responder); err != nil {
-		return fmt.Errorf("session %s: %w", sess.ID, err)
 	}
 	return nil
 }
