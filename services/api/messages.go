@@ -33,7 +33,24 @@ type CreateRequest struct {
 	PeerAddr  string   `json:"peer_addr"`
 }
 
-// SessionRequest names a session (join, get).
+// JoinRequest joins a waiting session as its responder. With PeerAddr the
+// responder listens there and the initiator dials it (the session's
+// Listener becomes the responder); without, the responder dials the
+// initiator.
+type JoinRequest struct {
+	SessionID string `json:"session_id"`
+	PeerAddr  string `json:"peer_addr,omitempty"`
+}
+
+// ResumeRequest re-attaches a member to a waiting or joined session, after
+// its peer link dropped or its process restarted. The listening member
+// gives the address it listens at now; the dialing member gives none.
+type ResumeRequest struct {
+	SessionID string `json:"session_id"`
+	PeerAddr  string `json:"peer_addr,omitempty"`
+}
+
+// SessionRequest names a session (get).
 type SessionRequest struct {
 	SessionID string `json:"session_id"`
 }

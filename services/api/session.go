@@ -1,6 +1,9 @@
 package api
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // State is a session's place in its lifecycle:
 //
@@ -37,9 +40,25 @@ const (
 
 // File is one entry of a manifest.
 type File struct {
+	// Name is the entry's path relative to the transfer's root, elements
+	// separated by '/' (link.CheckManifest holds the rules every receiver
+	// and the session service apply).
 	Name string `json:"name"`
-	Size int64  `json:"size"`
+	// Size is the length in bytes, or SizeUnknown for a stream (a pipe)
+	// whose length is known only at its end.
+	Size int64 `json:"size"`
+	// Mode holds the permission bits (0o777) the receiver gives the entry;
+	// 0 leaves the receiver's default.
+	Mode uint32 `json:"mode,omitempty"`
+	// MTime is the modification time in Unix nanoseconds; 0 leaves it.
+	MTime int64 `json:"mtime,omitempty"`
+	// Dir marks a directory entry (Size 0), so empty folders arrive too.
+	Dir bool `json:"dir,omitempty"`
 }
+
+// SizeUnknown is the Size of a streamed entry. A manifest holds at most
+// one, and then nothing else.
+const SizeUnknown = -1
 
 // Manifest describes what the initiator will send. The session service
 // records it at creation; the receiver checks the manifest that arrives over
@@ -47,15 +66,35 @@ type File struct {
 // the responder agreed to them.
 type Manifest struct {
 	Files []File `json:"files"`
+	// Text marks a message rather than a file: one entry whose bytes the
+	// receiver shows instead of saving.
+	Text bool `json:"text,omitempty"`
 }
 
-// TotalSize is the sum of the declared file sizes.
+// TotalSize is the sum of the declared sizes; a stream counts as 0.
 func (m Manifest) TotalSize() int64 {
 	var n int64
 	for _, f := range m.Files {
-		n += f.Size
+		n += max(f.Size, 0)
 	}
 	return n
+}
+
+// Streamed reports whether the manifest is one entry of unknown size.
+func (m Manifest) Streamed() bool {
+	return len(m.Files) == 1 && m.Files[0].Size == SizeUnknown
+}
+
+// Summary describes the manifest in a few words for messages: the one
+// file's name, or the number of entries.
+func (m Manifest) Summary() string {
+	switch {
+	case m.Text:
+		return "a text message"
+	case len(m.Files) == 1:
+		return m.Files[0].Name
+	}
+	return fmt.Sprintf("%d entries", len(m.Files))
 }
 
 // Report is what one member says about the transfer once its side is done.
@@ -76,7 +115,10 @@ type Session struct {
 	Initiator string   `json:"initiator"`
 	Responder string   `json:"responder"`
 	Manifest  Manifest `json:"manifest"`
-	// PeerAddr is where the initiator's peer link listens (host:port).
+	// Listener is the member whose peer link listens at PeerAddr (host:port)
+	// for the other to dial: the initiator, unless the responder asked to
+	// listen when it joined.
+	Listener  Role            `json:"listener,omitempty"`
 	PeerAddr  string          `json:"peer_addr"`
 	Reports   map[Role]Report `json:"reports,omitempty"`
 	Reason    string          `json:"reason,omitempty"` // why it failed, was cancelled or expired
@@ -102,6 +144,7 @@ type EventType string
 const (
 	EventCreated   EventType = "created"
 	EventJoined    EventType = "joined"
+	EventResumed   EventType = "resumed" // a member re-attached after its peer link dropped
 	EventReported  EventType = "reported"
 	EventCompleted EventType = "completed"
 	EventFailed    EventType = "failed"

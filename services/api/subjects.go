@@ -19,6 +19,7 @@ const (
 
 	SubjectSessionCreate = Prefix + ".session.create"
 	SubjectSessionJoin   = Prefix + ".session.join"
+	SubjectSessionResume = Prefix + ".session.resume"
 	SubjectSessionGet    = Prefix + ".session.get"
 	SubjectSessionList   = Prefix + ".session.list"
 	SubjectSessionReport = Prefix + ".session.report"

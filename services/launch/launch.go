@@ -140,7 +140,7 @@ func Session(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, lo
 		return nil, err
 	}
 	svc := session.New(session.Options{
-		Store: st, Verifier: v, CheckName: link.SafeName,
+		Store: st, Verifier: v, CheckManifest: link.CheckManifest,
 		TTL: cfg.Session.TTL, Retention: cfg.Session.Retention, Logger: log,
 		Limits: session.Limits{
 			OpenSessions: cfg.Limits.OpenSessions, SessionsPerMinute: cfg.Limits.SessionsPerMinute,

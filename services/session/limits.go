@@ -106,28 +106,22 @@ func (r *rateLimiter) forgetFull(now time.Time) {
 }
 
 // checkManifest applies the manifest rules: the caps first, so an
-// oversized manifest is refused for what it is, then this version's one
-// file, then each entry.
+// oversized manifest is refused for what it is, then the peer link's rules
+// for the entries.
 func (s *Service) checkManifest(m api.Manifest) error {
 	l := s.o.Limits
 	if len(m.Files) > l.ManifestEntries {
 		return api.Errorf(api.CodeInvalid, "manifest lists %d files; the limit is %d", len(m.Files), l.ManifestEntries)
 	}
-	if len(m.Files) != 1 {
-		return api.Errorf(api.CodeInvalid, "manifest must list exactly one file, got %d", len(m.Files))
-	}
 	var total int64
 	for _, f := range m.Files {
-		if err := s.o.CheckName(f.Name); err != nil {
-			return api.Errorf(api.CodeInvalid, "manifest: %v", err)
-		}
-		if f.Size < 0 {
-			return api.Errorf(api.CodeInvalid, "manifest: negative size for %q", f.Name)
-		}
 		if f.Size > l.ManifestBytes-total {
 			return api.Errorf(api.CodeInvalid, "manifest declares more than %d bytes in all, the limit", l.ManifestBytes)
 		}
-		total += f.Size
+		total += max(f.Size, 0)
+	}
+	if err := s.o.CheckManifest(m); err != nil {
+		return api.Errorf(api.CodeInvalid, "manifest: %v", err)
 	}
 	return nil
 }

@@ -173,7 +173,7 @@ func (b *bareStack) startReplica(name string) *replica {
 func startReplica(t *testing.T, name string, nc *nats.Conn, ownConn bool, st session.Store, v rpc.Verifier, ttl time.Duration) *replica {
 	t.Helper()
 	s := session.New(session.Options{
-		Store: st, Verifier: v, CheckName: link.SafeName,
+		Store: st, Verifier: v, CheckManifest: link.CheckManifest,
 		TTL: ttl, Retention: time.Hour,
 		// Tests share a few users across many sessions.
 		Limits: session.Limits{OpenSessions: 1000, SessionsPerMinute: 1000},

@@ -41,9 +41,9 @@ type Store interface {
 type Options struct {
 	Store    Store
 	Verifier rpc.Verifier
-	// CheckName validates a manifest file name; the peer link's rules, so a
-	// name the receiver would refuse never gets a session.
-	CheckName func(string) error
+	// CheckManifest validates a manifest's entries by the peer link's
+	// rules, so a manifest the receiver would refuse never gets a session.
+	CheckManifest func(api.Manifest) error
 	TTL       time.Duration // creation to end
 	Retention time.Duration // how long ended sessions stay readable
 	Limits    Limits
