@@ -128,7 +128,7 @@ func lifecycle(ctx context.Context, p pair, st *stepTimes) (time.Duration, error
 	}
 	t1 := time.Now()
 	st.create = append(st.create, t1.Sub(t0))
-	if _, err := p.b.Join(ctx, s.ID); err != nil {
+	if _, err := p.b.Join(ctx, s.ID, ""); err != nil {
 		return 0, fmt.Errorf("join: %w", err)
 	}
 	t2 := time.Now()

@@ -47,9 +47,13 @@ func runSide(ctx context.Context, args, env []string, stdout io.Writer) error {
 	switch role {
 	case "send":
 		t0 = time.Now()
+		src, serr := client.FilesFrom([]string{path})
+		if serr != nil {
+			return serr
+		}
 		_, err = c.Send(ctx, client.SendOptions{
-			To: "bob", Path: path, Listen: "127.0.0.1:0", ConnectTimeout: time.Minute, Logger: slog.New(slog.DiscardHandler),
-			OnSession: func(s *api.Session) { fmt.Fprintln(stdout, "session "+s.ID) },
+			To: "bob", Sources: src, Listen: "127.0.0.1:0", ConnectTimeout: time.Minute, Logger: slog.New(slog.DiscardHandler),
+			OnSession: func(s *api.Session, _ bool) { fmt.Fprintln(stdout, "session "+s.ID) },
 		})
 	case "recv":
 		t0 = time.Now()

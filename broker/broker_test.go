@@ -4,9 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net"
@@ -26,13 +24,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	// The production cost makes every service connect take most of a second
-	// under the race detector; the hash format is the same.
+	// The production cost makes every password-user connect take most of a
+	// second under the race detector; the hash format is the same.
 	bcryptCost = bcrypt.MinCost
 	os.Exit(m.Run())
 }
-
-const serviceUser = "sft-service"
 
 type syncBuffer struct {
 	mu sync.Mutex
@@ -53,9 +49,9 @@ func (s *syncBuffer) String() string {
 
 type testBroker struct {
 	*Embedded
-	pki      PKI
-	password string
-	keys     CalloutKeys
+	pki     PKI
+	keys    CalloutKeys
+	svcKeys map[string]nkeys.KeyPair // each service's identity
 }
 
 // Credentials the test callout accepts: tokens "tok-<user>" for alice and
@@ -100,6 +96,34 @@ func (k CalloutKeys) options(t testing.TB, o EmbeddedOptions) EmbeddedOptions {
 	return o
 }
 
+// newServiceKeys makes an identity for every service.
+func newServiceKeys(t testing.TB) map[string]nkeys.KeyPair {
+	t.Helper()
+	out := map[string]nkeys.KeyPair{}
+	for _, s := range Services() {
+		kp, err := nkeys.CreateUser()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[s] = kp
+	}
+	return out
+}
+
+// publicKeys are what EmbeddedOptions.ServiceKeys wants.
+func publicKeys(t testing.TB, keys map[string]nkeys.KeyPair) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for s, kp := range keys {
+		pub, err := kp.PublicKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[s] = pub
+	}
+	return out
+}
+
 // startBroker runs an embedded server on a random port, logging everything
 // nats-server says into a buffer that is checked for secrets at the end.
 func startBroker(t *testing.T) *testBroker {
@@ -109,19 +133,15 @@ func startBroker(t *testing.T) *testBroker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pw := make([]byte, 16)
-	_, _ = rand.Read(pw)
-	password := hex.EncodeToString(pw)
-
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: levelNATSDebug}))
 	keys := newCalloutKeys(t)
+	svcKeys := newServiceKeys(t)
 	e, err := StartEmbedded(t.Context(), keys.options(t, EmbeddedOptions{
-		StoreDir:        filepath.Join(dir, "js"),
-		PKI:             p,
-		ServiceUser:     serviceUser,
-		ServicePassword: password,
-		Logger:          log,
+		StoreDir:    filepath.Join(dir, "js"),
+		PKI:         p,
+		ServiceKeys: publicKeys(t, svcKeys),
+		Logger:      log,
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -129,23 +149,25 @@ func startBroker(t *testing.T) *testBroker {
 	t.Cleanup(func() {
 		e.Shutdown()
 		out := logs.String()
-		if strings.Contains(out, password) || strings.Contains(out, "$2a$") {
-			t.Error("server log contains the service password or its hash")
+		for _, kp := range svcKeys {
+			if seed, _ := kp.Seed(); strings.Contains(out, string(seed)) {
+				t.Error("server log contains a service's seed")
+			}
 		}
 		if !strings.Contains(out, "NATS server stopped") {
 			t.Error("shutdown was not logged")
 		}
 	})
-	b := &testBroker{Embedded: e, pki: p, password: password, keys: keys}
+	b := &testBroker{Embedded: e, pki: p, keys: keys, svcKeys: svcKeys}
 	b.serveCallout(t)
 	return b
 }
 
-// serveCallout answers the auth callout with testAuthorize until the test
-// ends.
+// serveCallout answers the auth callout with testAuthorize, as the auth
+// service, until the test ends.
 func (b *testBroker) serveCallout(t *testing.T) {
 	t.Helper()
-	nc := b.service(t)
+	nc := b.serviceAs(t, ServiceAuth)
 	sub, err := ServeCallout(t.Context(), nc, b.keys, testAuthorize, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -173,10 +195,17 @@ func (b *testBroker) clientWith(t *testing.T, o ConnOptions) *nats.Conn {
 	return nc
 }
 
+// service is a connection of the session service, the one that serves
+// most of the API and talks to clients' inboxes.
 func (b *testBroker) service(t *testing.T) *nats.Conn {
 	t.Helper()
+	return b.serviceAs(t, ServiceSession)
+}
+
+func (b *testBroker) serviceAs(t *testing.T, service string) *nats.Conn {
+	t.Helper()
 	nc, err := Connect(t.Context(), ConnOptions{
-		URL: b.ClientURL(), CAFile: b.pki.CAFile, User: serviceUser, Password: b.password, Name: "test-service",
+		URL: b.ClientURL(), CAFile: b.pki.CAFile, Service: service, NKey: b.svcKeys[service], Name: "test-" + service,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +242,7 @@ func TestConnectWithClientCertificate(t *testing.T) {
 	}
 	nc, err := Connect(t.Context(), ConnOptions{
 		URL: b.ClientURL(), CAFile: b.pki.CAFile, CertFile: good.CertFile, KeyFile: good.KeyFile,
-		User: serviceUser, Password: b.password,
+		Service: ServiceKey, NKey: b.svcKeys[ServiceKey],
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -256,6 +285,10 @@ func TestConnectErrors(t *testing.T) {
 	l.Close()
 	cancelled, cancel := context.WithCancel(t.Context())
 	cancel()
+	stranger, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	tests := []struct {
 		name string
@@ -284,13 +317,18 @@ func TestConnectErrors(t *testing.T) {
 			want: "cannot connect to NATS at " + closedURL + `: connection refused (is "sftd dev" running?)`,
 		},
 		{
-			name: "wrong service password",
-			o:    ConnOptions{URL: b.ClientURL(), CAFile: b.pki.CAFile, User: serviceUser, Password: "wrong"},
-			want: "authorization violation",
+			name: "unknown service key",
+			o:    ConnOptions{URL: b.ClientURL(), CAFile: b.pki.CAFile, Service: ServiceAuth, NKey: stranger},
+			want: "authorization violation (the server does not know the auth service's key",
+		},
+		{
+			name: "unknown service",
+			o:    ConnOptions{URL: b.ClientURL(), CAFile: b.pki.CAFile, Service: "billing", NKey: b.svcKeys[ServiceAuth]},
+			want: `unknown service "billing"`,
 		},
 		{
 			name: "unknown user",
-			o:    ConnOptions{URL: b.ClientURL(), CAFile: b.pki.CAFile, User: "mallory", Password: b.password},
+			o:    ConnOptions{URL: b.ClientURL(), CAFile: b.pki.CAFile, User: "mallory", Password: "guess"},
 			want: "authorization violation",
 		},
 		{
@@ -405,6 +443,7 @@ func TestClientPermissions(t *testing.T) {
 		{"sub", "$JS.>", "", false},
 		{"sub", ">", "", false},
 		{"sub", ServiceInboxPrefix + ".>", "", false},
+		{"sub", ServiceInbox(ServiceSession) + ".>", "", false},
 		{"sub", "$SYS.REQ.USER.AUTH", "", false},
 		{"sub", "_INBOX.>", "", false},
 		{"sub", "_INBOX.*.>", "", false},
@@ -486,8 +525,8 @@ func TestRequestFlow(t *testing.T) {
 
 	inbox := cl.NewInbox()
 	hb, err := cl.Subscribe(inbox, func(m *nats.Msg) {
-		if !strings.HasPrefix(m.Reply, ServiceInboxPrefix+".") {
-			t.Errorf("service reply subject %q is not under %s", m.Reply, ServiceInboxPrefix)
+		if !strings.HasPrefix(m.Reply, ServiceInbox(ServiceSession)+".") {
+			t.Errorf("service reply subject %q is not under %s", m.Reply, ServiceInbox(ServiceSession))
 		}
 		_ = m.Respond([]byte("alive"))
 	})
@@ -543,7 +582,7 @@ func TestJetStream(t *testing.T) {
 
 func TestInProcessConn(t *testing.T) {
 	b := startBroker(t)
-	svc, err := b.InProcessConn(t.Context(), serviceUser, b.password, "in-process-service")
+	svc, err := b.InProcessConn(t.Context(), ServiceSession, b.svcKeys[ServiceSession], "in-process-service")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -562,14 +601,24 @@ func TestInProcessConn(t *testing.T) {
 		t.Fatalf("TLS client to in-process service: %v", err)
 	}
 
-	// Only the services connect in process.
-	if nc, err := b.InProcessConn(t.Context(), "", "", "in-process-anon"); err == nil {
-		nc.Close()
-		t.Error("in-process connection without credentials succeeded")
+	// Only the services connect in process, each with its own key.
+	stranger, err := nkeys.CreateUser()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if nc, err := b.InProcessConn(t.Context(), serviceUser, "wrong", "bad"); err == nil {
-		nc.Close()
-		t.Error("in-process connection with a wrong password succeeded")
+	for name, tc := range map[string]struct {
+		service string
+		key     nkeys.KeyPair
+	}{
+		"no key":                {ServiceSession, nil},
+		"unknown key":           {ServiceSession, stranger},
+		"another service's key": {ServiceSession, b.svcKeys[ServiceKey]},
+		"unknown service":       {"billing", b.svcKeys[ServiceKey]},
+	} {
+		if nc, err := b.InProcessConn(t.Context(), tc.service, tc.key, "bad"); err == nil {
+			nc.Close()
+			t.Errorf("%s: in-process connection succeeded", name)
+		}
 	}
 }
 
@@ -585,15 +634,21 @@ func TestStartEmbeddedErrors(t *testing.T) {
 	defer l.Close()
 	busy := l.Addr().(*net.TCPAddr).Port
 
-	ok := newCalloutKeys(t).options(t, EmbeddedOptions{StoreDir: t.TempDir(), PKI: p, ServiceUser: serviceUser, ServicePassword: "pw"})
+	keys := publicKeys(t, newServiceKeys(t))
+	ok := newCalloutKeys(t).options(t, EmbeddedOptions{StoreDir: t.TempDir(), PKI: p, ServiceKeys: keys})
 	tests := []struct {
 		name   string
 		change func(*EmbeddedOptions)
 		want   string
 	}{
 		{"port in use", func(o *EmbeddedOptions) { o.Port = busy }, "listen"},
-		{"no password", func(o *EmbeddedOptions) { o.ServicePassword = "" }, "service password is empty"},
-		{"no service user", func(o *EmbeddedOptions) { o.ServiceUser = "" }, "service user is empty"},
+		{"no service keys", func(o *EmbeddedOptions) { o.ServiceKeys = nil }, "no service keys"},
+		{"unknown service", func(o *EmbeddedOptions) { o.ServiceKeys = map[string]string{"billing": keys[ServiceAuth]} }, `unknown service "billing"`},
+		{"not a user key", func(o *EmbeddedOptions) { o.ServiceKeys = map[string]string{ServiceAuth: o.CalloutIssuer} }, "not a public user nkey"},
+		{"shared key", func(o *EmbeddedOptions) {
+			o.ServiceKeys = map[string]string{ServiceAuth: keys[ServiceAuth], ServiceKey: keys[ServiceAuth]}
+		}, "shares its key"},
+		{"user without password", func(o *EmbeddedOptions) { o.ServiceUser = "svc" }, "go together"},
 		{"no callout issuer", func(o *EmbeddedOptions) { o.CalloutIssuer = "" }, "auth callout issuer"},
 		{"callout issuer not an account", func(o *EmbeddedOptions) { o.CalloutIssuer = o.CalloutXKey }, "auth callout issuer"},
 		{"callout xkey not a curve key", func(o *EmbeddedOptions) { o.CalloutXKey = o.CalloutIssuer }, "auth callout xkey"},
@@ -626,7 +681,7 @@ func TestReconnect(t *testing.T) {
 	logs := &syncBuffer{}
 	ctx, cancel := context.WithCancel(t.Context())
 	nc, err := Connect(ctx, ConnOptions{
-		URL: b.ClientURL(), CAFile: b.pki.CAFile, User: serviceUser, Password: b.password,
+		URL: b.ClientURL(), CAFile: b.pki.CAFile, Service: ServiceSession, NKey: b.svcKeys[ServiceSession],
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),
 	})
 	cancel() // only the initial connect may depend on it
@@ -638,7 +693,7 @@ func TestReconnect(t *testing.T) {
 
 	b.Shutdown()
 	again, err := StartEmbedded(t.Context(), b.keys.options(t, EmbeddedOptions{
-		Port: port, StoreDir: t.TempDir(), PKI: b.pki, ServiceUser: serviceUser, ServicePassword: b.password,
+		Port: port, StoreDir: t.TempDir(), PKI: b.pki, ServiceKeys: publicKeys(t, b.svcKeys),
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -659,8 +714,8 @@ func TestReconnect(t *testing.T) {
 			t.Errorf("log lacks %s:\n%s", want, out)
 		}
 	}
-	if strings.Contains(out, b.password) {
-		t.Error("client log contains the password")
+	if seed, _ := b.svcKeys[ServiceSession].Seed(); strings.Contains(out, string(seed)) {
+		t.Error("client log contains the service's seed")
 	}
 }
 

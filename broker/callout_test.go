@@ -25,9 +25,9 @@ func TestCalloutRefuses(t *testing.T) {
 		{"unknown token", ConnOptions{Token: "tok-mallory", InboxPrefix: api.InboxPrefix("mallory")}},
 		{"wrong password", ConnOptions{User: "alice", Password: "guess", InboxPrefix: api.InboxPrefix("alice")}},
 		{"user without password", ConnOptions{User: "alice", InboxPrefix: api.InboxPrefix("alice")}},
-		// The service user is an auth_users user: its password is checked
-		// by the server, a client's credentials do not make one a service.
-		{"service user, client password", ConnOptions{User: serviceUser, Password: alicePassword}},
+		// The services are auth_users: their keys are checked by the
+		// server, a client's credentials do not make one a service.
+		{"service name, client password", ConnOptions{User: ServiceAuth, Password: alicePassword}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := tc.o

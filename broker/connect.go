@@ -11,12 +11,14 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 // ConnOptions configures Connect.
@@ -24,11 +26,15 @@ type ConnOptions struct {
 	URL    string // e.g. tls://127.0.0.1:4222
 	CAFile string // CA that signs the server certificate; required
 
-	// A service connects with User and Password (its reply inboxes then
-	// live under ServiceInboxPrefix). A client logs in with its user name
-	// and Password, or connects with the Token that login returned; the
-	// auth callout decides, and InboxPrefix must then be
-	// api.InboxPrefix(user), the only inbox space the client may use.
+	// A service connects as Service (ServiceAuth, ...) with its NKey; its
+	// reply inboxes then live under ServiceInbox(Service). A client logs
+	// in with its user name and Password, or connects with the Token that
+	// login returned; the auth callout decides, and InboxPrefix must then
+	// be api.InboxPrefix(user), the only inbox space the client may use.
+	// (User and Password without InboxPrefix are the optional all-services
+	// password user of EmbeddedOptions.)
+	Service        string
+	NKey           nkeys.KeyPair
 	User, Password string
 	Token          string
 	InboxPrefix    string
@@ -120,11 +126,10 @@ func connect(ctx context.Context, o ConnOptions, d *initialDialer, extra ...nats
 		log = log.With("conn", o.Name)
 	}
 	timeout := connectTimeout
-	if o.User != "" || o.Token != "" {
+	if o.User != "" || o.Token != "" || o.NKey != nil {
 		// Authentication may take a while (the auth callout's password
-		// checks are slow on purpose, the service password is a bcrypt
-		// hash); the dialer still gives up on the address after
-		// connectTimeout.
+		// checks are slow on purpose); the dialer still gives up on the
+		// address after connectTimeout.
 		timeout = authTimeout
 	}
 	opts := []nats.Option{
@@ -148,12 +153,26 @@ func connect(ctx context.Context, o ConnOptions, d *initialDialer, extra ...nats
 		}),
 	}
 	switch {
+	case o.NKey != nil:
+		if !slices.Contains(Services(), o.Service) {
+			err := fmt.Errorf("unknown service %q", o.Service)
+			return nil, &connectError{url: shown, reason: err.Error(), err: err}
+		}
+		pub, err := o.NKey.PublicKey()
+		if err != nil {
+			return nil, &connectError{url: shown, reason: "the service key is unusable: " + err.Error(), err: err}
+		}
+		// The key stays with the connection: every reconnect signs the
+		// server's nonce again.
+		opts = append(opts, nats.Nkey(pub, o.NKey.Sign))
 	case o.Token != "":
 		opts = append(opts, nats.Token(o.Token))
 	case o.User != "":
 		opts = append(opts, nats.UserInfo(o.User, o.Password))
 	}
 	switch {
+	case o.NKey != nil:
+		opts = append(opts, nats.CustomInboxPrefix(ServiceInbox(o.Service)))
 	case o.InboxPrefix != "":
 		opts = append(opts, nats.CustomInboxPrefix(o.InboxPrefix))
 	case o.User != "" && o.Token == "":
@@ -276,6 +295,8 @@ func explain(ctx context.Context, shown string, err, dialErr error, o ConnOption
 		// alert (whose type crypto/tls does not export) or, depending on
 		// timing, as a closed connection that nats.go reports in text only.
 		ce.reason = "the server rejected the TLS handshake (check the client certificate): " + err.Error()
+	case errors.Is(err, nats.ErrAuthorization) && o.NKey != nil:
+		ce.reason = "authorization violation (the server does not know the " + o.Service + " service's key: give nats-server the nats-auth.conf that `sftd certs` wrote with these secrets)"
 	case errors.Is(err, nats.ErrAuthorization) && o.Token != "":
 		ce.reason = "authorization violation (the login token is expired, revoked or not from this server: log in again)"
 	case errors.Is(err, nats.ErrAuthorization) && o.InboxPrefix != "":

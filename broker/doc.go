@@ -2,9 +2,9 @@
 // PKI, an embedded nats-server with TLS, JetStream and authorization, and the
 // Connect function every client and service uses.
 //
-// The broker knows two kinds of connection. Services authenticate with a
-// user and password and get ServicePermissions. Every other connection is
-// decided by the auth callout (ServeCallout): a password buys
-// LoginPermissions, a login token ClientPermissions, both bound to the
-// user's own inbox prefix.
+// The broker knows two kinds of connection. Each service (auth, session,
+// key) authenticates with its own user nkey and gets its own
+// ServicePermissions. Every other connection is decided by the auth callout
+// (ServeCallout): a password buys LoginPermissions, a login token
+// ClientPermissions, both bound to the user's own inbox prefix.
 package broker

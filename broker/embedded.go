@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -24,13 +26,21 @@ type EmbeddedOptions struct {
 	StoreDir string // JetStream storage directory
 	PKI      PKI    // server certificate, key and the CA that signs them
 
-	// Credentials of the trusted services. Only a bcrypt hash of the
+	// ServiceKeys are the public user nkeys of the services, by name
+	// (ServiceAuth, ServiceSession, ServiceKey): each connects with its own
+	// key and gets its own ServicePermissions.
+	ServiceKeys map[string]string
+
+	// ServiceUser and ServicePassword, when set, add a password user with
+	// every service's permissions at once, for tests that run a service
+	// against a bare broker. `sftd dev` does not set them and
+	// deploy/nats-server.conf has no such user. Only a bcrypt hash of the
 	// password is handed to the server.
 	ServiceUser, ServicePassword string
 
 	// Public keys of the auth callout (see CalloutKeys.Public): every
-	// connection but the service user's is decided by the service holding
-	// the matching private keys.
+	// connection but the services' is decided by the service holding the
+	// matching private keys.
 	CalloutIssuer, CalloutXKey string
 
 	Logger *slog.Logger // nil discards
@@ -43,13 +53,12 @@ type Embedded struct {
 	log  *slog.Logger
 	once sync.Once
 
-	serviceUser string
-	serviceHash []byte // bcrypt
+	serviceKeys map[string]string // service name -> public nkey
 }
 
-// bcryptCost is the work factor of the stored service password hash. It is
-// low on purpose: the password is 256 random bits, which no work factor
-// makes harder to guess, and the hash is checked on every service connect.
+// bcryptCost is the work factor of the all-services user's password hash.
+// It is low on purpose: that user exists for tests, with a random
+// password, and the hash is checked on every connect.
 var bcryptCost = bcrypt.MinCost
 
 // authTimeout bounds how long a connecting client may take to
@@ -61,8 +70,8 @@ const authTimeout = 10 * time.Second
 const startTimeout = 30 * time.Second
 
 // StartEmbedded starts a NATS server that requires TLS 1.3 on every client
-// connection, enables JetStream in o.StoreDir and authorizes the service
-// user with ServicePermissions; every other connection goes to the auth
+// connection, enables JetStream in o.StoreDir and authorizes each service
+// key with its ServicePermissions; every other connection goes to the auth
 // callout (ServeCallout). ctx bounds startup only; call Shutdown to stop
 // the server.
 func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
@@ -100,8 +109,7 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 		srv:         srv,
 		url:         "tls://" + net.JoinHostPort(dialHost(opts.Host), strconv.Itoa(addr.Port)),
 		log:         log,
-		serviceUser: o.ServiceUser,
-		serviceHash: []byte(opts.Users[0].Password), // serverOptions lists the service user first
+		serviceKeys: maps.Clone(o.ServiceKeys),
 	}
 	log.Info("NATS server ready", "url", e.url, "jetstream", o.StoreDir)
 	return e, nil
@@ -109,26 +117,50 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 
 func serverOptions(o EmbeddedOptions) (*server.Options, error) {
 	switch {
-	case o.ServiceUser == "":
-		return nil, errors.New("embedded NATS: service user is empty")
+	case len(o.ServiceKeys) == 0 && o.ServiceUser == "":
+		return nil, errors.New("embedded NATS: no service keys")
+	case (o.ServiceUser == "") != (o.ServicePassword == ""):
+		return nil, errors.New("embedded NATS: service user and service password go together")
 	case !nkeys.IsValidPublicAccountKey(o.CalloutIssuer):
 		return nil, errors.New("embedded NATS: auth callout issuer is not a public account key")
 	case !nkeys.IsValidPublicCurveKey(o.CalloutXKey):
 		return nil, errors.New("embedded NATS: auth callout xkey is not a public curve key")
-	case o.ServicePassword == "":
-		return nil, errors.New("embedded NATS: service password is empty")
 	case o.StoreDir == "":
 		return nil, errors.New("embedded NATS: JetStream store directory is empty")
 	case o.Port < 0 || o.Port > 65535:
 		return nil, fmt.Errorf("embedded NATS: invalid port %d", o.Port)
 	}
+	var (
+		nkeyUsers []*server.NkeyUser
+		authUsers []string // exempt from the callout: the server checks them itself
+	)
+	for _, name := range slices.Sorted(maps.Keys(o.ServiceKeys)) {
+		pub := o.ServiceKeys[name]
+		perms, err := ServicePermissions(name)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS: %w", err)
+		}
+		if !nkeys.IsValidPublicUserKey(pub) {
+			return nil, fmt.Errorf("embedded NATS: key of the %s service is not a public user nkey", name)
+		}
+		if slices.Contains(authUsers, pub) {
+			return nil, fmt.Errorf("embedded NATS: the %s service shares its key with another service", name)
+		}
+		nkeyUsers = append(nkeyUsers, &server.NkeyUser{Nkey: pub, Permissions: perms})
+		authUsers = append(authUsers, pub)
+	}
+	var users []*server.User
+	if o.ServiceUser != "" {
+		hash, err := bcrypt.GenerateFromPassword([]byte(o.ServicePassword), bcryptCost)
+		if err != nil {
+			return nil, fmt.Errorf("embedded NATS: hash service password: %w", err)
+		}
+		users = append(users, &server.User{Username: o.ServiceUser, Password: string(hash), Permissions: allServicesPermissions()})
+		authUsers = append(authUsers, o.ServiceUser)
+	}
 	tlsCfg, err := serverTLSConfig(o.PKI)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
-	}
-	hash, err := bcrypt.GenerateFromPassword([]byte(o.ServicePassword), bcryptCost)
-	if err != nil {
-		return nil, fmt.Errorf("embedded NATS: hash service password: %w", err)
 	}
 	host := o.Host
 	if host == "" {
@@ -152,9 +184,8 @@ func serverOptions(o EmbeddedOptions) (*server.Options, error) {
 		TLSConfig:  tlsCfg,
 		TLSTimeout: 2,
 
-		Users: []*server.User{
-			{Username: o.ServiceUser, Password: string(hash), Permissions: ServicePermissions()},
-		},
+		Nkeys: nkeyUsers,
+		Users: users,
 		// Time for the auth callout to answer: password checks are slow
 		// on purpose and answered one at a time.
 		AuthTimeout: authTimeout.Seconds(),
@@ -164,7 +195,7 @@ func serverOptions(o EmbeddedOptions) (*server.Options, error) {
 		DisableShortFirstPing: true,
 		AuthCallout: &server.AuthCallout{
 			Issuer:    o.CalloutIssuer,
-			AuthUsers: []string{o.ServiceUser},
+			AuthUsers: authUsers,
 			XKey:      o.CalloutXKey,
 		},
 	}, nil
@@ -212,20 +243,25 @@ func (e *Embedded) Shutdown() {
 	})
 }
 
-// InProcessConn connects to the server through an in-memory pipe instead of
-// TCP. The server skips TLS for such connections (nothing outside the
-// process can reach them) but still authenticates and authorizes them like
-// any other, so user and password decide the role exactly as with Connect.
-func (e *Embedded) InProcessConn(ctx context.Context, user, password, name string) (*nats.Conn, error) {
-	o := ConnOptions{URL: "inprocess://" + e.srv.ID(), User: user, Password: password, Name: name, Logger: e.log}
-	// Refused credentials are checked here first only to fail fast: over the
-	// synchronous in-memory pipe the server's refusal deadlocks with the
-	// client's handshake write until the server's 10 s write deadline. The
-	// server still performs its own check. Only the services connect in
-	// process: clients go through the auth callout, over TLS.
-	if user != e.serviceUser || bcrypt.CompareHashAndPassword(e.serviceHash, []byte(password)) != nil {
+// InProcessConn connects service with its key through an in-memory pipe
+// instead of TCP. The server skips TLS for such connections (nothing
+// outside the process can reach them) but still authenticates and
+// authorizes them like any other.
+func (e *Embedded) InProcessConn(ctx context.Context, service string, key nkeys.KeyPair, name string) (*nats.Conn, error) {
+	o := ConnOptions{URL: "inprocess://" + e.srv.ID(), Service: service, NKey: key, Name: name, Logger: e.log}
+	// A key the server does not know is refused here first only to fail
+	// fast: over the synchronous in-memory pipe the server's refusal
+	// deadlocks with the client's handshake write until the server's 10 s
+	// write deadline. The server still performs its own check. Only the
+	// services connect in process: clients go through the auth callout,
+	// over TLS.
+	var pub string
+	if key != nil {
+		pub, _ = key.PublicKey()
+	}
+	if want, ok := e.serviceKeys[service]; !ok || pub == "" || pub != want {
 		err := nats.ErrAuthorization
-		return nil, &connectError{url: o.URL, reason: "authorization violation (check the service user and password)", err: err}
+		return nil, &connectError{url: o.URL, reason: fmt.Sprintf("authorization violation (the server does not know this key for the %s service)", service), err: err}
 	}
 	return connect(ctx, o, nil, nats.InProcessServer(e.srv))
 }

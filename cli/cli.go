@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"os"
 
+	"golang.org/x/term"
+
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -99,11 +101,8 @@ func (a *app) session(ctx context.Context) (*client.Client, func(), error) {
 
 func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	// A character device is not enough: /dev/null is one.
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 var errUsage = errors.New("usage")

@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -91,14 +94,24 @@ func (a *app) logoutCmd() *cobra.Command {
 }
 
 func (a *app) sendCmd() *cobra.Command {
-	var to string
+	var to, name, text string
+	var of outputFlags
 	cmd := &cobra.Command{
-		Use:   "send FILE --to USER",
-		Short: "Offer a file to a user and send it once they accept",
-		Args:  cobra.ExactArgs(1),
+		Use:   "send FILE|FOLDER... --to USER",
+		Short: "Offer files, folders, standard input (-) or a text to a user, and send them once they accept",
+		Long: "Offer files and folders (streamed, with relative paths, modes and times), standard input\n" +
+			"(`send - --name NAME`) or a short text (`send --text MSG`) to --to USER. Running the same send\n" +
+			"again while its session is open resumes it where it stopped.",
+		Example: "  sft-cli send report.pdf photos/ --to bob\n" +
+			"  tar c dir | sft-cli send - --name dir.tar --to bob\n" +
+			"  sft-cli send --text \"the door code is 4711\" --to bob",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if to == "" {
 				return usageErr("send needs --to USER")
+			}
+			src, err := a.sources(args, name, text)
+			if err != nil {
+				return err
 			}
 			ctx := cmd.Context()
 			c, closeFn, err := a.session(ctx)
@@ -106,39 +119,85 @@ func (a *app) sendCmd() *cobra.Command {
 				return err
 			}
 			defer closeFn()
-			bar := newProgress(a.io.Err, "sent")
+			o := a.newOutput(of)
+			for _, p := range src.Skipped {
+				o.say("skipping %s: not a regular file or folder", p)
+			}
+			m := src.Manifest
 			out, err := c.Send(ctx, client.SendOptions{
-				To: to, Path: args[0], Listen: a.cfg.Peer.Listen, Advertise: a.cfg.Peer.Advertise, ConnectTimeout: a.cfg.Peer.ConnectTimeout,
-				OnSession: func(s *api.Session) {
-					fmt.Fprintf(a.io.Err, "Session %s: waiting for %s to run `sft-cli recv %s`\n", s.ID, to, s.ID)
+				To: to, Sources: src, Listen: a.cfg.Peer.Listen, Advertise: a.cfg.Peer.Advertise, ConnectTimeout: a.cfg.Peer.ConnectTimeout,
+				OnSession: func(s *api.Session, resumed bool) {
+					if resumed {
+						o.say("Session %s: resuming the transfer to %s", s.ID, to)
+					} else {
+						o.say("Session %s: waiting for %s to run `sft-cli recv %s`", s.ID, to, s.ID)
+					}
+					o.start(m, "sent")
 				},
-				Progress: bar.update, Logger: a.log,
+				Progress: o.update, Notify: o.say, Logger: a.log,
 			})
-			bar.done()
+			o.finish(m, err == nil)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.io.Out, "sent %s (%s) to %s: verified, crc32c %08x, sha256 %s, session %s completed\n",
-				out.Session.Manifest.Files[0].Name, humanBytes(out.Result.Bytes), to, out.Result.CRC32C,
-				hex.EncodeToString(out.Result.SHA256[:]), out.Session.ID)
+			o.result(fmt.Sprintf("sent %s (%s) to %s: verified, crc32c %08x, sha256 %s, session %s completed",
+				m.Summary(), humanBytes(out.Result.Bytes), to, out.Result.CRC32C,
+				hex.EncodeToString(out.Result.SHA256[:]), out.Session.ID), newResult(out))
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&to, "to", "", "user to send to")
+	cmd.Flags().StringVar(&name, "name", "", "name to give standard input (with -)")
+	cmd.Flags().StringVar(&text, "text", "", "send this text instead of files; the receiver sees it")
+	of.add(cmd.Flags())
 	a.bind(cmd.Flags(), "peer.listen", "listen", "", "address to accept the peer on (default 127.0.0.1:0)")
 	a.bind(cmd.Flags(), "peer.advertise", "advertise", "", "address the receiver should dial, if not the listen address (NAT, port forwarding)")
-	a.bind(cmd.Flags(), "peer.connect_timeout", "timeout", "", "how long to wait for the peer to connect once it joined (default 1m)")
+	a.bind(cmd.Flags(), "peer.connect_timeout", "timeout", "", "how long to wait for the peer to connect, or to come back after a drop (default 1m)")
 	return cmd
 }
 
+// sources turns send's arguments into what to send.
+func (a *app) sources(args []string, name, text string) (*client.Sources, error) {
+	switch {
+	case text != "":
+		if len(args) > 0 || name != "" {
+			return nil, usageErr("--text sends only the text: drop the file arguments and --name")
+		}
+		return client.TextFrom(text)
+	case len(args) == 1 && args[0] == "-":
+		if name == "" {
+			return nil, usageErr("standard input needs a name: send - --name NAME")
+		}
+		return client.StreamFrom(a.io.In, name)
+	case len(args) == 0:
+		return nil, usageErr("nothing to send: name files or folders, - for standard input, or --text")
+	case name != "":
+		return nil, usageErr("--name applies to standard input (-) only")
+	case slices.Contains(args, "-"):
+		return nil, usageErr("- (standard input) cannot be sent with other entries")
+	}
+	return client.FilesFrom(args)
+}
+
 func (a *app) recvCmd() *cobra.Command {
-	var dir string
-	var overwrite bool
+	var dir, listen, advertise string
+	var overwrite, yes bool
+	var of outputFlags
 	cmd := &cobra.Command{
 		Use:   "recv [SESSION_ID]",
-		Short: "Receive a file; without an id, the one session waiting for you",
-		Args:  cobra.MaximumNArgs(1),
+		Short: "Receive a transfer; without an id, the one session waiting for you",
+		Long: "Receive the files of a session into a directory (-o DIR, default .), or a single file to standard\n" +
+			"output (-o -). A text is shown. Running recv again for a session whose transfer was cut resumes it.",
+		Example: "  sft-cli recv\n" +
+			"  sft-cli recv k3v9q2xw7m4tbp5a -o ~/Downloads --yes\n" +
+			"  sft-cli recv -o - > dir.tar\n" +
+			"  sft-cli recv --listen 0.0.0.0:7000 --advertise 203.0.113.5:7000",
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			toStdout := dir == "-"
+			if toStdout && of.json {
+				return usageErr("-o - writes the file to standard output; it cannot be combined with --json")
+			}
 			ctx := cmd.Context()
 			c, closeFn, err := a.session(ctx)
 			if err != nil {
@@ -149,29 +208,102 @@ func (a *app) recvCmd() *cobra.Command {
 			if len(args) == 1 {
 				id = args[0]
 			}
-			bar := newProgress(a.io.Err, "received")
-			out, err := c.Receive(ctx, client.ReceiveOptions{
+			o := a.newOutput(of)
+			if toStdout {
+				o.out = io.Discard // the file's bytes own standard output
+			}
+			var m api.Manifest
+			ro := client.ReceiveOptions{
 				SessionID: id, Dir: dir, Overwrite: overwrite, ConnectTimeout: a.cfg.Peer.ConnectTimeout,
-				OnSession: func(s *api.Session) {
-					f := s.Manifest.Files[0]
-					fmt.Fprintf(a.io.Err, "Session %s: receiving %s (%s) from %s\n", s.ID, f.Name, humanBytes(f.Size), s.Initiator)
+				Listen: listen, Advertise: advertise,
+				OnSession: func(s *api.Session, resumed bool) {
+					m = s.Manifest
+					verb := "receiving"
+					if resumed {
+						verb = "resuming"
+					}
+					o.say("Session %s: %s %s (%s) from %s", s.ID, verb, s.Manifest.Summary(), humanBytes(s.Manifest.TotalSize()), s.Initiator)
 				},
-				Progress: bar.update, Logger: a.log,
-			})
-			bar.done()
+				Confirm: func(s *api.Session, need, free int64) error {
+					if yes || s.Manifest.Text || !isTerminal(a.io.In) {
+						o.start(s.Manifest, "received")
+						return nil
+					}
+					q := fmt.Sprintf("Receive %s (%s) from %s into %s?", s.Manifest.Summary(), humanBytes(need), s.Initiator, dir)
+					if free >= 0 {
+						q += fmt.Sprintf(" %s free.", humanBytes(free))
+					}
+					ok, err := prompt.Confirm(a.io.In, a.io.Err, q)
+					if err != nil {
+						return err
+					}
+					if !ok {
+						return fmt.Errorf("declined; session %s stays open (sft-cli cancel %s to refuse it)", s.ID, s.ID)
+					}
+					o.start(s.Manifest, "received")
+					return nil
+				},
+				Progress: o.update, Notify: o.say, Logger: a.log,
+			}
+			if toStdout {
+				ro.Dir, ro.Out = "", a.io.Out
+			}
+			out, err := c.Receive(ctx, ro)
+			o.finish(m, err == nil)
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.io.Out, "received %s (%s) from %s: verified, crc32c %08x, sha256 %s, session %s completed\n",
-				out.Path, humanBytes(out.Result.Bytes), out.Session.Initiator, out.Result.CRC32C,
+			if out.Session.Manifest.Text {
+				if of.json {
+					o.result("", newResult(out))
+					return nil
+				}
+				fmt.Fprintf(a.io.Err, "Text from %s:\n", out.Session.Initiator)
+				fmt.Fprintln(a.io.Out, cleanTerminalText(out.Text))
+				return nil
+			}
+			where := "standard output"
+			if !toStdout {
+				where = filepath.Join(dir, filepath.FromSlash(strings.SplitN(out.Session.Manifest.Files[0].Name, "/", 2)[0]))
+			}
+			line := fmt.Sprintf("received %s (%s) from %s into %s: verified, crc32c %08x, sha256 %s, session %s completed",
+				out.Session.Manifest.Summary(), humanBytes(out.Result.Bytes), out.Session.Initiator, where, out.Result.CRC32C,
 				hex.EncodeToString(out.Result.SHA256[:]), out.Session.ID)
+			if toStdout {
+				if !of.quiet {
+					fmt.Fprintln(a.io.Err, line)
+				}
+				return nil
+			}
+			o.result(line, newResult(out))
 			return nil
 		},
 	}
-	cmd.Flags().StringVarP(&dir, "output", "o", ".", "directory to write the file into")
-	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace an existing file of the same name")
-	a.bind(cmd.Flags(), "peer.connect_timeout", "timeout", "", "how long to try reaching the sender (default 1m)")
+	cmd.Flags().StringVarP(&dir, "output", "o", ".", "directory to save into, or - for standard output (a single file)")
+	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace existing files of the same names")
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "accept without asking (the question is asked only on a terminal)")
+	cmd.Flags().StringVar(&listen, "listen", "", "listen for the sender on HOST:PORT instead of dialing it (the sender dials out)")
+	cmd.Flags().StringVar(&advertise, "advertise", "", "address the sender should dial, if not the --listen address")
+	of.add(cmd.Flags())
+	a.bind(cmd.Flags(), "peer.connect_timeout", "timeout", "", "how long to try reaching the sender, or to wait for it after a drop (default 1m)")
 	return cmd
+}
+
+// cleanTerminalText keeps a received text from driving the terminal:
+// control characters other than newline and tab are shown escaped.
+func cleanTerminalText(s string) string {
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+		switch {
+		case r == '\n' || r == '\t':
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069):
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 func (a *app) watchCmd() *cobra.Command {
@@ -251,10 +383,9 @@ func (a *app) lsCmd() *cobra.Command {
 				return json.NewEncoder(a.io.Out).Encode(all)
 			}
 			tw := tabwriter.NewWriter(a.io.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "SESSION\tSTATE\tFROM\tTO\tFILE\tSIZE\tCREATED")
+			fmt.Fprintln(tw, "SESSION\tSTATE\tFROM\tTO\tWHAT\tSIZE\tCREATED")
 			for _, s := range all {
-				f := s.Manifest.Files[0]
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.State, s.Initiator, s.Responder, f.Name, humanBytes(f.Size), s.CreatedAt.Local().Format(time.DateTime))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.State, s.Initiator, s.Responder, s.Manifest.Summary(), humanBytes(s.Manifest.TotalSize()), s.CreatedAt.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
 		},

@@ -310,7 +310,7 @@ func TestLinkAttacks(t *testing.T) {
 				return int(max(0, 2<<20-off))
 			}
 			return len(b)
-		}, "cut short"},
+		}, "run the same command again to resume"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -319,22 +319,33 @@ func TestLinkAttacks(t *testing.T) {
 			src := randomFile(t, t.TempDir(), "data.bin", size)
 			port := freePort(t)
 			p := proxy(t, "127.0.0.1:"+port, tt.mangle)
-			sendRes := alice.runAsync(ctx, "send", src, "--to", "bob", "--listen", "127.0.0.1:"+port, "--advertise", p)
+			cut := strings.HasPrefix(tt.name, "cut")
+			sendRes := alice.runAsync(ctx, "send", src, "--to", "bob", "--listen", "127.0.0.1:"+port, "--advertise", p, "--timeout", "3s")
 			sess := waitingSession(t, bob.client(), "data.bin")
 			outDir := t.TempDir()
-			_, _, err := bob.run(ctx, "recv", sess.ID, "-o", outDir)
+			_, _, err := bob.run(ctx, "recv", sess.ID, "-o", outDir, "--timeout", "3s")
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("recv err = %v, want it to mention %q", err, tt.want)
 			}
 			if sr := <-sendRes; sr.err == nil {
 				t.Fatal("send succeeded over a broken link")
 			}
-			if got := dirEntries(t, outDir); len(got) != 0 {
-				t.Fatalf("destination holds %v after a failed transfer", got)
+			for _, name := range dirEntries(t, outDir) {
+				// A cut link keeps the verified part for a resume, under
+				// a temporary name only.
+				if !cut || !strings.HasPrefix(name, ".sft-") {
+					t.Fatalf("destination holds %s after a failed transfer", name)
+				}
 			}
 			final, err := alice.client().Get(ctx, sess.ID)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if cut {
+				if final.State != api.StateJoined {
+					t.Fatalf("session %s (%q), want joined, open for a resume", final.State, final.Reason)
+				}
+				return
 			}
 			if final.State != api.StateFailed || final.Reason == "" {
 				t.Fatalf("session %s (%q), want failed with a reason", final.State, final.Reason)
@@ -439,26 +450,26 @@ func TestBadInput(t *testing.T) {
 	})
 	t.Run("join by a non-responder", func(t *testing.T) {
 		s := newSession(t)
-		_, err := cc.Join(ctx, s.ID)
+		_, err := cc.Join(ctx, s.ID, "")
 		wantCode(t, err, api.CodeForbidden)
-		_, err = ac.Join(ctx, s.ID)
+		_, err = ac.Join(ctx, s.ID, "")
 		wantCode(t, err, api.CodeForbidden)
 		_, err = cc.Get(ctx, s.ID)
 		wantCode(t, err, api.CodeForbidden)
 	})
 	t.Run("second join", func(t *testing.T) {
 		s := newSession(t)
-		if _, err := bc.Join(ctx, s.ID); err != nil {
+		if _, err := bc.Join(ctx, s.ID, ""); err != nil {
 			t.Fatal(err)
 		}
-		_, err := bc.Join(ctx, s.ID)
+		_, err := bc.Join(ctx, s.ID, "")
 		wantCode(t, err, api.CodeConflict)
 	})
 	t.Run("key before join and by a non-member", func(t *testing.T) {
 		s := newSession(t)
 		_, err := ac.Key(ctx, s.ID)
 		wantCode(t, err, api.CodeConflict)
-		if _, err := bc.Join(ctx, s.ID); err != nil {
+		if _, err := bc.Join(ctx, s.ID, ""); err != nil {
 			t.Fatal(err)
 		}
 		_, err = cc.Key(ctx, s.ID)
@@ -473,7 +484,7 @@ func TestBadInput(t *testing.T) {
 		}
 	})
 	t.Run("unsafe name", func(t *testing.T) {
-		for _, name := range []string{"../evil", "a/b", "..", "x\x1b[2J", ""} {
+		for _, name := range []string{"../evil", "/abs", "a//b", "..", "x\x1b[2J", "C:x", ""} {
 			_, err := ac.Create(ctx, api.CreateRequest{Responder: "bob", PeerAddr: "127.0.0.1:9", Manifest: api.Manifest{Files: []api.File{{Name: name, Size: 1}}}})
 			wantCode(t, err, api.CodeInvalid)
 		}
@@ -511,7 +522,7 @@ func TestBadInput(t *testing.T) {
 		src := randomFile(t, t.TempDir(), "lonely.txt", 10)
 		sendRes := alice.runAsync(ctx, "send", src, "--to", "bob", "--timeout", "2s")
 		s := waitingSession(t, bc, "lonely.txt")
-		if _, err := bc.Join(ctx, s.ID); err != nil {
+		if _, err := bc.Join(ctx, s.ID, ""); err != nil {
 			t.Fatal(err)
 		}
 		sr := <-sendRes
@@ -543,7 +554,7 @@ func TestBadInput(t *testing.T) {
 		if got.State != api.StateCancelled || !strings.Contains(got.Reason, "not now") {
 			t.Fatalf("state = %s (%s)", got.State, got.Reason)
 		}
-		_, err := bc.Join(ctx, s.ID)
+		_, err := bc.Join(ctx, s.ID, "")
 		wantCode(t, err, api.CodeConflict)
 	})
 	t.Run("garbage on every subject", func(t *testing.T) {

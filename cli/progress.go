@@ -1,65 +1,119 @@
 package cli
 
 import (
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
-	"sync"
-	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/sftproject/sft/cli/client"
+	"github.com/sftproject/sft/cli/progress"
+	"github.com/sftproject/sft/services/api"
 )
 
-// progress draws one status line on a terminal, at most ten times a
-// second; elsewhere it stays silent.
-type progress struct {
-	w     io.Writer
-	verb  string
-	on    bool
-	mu    sync.Mutex
-	start time.Time
-	last  time.Time
-	drawn bool
+// output is how a transfer command talks to its user: progress (bars on a
+// terminal, plain lines otherwise, JSON lines with --json, nothing with
+// --quiet), status messages, and the final result.
+type output struct {
+	json  bool
+	quiet bool
+	out   io.Writer // results (and JSON lines)
+	err   io.Writer // messages and human progress
+	rep   *progress.Reporter
 }
 
-func newProgress(w io.Writer, verb string) *progress {
-	return &progress{w: w, verb: verb, on: isTerminal(w)}
+// outputFlags are the transfer commands' output options.
+type outputFlags struct {
+	json, quiet bool
 }
 
-func (p *progress) update(done, total int64) {
-	if !p.on {
+func (f *outputFlags) add(fs *pflag.FlagSet) {
+	fs.BoolVar(&f.json, "json", false, "print progress and the result as JSON lines on standard output")
+	fs.BoolVarP(&f.quiet, "quiet", "q", false, "print only the result")
+}
+
+// resultJSON is the final line of a transfer command with --json.
+type resultJSON struct {
+	Type    string   `json:"type"` // "result"
+	Session string   `json:"session"`
+	State   string   `json:"state"`
+	From    string   `json:"from"`
+	To      string   `json:"to"`
+	Entries int      `json:"entries"`
+	Bytes   int64    `json:"bytes"`
+	Moved   int64    `json:"moved"` // bytes this run moved over the link: less than bytes after a resume
+	CRC32C  string   `json:"crc32c"`
+	SHA256  string   `json:"sha256"`
+	Paths   []string `json:"paths,omitempty"`
+	Text    string   `json:"text,omitempty"`
+}
+
+func newResult(out *client.Outcome) resultJSON {
+	s := out.Session
+	return resultJSON{
+		Type: "result", Session: s.ID, State: string(s.State), From: s.Initiator, To: s.Responder,
+		Entries: len(s.Manifest.Files), Bytes: out.Result.Bytes, Moved: out.Moved,
+		CRC32C: fmt.Sprintf("%08x", out.Result.CRC32C), SHA256: hex.EncodeToString(out.Result.SHA256[:]),
+		Paths: out.Paths, Text: out.Text,
+	}
+}
+
+func (a *app) newOutput(f outputFlags) *output {
+	return &output{json: f.json, quiet: f.quiet, out: a.io.Out, err: a.io.Err}
+}
+
+// start begins showing progress for the entries of m.
+func (o *output) start(m api.Manifest, verb string) {
+	po := progress.Options{Out: o.err, Terminal: isTerminal(o.err), Mode: progress.Auto, Verb: verb}
+	switch {
+	case o.json:
+		po.Out, po.Terminal, po.Mode = o.out, false, progress.JSON
+	case o.quiet:
+		po.Mode = progress.Quiet
+	}
+	o.rep = progress.New(po, m.Files)
+}
+
+func (o *output) update(file int, done int64) { o.rep.Update(file, done) }
+
+// say prints a status message: above the bars, as a JSON message line, or
+// not at all when quiet.
+func (o *output) say(format string, args ...any) {
+	switch {
+	case o.rep != nil:
+		o.rep.Printf(format, args...)
+	case o.json:
+		json.NewEncoder(o.out).Encode(progress.MessageEvent{Type: "message", Text: fmt.Sprintf(format, args...)})
+	case !o.quiet:
+		fmt.Fprintf(o.err, format+"\n", args...)
+	}
+}
+
+// finish stops the progress display, marking every entry complete when the
+// transfer succeeded.
+func (o *output) finish(m api.Manifest, ok bool) {
+	if o.rep == nil {
 		return
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := time.Now()
-	if p.start.IsZero() {
-		p.start = now
+	if ok {
+		for i := range m.Files {
+			o.rep.Finish(i)
+		}
 	}
-	if now.Sub(p.last) < 100*time.Millisecond && done < total {
-		return
-	}
-	p.last = now
-	elapsed := now.Sub(p.start).Seconds()
-	rate := 0.0
-	if elapsed > 0 {
-		rate = float64(done) / elapsed
-	}
-	eta := "--"
-	if rate > 0 && total >= done {
-		eta = time.Duration(float64(total-done) / rate * float64(time.Second)).Round(time.Second).String()
-	}
-	pct := 100.0
-	if total > 0 {
-		pct = float64(done) * 100 / float64(total)
-	}
-	fmt.Fprintf(p.w, "\r\033[K%s %s / %s (%.0f%%)  %s/s  ETA %s", p.verb, humanBytes(done), humanBytes(total), pct, humanBytes(int64(rate)), eta)
-	p.drawn = true
+	o.rep.Close()
+	o.rep = nil
 }
 
-func (p *progress) done() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.drawn {
-		fmt.Fprintln(p.w)
+// result prints the final result: one JSON object with --json, a line
+// otherwise.
+func (o *output) result(line string, obj any) {
+	if o.json {
+		json.NewEncoder(o.out).Encode(obj)
+		return
 	}
+	fmt.Fprintln(o.out, line)
 }
 
 func humanBytes(n int64) string {

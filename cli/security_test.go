@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/seal"
 )
@@ -53,18 +54,24 @@ func TestNoSecretOnTheBus(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	// The widest view a service identity has: requests, service replies
-	// and the auth callout's exchange with the server (which carries the
-	// passwords and tokens clients connect with).
-	spy := h.ServiceConn()
+	// Each service identity's whole view: the requests it serves, its own
+	// replies, and for auth the callout's exchange with the server (which
+	// carries the passwords and tokens clients connect with).
 	var tp tap
-	for _, subj := range []string{"sft.v1.>", "_SFT_SVC_INBOX.>", "$SYS.REQ.USER.AUTH"} {
-		if _, err := spy.Subscribe(subj, func(m *nats.Msg) { tp.mu.Lock(); tp.msgs = append(tp.msgs, m); tp.mu.Unlock() }); err != nil {
+	for service, subjects := range map[string][]string{
+		broker.ServiceAuth:    {"sft.v1.auth.>", "_SFT_SVC_INBOX.auth.>", "$SYS.REQ.USER.AUTH"},
+		broker.ServiceSession: {"sft.v1.session.>", "_SFT_SVC_INBOX.session.>"},
+		broker.ServiceKey:     {"sft.v1.key.>", "_SFT_SVC_INBOX.key.>"},
+	} {
+		spy := h.ServiceConnAs(service)
+		for _, subj := range subjects {
+			if _, err := spy.Subscribe(subj, func(m *nats.Msg) { tp.mu.Lock(); tp.msgs = append(tp.msgs, m); tp.mu.Unlock() }); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := spy.Flush(); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := spy.Flush(); err != nil {
-		t.Fatal(err)
 	}
 
 	// Carol is an ordinary client: she may not listen on anyone's inbox
@@ -98,7 +105,7 @@ func TestNoSecretOnTheBus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.Join(ctx, s.ID); err != nil {
+	if _, err := bob.Join(ctx, s.ID, ""); err != nil {
 		t.Fatal(err)
 	}
 	key, err := bob.Key(ctx, s.ID)

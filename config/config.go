@@ -30,8 +30,8 @@ type Config struct {
 	DataDir string `mapstructure:"data_dir"`
 	// ConfigDir holds sft-cli's cached login token and the default config file.
 	ConfigDir string `mapstructure:"config_dir"`
-	// SecretsDir holds the services' keys and NATS password (see package
-	// secrets); empty means <data_dir>/secrets.
+	// SecretsDir holds the services' keys, their NATS identities among them
+	// (see package secrets); empty means <data_dir>/secrets.
 	SecretsDir string `mapstructure:"secrets_dir"`
 	// User is the SFT user sft-cli logs in as.
 	User string `mapstructure:"user"`
@@ -53,11 +53,6 @@ type NATS struct {
 	// CAFile is the CA that signs the NATS server certificate; empty means
 	// the dev CA under DataDir.
 	CAFile string `mapstructure:"ca_file"`
-	// User and PasswordFile are the services' credentials (clients log in
-	// through the auth callout instead); an empty PasswordFile means the
-	// one in SecretsDir.
-	User         string `mapstructure:"user"`
-	PasswordFile string `mapstructure:"password_file"`
 	// CertFile and KeyFile are an optional client certificate (mTLS).
 	CertFile string `mapstructure:"cert_file"`
 	KeyFile  string `mapstructure:"key_file"`
@@ -111,8 +106,9 @@ type Peer struct {
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
 }
 
-// Limits bound what one user can make the services do. The per-minute
-// rate is counted by each session replica on its own.
+// Limits bound what one user (or one client address) can make the
+// services do. The per-minute rate is counted by each session replica on
+// its own, failed logins by each auth replica.
 type Limits struct {
 	// OpenSessions caps the live sessions a user has started.
 	OpenSessions int `mapstructure:"open_sessions"`
@@ -124,6 +120,10 @@ type Limits struct {
 	// their declared total size.
 	ManifestEntries int   `mapstructure:"manifest_entries"`
 	ManifestBytes   int64 `mapstructure:"manifest_bytes"`
+	// LoginFailuresPerAddress is how many failed password connects one
+	// client address may make before each further one waits longer and
+	// longer.
+	LoginFailuresPerAddress int `mapstructure:"login_failures_per_address"`
 }
 
 // Log configures log/slog output.
@@ -166,12 +166,10 @@ func Keys(env []string) []Key {
 	return []Key{
 		{"data_dir", defaultDataDir(env), "sftd state: dev PKI, signing keys, JetStream files"},
 		{"config_dir", defaultConfigDir(env), "sft-cli token cache and default config file (sft.yaml)"},
-		{"secrets_dir", "", "services' keys and NATS password (empty: <data_dir>/secrets)"},
+		{"secrets_dir", "", "services' keys and NATS identities (empty: <data_dir>/secrets)"},
 		{"user", "", "SFT user name sft-cli logs in as"},
 		{"nats.url", "tls://127.0.0.1:4222", "NATS server URL"},
 		{"nats.ca_file", "", "CA certificate for the NATS server (empty: <data_dir>/pki/ca.pem)"},
-		{"nats.user", "sft-service", "NATS user of the services (clients are admitted by the auth service)"},
-		{"nats.password_file", "", "file with the services' NATS password (empty: <secrets_dir>/nats-service.password)"},
 		{"nats.cert_file", "", "client certificate for NATS mTLS (optional)"},
 		{"nats.key_file", "", "private key of nats.cert_file"},
 		{"store.backend", "jetstream", "state store: jetstream (NATS KV) or redis"},
@@ -193,6 +191,7 @@ func Keys(env []string) []Key {
 		{"limits.request_bytes", 64 << 10, "largest API request body the session and key services accept"},
 		{"limits.manifest_entries", 10000, "most files one session may offer"},
 		{"limits.manifest_bytes", int64(1 << 40), "largest total size one session may declare, in bytes"},
+		{"limits.login_failures_per_address", 20, "failed password logins from one client address before each further one is delayed, doubling (counted per auth replica)"},
 	}
 }
 
@@ -300,6 +299,8 @@ func (c Config) validate() error {
 		"limits.request_bytes":       int64(c.Limits.RequestBytes),
 		"limits.manifest_entries":    int64(c.Limits.ManifestEntries),
 		"limits.manifest_bytes":      c.Limits.ManifestBytes,
+
+		"limits.login_failures_per_address": int64(c.Limits.LoginFailuresPerAddress),
 	} {
 		if n <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, n))

@@ -95,6 +95,8 @@ func TestLoadErrors(t *testing.T) {
 		{"bad duration", "", []string{"SFT_SESSION_TTL=soon"}, "session.ttl"},
 		{"negative duration", "", []string{"SFT_SESSION_TTL=-1m"}, "session.ttl must be positive"},
 		{"bad log format", "", []string{"SFT_LOG_FORMAT=xml"}, "log.format"},
+		{"no login failures per address", "", []string{"SFT_LIMITS_LOGIN_FAILURES_PER_ADDRESS=0"}, "limits.login_failures_per_address must be positive"},
+		{"removed setting in file", write("old.yaml", "nats:\n  user: sft-service\n"), nil, `unknown setting "nats.user"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -102,6 +104,39 @@ func TestLoadErrors(t *testing.T) {
 			_, err := Load(env, tt.file, nil)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// The per-address login allowance is a setting like the other limits:
+// defaulted, and taken from the environment or a config file.
+func TestLoginFailuresPerAddress(t *testing.T) {
+	home := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		env  []string
+		file string
+		want int
+	}{
+		{"default", nil, "", 20},
+		{"environment", []string{"SFT_LIMITS_LOGIN_FAILURES_PER_ADDRESS=5"}, "", 5},
+		{"file", nil, "limits:\n  login_failures_per_address: 7\n", 7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var file string
+			if tc.file != "" {
+				file = filepath.Join(t.TempDir(), "sft.yaml")
+				if err := os.WriteFile(file, []byte(tc.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := Load(append([]string{"HOME=" + home}, tc.env...), file, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.Limits.LoginFailuresPerAddress != tc.want {
+				t.Errorf("limits.login_failures_per_address = %d, want %d", c.Limits.LoginFailuresPerAddress, tc.want)
 			}
 		})
 	}

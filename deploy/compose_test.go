@@ -33,7 +33,7 @@ const deployDir = ".deploy"
 
 // wantMounts lists, per service, the host files it mounts, relative to the
 // project directory: each sftd service gets the CA and just the secrets it
-// reads; nothing mounts the CA key.
+// reads, its own NATS identity and no other; nothing mounts the CA key.
 var wantMounts = map[string][]string{
 	"nats": {
 		"deploy/nats-server.conf",
@@ -45,7 +45,7 @@ var wantMounts = map[string][]string{
 	"redis": nil,
 	"auth": {
 		deployDir + "/pki/" + broker.CACertName,
-		deployDir + "/secrets/" + secrets.ServicePasswordFile,
+		deployDir + "/secrets/" + secrets.ServiceKeyFile(broker.ServiceAuth),
 		deployDir + "/secrets/" + secrets.SigningKeyFile,
 		deployDir + "/secrets/" + secrets.SealKeyFile,
 		deployDir + "/secrets/" + secrets.CalloutIssuerFile,
@@ -53,12 +53,12 @@ var wantMounts = map[string][]string{
 	},
 	"session": {
 		deployDir + "/pki/" + broker.CACertName,
-		deployDir + "/secrets/" + secrets.ServicePasswordFile,
+		deployDir + "/secrets/" + secrets.ServiceKeyFile(broker.ServiceSession),
 		deployDir + "/secrets/" + secrets.TokenPublicKeyFile,
 	},
 	"key": {
 		deployDir + "/pki/" + broker.CACertName,
-		deployDir + "/secrets/" + secrets.ServicePasswordFile,
+		deployDir + "/secrets/" + secrets.ServiceKeyFile(broker.ServiceKey),
 		deployDir + "/secrets/" + secrets.TokenPublicKeyFile,
 		deployDir + "/secrets/" + secrets.KEKFile,
 	},
@@ -455,7 +455,7 @@ func TestComposeStack(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create session: %v", err)
 	}
-	if _, err := bob.Join(cctx, s.ID); err != nil {
+	if _, err := bob.Join(cctx, s.ID, ""); err != nil {
 		t.Fatalf("join: %v", err)
 	}
 	ka, err := alice.Key(cctx, s.ID)

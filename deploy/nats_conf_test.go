@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,11 +16,10 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"golang.org/x/crypto/bcrypt"
+	"github.com/nats-io/nkeys"
 
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/cli/client"
-	"github.com/sftproject/sft/config"
 	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/auth"
 	"github.com/sftproject/sft/services/daemon"
@@ -42,17 +42,28 @@ func natsLayout(t testing.TB, dataDir string) string {
 	return dir
 }
 
-// serviceUser is the services' NATS user: the default of nats.user, which
-// `sftd certs` writes into nats-auth.conf.
-func serviceUser(t testing.TB) string {
+// serviceKeys reads the services' NATS identities `sftd certs` made in
+// dataDir.
+func serviceKeys(t testing.TB, dataDir string) map[string]nkeys.KeyPair {
 	t.Helper()
-	for _, k := range config.Keys(nil) {
-		if k.Name == "nats.user" {
-			return k.Default.(string)
+	out := map[string]nkeys.KeyPair{}
+	for _, svc := range broker.Services() {
+		kp, err := secrets.ServiceKey(filepath.Join(dataDir, "secrets"), svc)
+		if err != nil {
+			t.Fatal(err)
 		}
+		out[svc] = kp
 	}
-	t.Fatal("no nats.user setting")
-	return ""
+	return out
+}
+
+func publicKey(t testing.TB, kp nkeys.KeyPair) string {
+	t.Helper()
+	pub, err := kp.PublicKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub
 }
 
 func TestNATSConfig(t *testing.T) {
@@ -120,18 +131,27 @@ func TestNATSConfig(t *testing.T) {
 		if opts.NoAuthUser != "" {
 			t.Errorf("no_auth_user %q: every client must authenticate", opts.NoAuthUser)
 		}
-		if len(opts.Users) != 1 || opts.Users[0].Username != serviceUser(t) {
-			t.Fatalf("users %v, want only the service user %s (clients go through the auth callout)", opts.Users, serviceUser(t))
+		if len(opts.Users) != 0 || opts.Username != "" || opts.Authorization != "" {
+			t.Errorf("password or token users %v: the services authenticate with their nkeys, clients through the auth callout", opts.Users)
 		}
-		svc := opts.Users[0]
-		pw, err := secrets.ServicePassword(filepath.Join(data, "secrets"))
-		if err != nil {
-			t.Fatal(err)
+		keys := serviceKeys(t, data)
+		if len(opts.Nkeys) != len(keys) {
+			t.Fatalf("%d nkey users, want one per service (%v)", len(opts.Nkeys), broker.Services())
 		}
-		if err := bcrypt.CompareHashAndPassword([]byte(svc.Password), []byte(pw)); err != nil {
-			t.Errorf("service user's password is not a bcrypt hash of %s: %v", secrets.ServicePasswordFile, err)
+		for _, svc := range broker.Services() {
+			t.Run(svc, func(t *testing.T) {
+				pub := publicKey(t, keys[svc])
+				i := slices.IndexFunc(opts.Nkeys, func(u *server.NkeyUser) bool { return u.Nkey == pub })
+				if i < 0 {
+					t.Fatalf("no nkey user with the key of %s", secrets.ServiceKeyFile(svc))
+				}
+				want, err := broker.ServicePermissions(svc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkPermissions(t, opts.Nkeys[i].Permissions, want)
+			})
 		}
-		checkPermissions(t, svc.Permissions, broker.ServicePermissions())
 	})
 
 	t.Run("auth callout", func(t *testing.T) {
@@ -150,8 +170,12 @@ func TestNATSConfig(t *testing.T) {
 		if ac.Issuer != issuer || ac.XKey != xkey {
 			t.Errorf("auth_callout issuer %q xkey %q, want the keys of %s and %s", ac.Issuer, ac.XKey, secrets.CalloutIssuerFile, secrets.CalloutXKeyFile)
 		}
-		if !reflect.DeepEqual(ac.AuthUsers, []string{serviceUser(t)}) {
-			t.Errorf("auth_users %v, want only the service user", ac.AuthUsers)
+		var want []string
+		for _, kp := range serviceKeys(t, data) {
+			want = append(want, publicKey(t, kp))
+		}
+		if !sameSet(ac.AuthUsers, want) {
+			t.Errorf("auth_users %v, want exactly the services' keys %v", ac.AuthUsers, want)
 		}
 		if opts.AuthTimeout < 5 {
 			t.Errorf("authorization timeout %vs leaves the callout too little time", opts.AuthTimeout)
@@ -159,36 +183,55 @@ func TestNATSConfig(t *testing.T) {
 	})
 }
 
-func keys[V any](m map[string]V) []string {
-	var out []string
-	for k := range m {
-		out = append(out, k)
-	}
-	return out
+func sameSet(a, b []string) bool {
+	return slices.Equal(slices.Sorted(slices.Values(a)), slices.Sorted(slices.Values(b)))
 }
 
 // checkPermissions compares the permissions the configuration file gives
-// with those the embedded server uses.
+// with those the embedded server uses, as sets: the order of a list does
+// not matter to the server.
 func checkPermissions(t *testing.T, got, want *server.Permissions) {
 	t.Helper()
 	if got == nil {
 		t.Fatal("no permissions")
 	}
-	subjects := func(p *server.SubjectPermission) [2][]string {
+	subjects := func(p *server.SubjectPermission) (allow, deny []string) {
 		if p == nil {
-			return [2][]string{}
+			return nil, nil
 		}
-		return [2][]string{p.Allow, p.Deny}
+		return p.Allow, p.Deny
 	}
-	if g, w := subjects(got.Publish), subjects(want.Publish); !reflect.DeepEqual(g, w) {
-		t.Errorf("publish allow/deny %v, want %v", g, w)
-	}
-	if g, w := subjects(got.Subscribe), subjects(want.Subscribe); !reflect.DeepEqual(g, w) {
-		t.Errorf("subscribe allow/deny %v, want %v", g, w)
+	for _, kind := range []struct {
+		name      string
+		got, want *server.SubjectPermission
+	}{{"publish", got.Publish, want.Publish}, {"subscribe", got.Subscribe, want.Subscribe}} {
+		ga, gd := subjects(kind.got)
+		wa, wd := subjects(kind.want)
+		if missing, extra := diff(ga, wa); len(missing)+len(extra) > 0 {
+			t.Errorf("%s allow: missing %q, extra %q", kind.name, missing, extra)
+		}
+		if !sameSet(gd, wd) {
+			t.Errorf("%s deny %q, want %q", kind.name, gd, wd)
+		}
 	}
 	if !reflect.DeepEqual(got.Response, want.Response) {
 		t.Errorf("response permission %+v, want %+v", got.Response, want.Response)
 	}
+}
+
+// diff returns what want has and got lacks, and what got has beyond want.
+func diff(got, want []string) (missing, extra []string) {
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			missing = append(missing, w)
+		}
+	}
+	for _, g := range got {
+		if !slices.Contains(want, g) {
+			extra = append(extra, g)
+		}
+	}
+	return missing, extra
 }
 
 // TestNATSServer runs nats-server itself with deploy/nats-server.conf and
@@ -200,25 +243,30 @@ func TestNATSServer(t *testing.T) {
 	dir := natsLayout(t, data)
 	srv := startNATS(t, filepath.Join(dir, "nats-server.conf"), dir)
 	caFile := filepath.Join(data, "pki", broker.CACertName)
-	pw, err := secrets.ServicePassword(filepath.Join(data, "secrets"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := serviceKeys(t, data)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 
-	svc, err := broker.Connect(ctx, broker.ConnOptions{URL: srv.URL, CAFile: caFile, User: serviceUser(t), Password: pw, Name: "test-service"})
-	if err != nil {
-		t.Fatalf("service connect: %v", err)
+	conn := func(t *testing.T, o broker.ConnOptions) *nats.Conn {
+		t.Helper()
+		o.URL, o.CAFile, o.Name = srv.URL, caFile, "test"
+		nc, err := broker.Connect(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		return nc
 	}
-	defer svc.Close()
-	if st, err := svc.TLSConnectionState(); err != nil {
+	service := func(t *testing.T, svc string) *nats.Conn {
+		t.Helper()
+		return conn(t, broker.ConnOptions{Service: svc, NKey: keys[svc]})
+	}
+
+	authConn := service(t, broker.ServiceAuth)
+	if st, err := authConn.TLSConnectionState(); err != nil {
 		t.Error(err)
 	} else if st.Version != tls.VersionTLS13 || st.CurveID != tls.X25519MLKEM768 {
 		t.Errorf("TLS %s with %s, want TLS 1.3 with X25519MLKEM768", tls.VersionName(st.Version), st.CurveID)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "data", "jetstream")); err != nil {
-		t.Errorf("JetStream state is not under data/, where compose mounts its volume: %v", err)
 	}
 
 	t.Run("refused", func(t *testing.T) {
@@ -236,7 +284,6 @@ func TestNATSServer(t *testing.T) {
 		}{
 			{"no TLS", plain, nil},
 			{"TLS 1.2", srv.URL, []nats.Option{nats.Secure(&tls.Config{RootCAs: pool, MaxVersion: tls.VersionTLS12})}},
-			{"wrong password", srv.URL, []nats.Option{nats.Secure(&tls.Config{RootCAs: pool}), nats.UserInfo(serviceUser(t), pw+"x")}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				nc, err := nats.Connect(tc.url, append(tc.opts, nats.Timeout(5*time.Second), nats.NoReconnect())...)
@@ -249,32 +296,26 @@ func TestNATSServer(t *testing.T) {
 	})
 
 	// The auth service answers the callout, as `sftd auth` does.
-	aliceToken := startAuth(t, ctx, svc, data, srv.URL)
-	conn := func(t *testing.T, o broker.ConnOptions) *nats.Conn {
-		t.Helper()
-		o.URL, o.CAFile, o.Name = srv.URL, caFile, "test"
-		nc, err := broker.Connect(ctx, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		return nc
+	aliceToken := startAuth(t, ctx, authConn, data, srv.URL)
+	if _, err := os.Stat(filepath.Join(dir, "data", "jetstream")); err != nil {
+		t.Errorf("JetStream state is not under data/, where compose mounts its volume: %v", err)
 	}
 	alice := func(t *testing.T) *nats.Conn {
 		t.Helper()
 		return conn(t, broker.ConnOptions{Token: aliceToken, InboxPrefix: api.InboxPrefix("alice")})
 	}
-	service := func(t *testing.T) *nats.Conn {
-		t.Helper()
-		return conn(t, broker.ConnOptions{User: serviceUser(t), Password: pw})
-	}
 
 	t.Run("clients refused", func(t *testing.T) {
+		stranger, err := nkeys.CreateUser()
+		if err != nil {
+			t.Fatal(err)
+		}
 		for name, o := range map[string]broker.ConnOptions{
-			"no credentials": {},
-			"wrong password": {User: "alice", Password: "guess", InboxPrefix: api.InboxPrefix("alice")},
-			"forged token":   {Token: aliceToken[:len(aliceToken)-4] + "AAAA", InboxPrefix: api.InboxPrefix("alice")},
-			"as the service": {User: serviceUser(t), Password: "pw-alice"},
+			"no credentials":      {},
+			"wrong password":      {User: "alice", Password: "guess", InboxPrefix: api.InboxPrefix("alice")},
+			"forged token":        {Token: aliceToken[:len(aliceToken)-4] + "AAAA", InboxPrefix: api.InboxPrefix("alice")},
+			"unknown service key": {Service: broker.ServiceAuth, NKey: stranger},
+			"service key as user": {User: publicKey(t, keys[broker.ServiceAuth]), Password: "pw-alice"},
 		} {
 			t.Run(name, func(t *testing.T) {
 				o.URL, o.CAFile = srv.URL, caFile
@@ -292,47 +333,63 @@ func TestNATSServer(t *testing.T) {
 
 	// Each case on a fresh connection, whose LastError then tells whether
 	// the server refused the operation.
+	const client = "client"
 	for _, tc := range []struct {
 		who      string
 		sub, pub string
 		allowed  bool
 	}{
-		{who: "service", sub: api.Prefix + ".>", allowed: true},
-		{who: "service", sub: broker.ServiceInboxPrefix + ".>", allowed: true},
-		{who: "service", sub: server.AuthCalloutSubject, allowed: true},
-		{who: "service", pub: api.EventSubject("s1", "created"), allowed: true},
-		{who: "service", pub: "$JS.API.INFO", allowed: true},
-		{who: "service", pub: "_INBOX.alice.x", allowed: true},
-		{who: "service", sub: "_INBOX.>"},
-		{who: "service", sub: "$SYS.>"},
-		{who: "service", sub: ">"},
-		{who: "service", pub: "$SYS.REQ.SERVER.PING"},
+		{who: broker.ServiceAuth, sub: api.SubjectAuthLogin, allowed: true},
+		{who: broker.ServiceAuth, sub: server.AuthCalloutSubject, allowed: true},
+		{who: broker.ServiceAuth, sub: broker.ServiceInbox(broker.ServiceAuth) + ".>", allowed: true},
+		{who: broker.ServiceAuth, sub: api.Prefix + ".session.>"},
+		{who: broker.ServiceAuth, pub: "_INBOX.alice.x"},
+		{who: broker.ServiceSession, sub: api.SubjectSessionCreate, allowed: true},
+		{who: broker.ServiceSession, pub: api.EventSubject("s1", "created"), allowed: true},
+		{who: broker.ServiceSession, pub: "_INBOX.alice.x", allowed: true},
+		{who: broker.ServiceSession, sub: api.Prefix + ".key.>"},
+		{who: broker.ServiceSession, sub: server.AuthCalloutSubject},
+		{who: broker.ServiceSession, sub: broker.ServiceInbox(broker.ServiceKey) + ".>"},
+		{who: broker.ServiceSession, pub: "$JS.API.DIRECT.GET.KV_SFT_KEYS.$KV.SFT_KEYS.s1"},
+		{who: broker.ServiceSession, pub: "$KV.SFT_KEYS.s1"},
+		{who: broker.ServiceKey, sub: api.SubjectKeyGet, allowed: true},
+		{who: broker.ServiceKey, pub: api.SubjectSessionGet, allowed: true},
+		{who: broker.ServiceKey, sub: api.Prefix + ".auth.>"},
+		{who: broker.ServiceKey, sub: server.AuthCalloutSubject},
+		{who: broker.ServiceKey, pub: "_INBOX.alice.x"},
+		{who: broker.ServiceKey, pub: "$KV.SFT_SESSIONS.s.x"},
+		{who: broker.ServiceKey, sub: "_INBOX.>"},
+		{who: broker.ServiceKey, sub: "$SYS.>"},
+		{who: broker.ServiceKey, sub: ">"},
+		{who: broker.ServiceKey, pub: "$SYS.REQ.SERVER.PING"},
 
-		{who: "client", sub: "_INBOX.alice.x", allowed: true},
-		{who: "client", sub: "_INBOX.bob.x"},
-		{who: "client", sub: "_INBOX.>"},
-		{who: "client", sub: api.Prefix + ".>"},
-		{who: "client", sub: api.SubjectAuthLogin},
-		{who: "client", sub: api.AllEvents},
-		{who: "client", sub: "$JS.API.>"},
-		{who: "client", sub: "$SYS.>"},
-		{who: "client", sub: broker.ServiceInboxPrefix + ".>"},
-		{who: "client", sub: ">"},
-		{who: "client", pub: api.SubjectAuthInfo, allowed: true},
-		{who: "client", pub: api.SubjectSessionCreate, allowed: true},
-		{who: "client", pub: api.SubjectKeyGet, allowed: true},
-		{who: "client", pub: api.EventSubject("s1", "created")},
-		{who: "client", pub: "$JS.API.INFO"},
-		{who: "client", pub: "_INBOX.bob.x"},
+		{who: client, sub: "_INBOX.alice.x", allowed: true},
+		{who: client, sub: "_INBOX.bob.x"},
+		{who: client, sub: "_INBOX.>"},
+		{who: client, sub: api.Prefix + ".>"},
+		{who: client, sub: api.SubjectAuthLogin},
+		{who: client, sub: api.AllEvents},
+		{who: client, sub: "$JS.API.>"},
+		{who: client, sub: "$SYS.>"},
+		{who: client, sub: broker.ServiceInboxPrefix + ".>"},
+		{who: client, sub: ">"},
+		{who: client, pub: api.SubjectAuthInfo, allowed: true},
+		{who: client, pub: api.SubjectSessionCreate, allowed: true},
+		{who: client, pub: api.SubjectKeyGet, allowed: true},
+		{who: client, pub: api.EventSubject("s1", "created")},
+		{who: client, pub: "$JS.API.INFO"},
+		{who: client, pub: "_INBOX.bob.x"},
 	} {
 		name := tc.who + " sub " + tc.sub
 		if tc.pub != "" {
 			name = tc.who + " pub " + tc.pub
 		}
 		t.Run(name, func(t *testing.T) {
-			nc := alice(t)
-			if tc.who == "service" {
-				nc = service(t)
+			var nc *nats.Conn
+			if tc.who == client {
+				nc = alice(t)
+			} else {
+				nc = service(t, tc.who)
 			}
 			var err error
 			if tc.sub != "" {
@@ -359,8 +416,10 @@ func TestNATSServer(t *testing.T) {
 
 	t.Run("request and reply", func(t *testing.T) {
 		client := alice(t)
+		svc := service(t, broker.ServiceSession)
 
-		// Client to service: an API request, answered in the client's inbox.
+		// Client to service: an API request, answered in the client's inbox
+		// through the service's response permission.
 		sub, err := svc.Subscribe(api.SubjectSessionCreate, func(m *nats.Msg) { _ = m.Respond([]byte(`{"ok":true}`)) })
 		if err != nil {
 			t.Fatal(err)
@@ -402,16 +461,17 @@ func TestNATSServer(t *testing.T) {
 	})
 }
 
-// startAuth runs the auth service on svc (state in the server's JetStream)
-// with a user alice, and returns a login token of hers, obtained the way
-// sft-cli does: a password connection, then the login request.
+// startAuth runs the auth service on svc, a connection of the auth
+// identity (state in the server's JetStream), with a user alice, and
+// returns a login token of hers, obtained the way sft-cli does: a password
+// connection, then the login request.
 func startAuth(t *testing.T, ctx context.Context, svc *nats.Conn, data, url string) string {
 	t.Helper()
 	js, err := jetstream.New(svc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := kvstore.Open(ctx, js, kvstore.Options{})
+	st, err := kvstore.Open(ctx, js, kvstore.Options{SessionsBucket: broker.SessionsBucket, UsersBucket: broker.UsersBucket, KeysBucket: broker.KeysBucket})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,14 +35,14 @@ func BenchmarkTransfer(b *testing.B) {
 				return
 			}
 			defer c.Close()
-			_, _, err = c.Receive(ctx, m, dir, ReceiveOptions{Overwrite: true})
+			_, err = c.Receive(ctx, m, dir, ReceiveOptions{Overwrite: true})
 			done <- err
 		}()
 		c, err := Dial(ctx, ln.Addr().String(), key, "bench", opts)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := c.Send(ctx, m, &patternReader{pattern: pattern, n: benchSize}, nil); err != nil {
+		if _, err := c.Send(ctx, m, one(&patternReader{pattern: pattern, n: benchSize}), SendOptions{}); err != nil {
 			b.Fatal(err)
 		}
 		c.Close()

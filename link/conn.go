@@ -35,6 +35,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // transfer: call Send on one side and Receive on the other. After a failed
 // Send or Receive the Conn is closed.
 type Conn struct {
+	sid string // the session the handshake bound this link to
 	nc  net.Conn
 	br  *bufio.Reader
 	log *slog.Logger

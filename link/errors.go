@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"strings"
 	"syscall"
@@ -34,6 +35,8 @@ var (
 	ErrSourceSize = errors.New("source size differs from the manifest")
 	// ErrProtocol: the peer sent a record that has no place at this point.
 	ErrProtocol = errors.New("protocol violation by peer")
+	// ErrNoSpace: the destination's file system cannot hold what is still to come.
+	ErrNoSpace = errors.New("not enough free space")
 	// ErrAborted: the peer ended the transfer; see AbortError for its reason.
 	ErrAborted = errors.New("peer aborted the transfer")
 )
@@ -59,16 +62,17 @@ func (e *AbortError) Unwrap() []error {
 // abortCauses maps the code byte of an abort record to a sentinel. Codes are
 // part of the wire format: append only.
 var abortCauses = [...]error{
-	0: nil,
-	1: ErrExists,
-	2: ErrManifestMismatch,
-	3: ErrUnsafeName,
-	4: ErrTampered,
-	5: ErrVerify,
-	6: ErrProtocol,
-	7: ErrSourceSize,
-	8: ErrBadManifest,
-	9: ErrTruncated,
+	0:  nil,
+	1:  ErrExists,
+	2:  ErrManifestMismatch,
+	3:  ErrUnsafeName,
+	4:  ErrTampered,
+	5:  ErrVerify,
+	6:  ErrProtocol,
+	7:  ErrSourceSize,
+	8:  ErrBadManifest,
+	9:  ErrTruncated,
+	10: ErrNoSpace,
 }
 
 const maxReason = 512
@@ -170,4 +174,21 @@ func ctxErr(ctx context.Context, what string, err error) error {
 func isAbort(err error) bool {
 	var ae *AbortError
 	return errors.As(err, &ae)
+}
+
+// checkSpace refuses a transfer that would not fit in dir's file system.
+func checkSpace(dir string, need int64) error {
+	free, err := FreeSpace(dir)
+	if err != nil || need <= free {
+		return nil // unknown: the writes themselves will tell
+	}
+	return withReason(fmt.Errorf("%w in %s: %d bytes to receive, %d available", ErrNoSpace, dir, need, free),
+		fmt.Sprintf("receiver has not enough free space (%d bytes needed, %d available)", need, free))
+}
+
+// isNetErr reports a failure of the connection rather than of a local file.
+func isNetErr(err error) bool {
+	var ne net.Error
+	var oe *net.OpError
+	return errors.As(err, &ne) || errors.As(err, &oe) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }

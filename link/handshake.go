@@ -20,7 +20,7 @@ import (
 const KeySize = 32
 
 const (
-	prologuePrefix = "sft-link/1\x00"
+	prologuePrefix = "sft-link/2\x00"
 	// maxHandshakeMsg is well above the 48 bytes an NNpsk0 message takes;
 	// anything longer is not an SFT peer and is dropped without reading it.
 	maxHandshakeMsg = 256
@@ -218,6 +218,7 @@ func handshake(ctx context.Context, nc net.Conn, key []byte, sessionID string, i
 		return nil, fmt.Errorf("%w: %w", ErrHandshake, err)
 	}
 	c := newConn(nc, opts.Logger)
+	c.sid = sessionID
 	nc.SetDeadline(time.Now().Add(opts.HandshakeTimeout))
 	stop := watch(ctx, nc)
 	if initiator {

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -70,6 +73,17 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) addr() string { return e.ln.Addr().String() }
 
+// relisten gives e a new listener: Accept closes the one it used.
+func (e *env) relisten() {
+	e.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { ln.Close() })
+	e.ln = ln
+}
+
 func randomKey(t testing.TB) []byte {
 	k := make([]byte, KeySize)
 	if _, err := rand.Read(k); err != nil {
@@ -124,17 +138,31 @@ func (e *env) pair(ctx context.Context, dialAddr string, dialKey []byte, dialSID
 	return accepted, dialed
 }
 
-func sender(ctx context.Context, m api.Manifest, r io.Reader) func(*Conn) outcome {
+// one opens r as the only entry of a manifest.
+func one(r io.Reader) Opener {
+	return func(i int) (io.ReadCloser, error) {
+		if i != 0 {
+			return nil, fmt.Errorf("no entry %d", i)
+		}
+		return io.NopCloser(r), nil
+	}
+}
+
+func sendSide(ctx context.Context, m api.Manifest, r io.Reader) func(*Conn) outcome {
 	return func(c *Conn) outcome {
-		res, err := c.Send(ctx, m, r, nil)
+		res, err := c.Send(ctx, m, one(r), SendOptions{})
 		return outcome{res: res, err: err}
 	}
 }
 
-func receiver(ctx context.Context, expect api.Manifest, dir string, ro ReceiveOptions) func(*Conn) outcome {
+func recvSide(ctx context.Context, expect api.Manifest, dir string, ro ReceiveOptions) func(*Conn) outcome {
 	return func(c *Conn) outcome {
-		res, path, err := c.Receive(ctx, expect, dir, ro)
-		return outcome{res: res, path: path, err: err}
+		res, err := c.Receive(ctx, expect, dir, ro)
+		o := outcome{res: res, err: err}
+		if err == nil && len(expect.Files) > 0 {
+			o.path = filepath.Join(dir, filepath.FromSlash(expect.Files[0].Name))
+		}
+		return o
 	}
 }
 
@@ -142,7 +170,7 @@ func receiver(ctx context.Context, expect api.Manifest, dir string, ro ReceiveOp
 // dialing dialAddr.
 func (e *env) transfer(ctx context.Context, dialAddr string, m, expect api.Manifest, src io.Reader, ro ReceiveOptions) (recv, send outcome) {
 	e.t.Helper()
-	return e.pair(ctx, dialAddr, e.key, e.sid, receiver(ctx, expect, e.dir, ro), sender(ctx, m, src))
+	return e.pair(ctx, dialAddr, e.key, e.sid, recvSide(ctx, expect, e.dir, ro), sendSide(ctx, m, src))
 }
 
 // assertEmpty fails unless dir holds no entry at all: no file, no temp file.
@@ -154,6 +182,21 @@ func assertEmpty(t *testing.T, dir string) {
 	}
 	for _, e := range ents {
 		t.Errorf("unexpected entry left in destination: %s", e.Name())
+	}
+}
+
+// assertOnlyPartial fails unless dir holds nothing but what a resumable
+// failure keeps: partial files and their state, never a final name.
+func assertOnlyPartial(t *testing.T, dir string) {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if !strings.HasPrefix(e.Name(), partialPrefix) {
+			t.Errorf("unexpected entry left in destination: %s", e.Name())
+		}
 	}
 }
 

@@ -45,11 +45,11 @@ func TestRoundTrip(t *testing.T) {
 				data := randomBytes(tc.size, uint64(i))
 				m := manifest("file.bin", tc.size)
 				var lastProgress int64 = -1
-				ro := ReceiveOptions{Progress: func(n int64) { lastProgress = n }}
+				ro := ReceiveOptions{Progress: func(_ int, n int64) { lastProgress = n }}
 				var sent, recv outcome
 				if senderListens {
 					sent, recv = e.pair(ctx, e.addr(), e.key, e.sid,
-						sender(ctx, m, bytes.NewReader(data)), receiver(ctx, m, e.dir, ro))
+						sendSide(ctx, m, bytes.NewReader(data)), recvSide(ctx, m, e.dir, ro))
 				} else {
 					recv, sent = e.transfer(ctx, e.addr(), m, m, bytes.NewReader(data), ro)
 				}
@@ -57,7 +57,7 @@ func TestRoundTrip(t *testing.T) {
 					t.Fatalf("send: %v; receive: %v", sent.err, recv.err)
 				}
 				want := Result{Bytes: int64(tc.size), CRC32C: crc32.Checksum(data, castagnoli), SHA256: sha256.Sum256(data)}
-				if sent.res != want || recv.res != want {
+				if sent.res.sum() != want || recv.res.sum() != want || sent.res.Moved != int64(tc.size) || recv.res.Moved != int64(tc.size) {
 					t.Errorf("results: sent %+v, received %+v, want %+v", sent.res, recv.res, want)
 				}
 				if recv.path != filepath.Join(e.dir, "file.bin") {
@@ -197,7 +197,10 @@ func TestTruncatedStream(t *testing.T) {
 			if send.err == nil {
 				t.Error("sender succeeded on a cut connection")
 			}
-			assertEmpty(t, e.dir)
+			if !Resumable(recv.err) {
+				t.Errorf("a cut connection is not resumable: %v", recv.err)
+			}
+			assertOnlyPartial(t, e.dir)
 		})
 	}
 }
@@ -232,7 +235,7 @@ func TestAcceptIgnoresGarbage(t *testing.T) {
 			return
 		}
 		defer c.Close()
-		recvDone <- receiver(ctx, m, e.dir, ReceiveOptions{})(c)
+		recvDone <- recvSide(ctx, m, e.dir, ReceiveOptions{})(c)
 	}()
 	// The listener closes the garbage connections without answering.
 	for _, c := range junk {
@@ -246,7 +249,7 @@ func TestAcceptIgnoresGarbage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if _, err := c.Send(ctx, m, bytes.NewReader(data), nil); err != nil {
+	if _, err := c.Send(ctx, m, one(bytes.NewReader(data)), SendOptions{}); err != nil {
 		t.Fatalf("send: %v", err)
 	}
 	if r := <-recvDone; r.err != nil {
@@ -336,7 +339,7 @@ func rawSender(ctx context.Context, write func(c *Conn) error) func(*Conn) outco
 }
 
 func TestUnsafeNameFromPeer(t *testing.T) {
-	for _, name := range unsafeNames {
+	for _, name := range []string{"../x", "/etc/passwd", "a/../../b", "x\x1b[2Jy", "CON", "c:x", "a\\b", partialPrefix + "s-0.part"} {
 		if !utf8.ValidString(name) {
 			continue // JSON cannot carry invalid UTF-8: decoding turns it into U+FFFD
 		}
@@ -345,7 +348,7 @@ func TestUnsafeNameFromPeer(t *testing.T) {
 			ctx := t.Context()
 			body, _ := json.Marshal(manifest(name, 3))
 			recv, send := e.pair(ctx, e.addr(), e.key, e.sid,
-				receiver(ctx, manifest("ok.txt", 3), e.dir, ReceiveOptions{}),
+				recvSide(ctx, manifest("ok.txt", 3), e.dir, ReceiveOptions{}),
 				rawSender(ctx, func(c *Conn) error { return c.writeRecord(recManifest, body) }))
 			if !errors.Is(recv.err, ErrUnsafeName) {
 				t.Errorf("receiver error = %v, want ErrUnsafeName", recv.err)
@@ -419,32 +422,31 @@ func TestExistingDestination(t *testing.T) {
 // A file that appears at the destination while the data arrives must not be
 // replaced by the final move.
 func TestPlaceNoReplace(t *testing.T) {
-	for name, fn := range map[string]func(tmp, dst string) error{
-		"renameNoReplace": renameNoReplace,
-		"linkNoReplace":   linkNoReplace,
-	} {
-		t.Run(name, func(t *testing.T) {
-			dir := t.TempDir()
-			tmp, dst := filepath.Join(dir, ".sft-1.part"), filepath.Join(dir, "f")
-			os.WriteFile(tmp, []byte("new"), 0o600)
-			os.WriteFile(dst, []byte("other"), 0o600)
-			if err := fn(tmp, dst); !errors.Is(err, os.ErrExist) {
-				t.Errorf("error = %v, want fs.ErrExist", err)
-			}
-			if got, _ := os.ReadFile(dst); string(got) != "other" {
-				t.Errorf("dst replaced: %q", got)
-			}
-			os.Remove(dst)
-			if err := fn(tmp, dst); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
-				t.Errorf("temp file still there: %v", err)
-			}
-			if got, _ := os.ReadFile(dst); string(got) != "new" {
-				t.Errorf("dst = %q", got)
-			}
-		})
+	dir := t.TempDir()
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	r := &receiver{root: root}
+	tmp, dst := ".sft-1.part", "f"
+	os.WriteFile(filepath.Join(dir, tmp), []byte("new"), 0o600)
+	os.WriteFile(filepath.Join(dir, dst), []byte("other"), 0o600)
+	if err := r.move(tmp, dst); !errors.Is(err, os.ErrExist) {
+		t.Errorf("error = %v, want fs.ErrExist", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, dst)); string(got) != "other" {
+		t.Errorf("dst replaced: %q", got)
+	}
+	os.Remove(filepath.Join(dir, dst))
+	if err := r.move(tmp, dst); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, tmp)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("temp file still there: %v", err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(dir, dst)); string(got) != "new" {
+		t.Errorf("dst = %q", got)
 	}
 }
 
@@ -483,6 +485,7 @@ func TestProtocolViolations(t *testing.T) {
 	badSHA.SHA256[0] ^= 1
 	badLen := good
 	badLen.Bytes = 5
+	file0 := encodeFile(0, 0)
 	type rec struct {
 		t recType
 		p []byte
@@ -494,22 +497,27 @@ func TestProtocolViolations(t *testing.T) {
 	}{
 		{"unknown type", []rec{{recManifest, body}, {recType(99), nil}}, ErrProtocol},
 		{"data before manifest", []rec{{recData, []byte("abcd")}}, ErrProtocol},
+		{"data before file", []rec{{recManifest, body}, {recData, []byte("abcd")}}, ErrProtocol},
 		{"ack from sender", []rec{{recManifest, body}, {recAck, good.encode()}}, ErrProtocol},
-		{"too much data", []rec{{recManifest, body}, {recData, []byte("abcde")}}, ErrVerify},
-		{"wrong SHA-256", []rec{{recManifest, body}, {recData, []byte("abcd")}, {recEnd, badSHA.encode()}}, ErrVerify},
-		{"wrong length in end", []rec{{recManifest, body}, {recData, []byte("abcd")}, {recEnd, badLen.encode()}}, ErrVerify},
-		{"short data", []rec{{recManifest, body}, {recData, []byte("abc")}, {recEnd, good.encode()}}, ErrVerify},
-		{"malformed end", []rec{{recManifest, body}, {recData, []byte("abcd")}, {recEnd, []byte{1, 2}}}, ErrProtocol},
+		{"resume from sender", []rec{{recManifest, body}, {recResume, encodeFile(0, 0)}}, ErrProtocol},
+		{"wrong entry", []rec{{recManifest, body}, {recFile, encodeFile(1, 0)}}, ErrProtocol},
+		{"wrong offset", []rec{{recManifest, body}, {recFile, encodeFile(0, 2)}}, ErrProtocol},
+		{"malformed file record", []rec{{recManifest, body}, {recFile, []byte{0}}}, ErrProtocol},
+		{"too much data", []rec{{recManifest, body}, {recFile, file0}, {recData, []byte("abcde")}}, ErrVerify},
+		{"wrong SHA-256", []rec{{recManifest, body}, {recFile, file0}, {recData, []byte("abcd")}, {recEnd, badSHA.encode()}}, ErrVerify},
+		{"wrong length in end", []rec{{recManifest, body}, {recFile, file0}, {recData, []byte("abcd")}, {recEnd, badLen.encode()}}, ErrVerify},
+		{"short data", []rec{{recManifest, body}, {recFile, file0}, {recData, []byte("abc")}, {recEnd, good.encode()}}, ErrVerify},
+		{"malformed end", []rec{{recManifest, body}, {recFile, file0}, {recData, []byte("abcd")}, {recEnd, []byte{1, 2}}}, ErrProtocol},
 		{"malformed manifest", []rec{{recManifest, []byte(`{"files":`)}}, ErrBadManifest},
-		{"two files", []rec{{recManifest, []byte(`{"files":[{"name":"f","size":4},{"name":"g","size":1}]}`)}}, ErrBadManifest},
-		{"stops before end", []rec{{recManifest, body}, {recData, []byte("abcd")}}, ErrTruncated},
+		{"other entries", []rec{{recManifest, []byte(`{"files":[{"name":"f","size":4},{"name":"g","size":1}]}`)}}, ErrManifestMismatch},
+		{"stops before end", []rec{{recManifest, body}, {recFile, file0}, {recData, []byte("abcd")}}, ErrTruncated},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t)
 			ctx := t.Context()
 			recv, _ := e.pair(ctx, e.addr(), e.key, e.sid,
-				receiver(ctx, m, e.dir, ReceiveOptions{}),
+				recvSide(ctx, m, e.dir, ReceiveOptions{}),
 				func(c *Conn) outcome {
 					for _, r := range tc.records {
 						if err := c.writeRecord(r.t, r.p); err != nil {
@@ -521,7 +529,11 @@ func TestProtocolViolations(t *testing.T) {
 			if !errors.Is(recv.err, tc.want) {
 				t.Errorf("receiver error = %v, want %v", recv.err, tc.want)
 			}
-			assertEmpty(t, e.dir)
+			if Resumable(recv.err) {
+				assertOnlyPartial(t, e.dir)
+			} else {
+				assertEmpty(t, e.dir)
+			}
 		})
 	}
 }
@@ -547,7 +559,7 @@ func TestCancelDuringTransfer(t *testing.T) {
 		src := &blockingReader{data: bytes.NewReader(randomBytes(1<<20, 6)), release: make(chan struct{})}
 		ctx := t.Context()
 		rctx, cancel := context.WithCancel(ctx)
-		ro := ReceiveOptions{Progress: func(n int64) {
+		ro := ReceiveOptions{Progress: func(_ int, n int64) {
 			if n >= 1<<20-maxPayload {
 				cancel() // the sender is now stuck on its source
 			}
@@ -557,7 +569,7 @@ func TestCancelDuringTransfer(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 			close(src.release)
 		}()
-		recv, send := e.pair(ctx, e.addr(), e.key, e.sid, receiver(rctx, m, e.dir, ro), sender(ctx, m, src))
+		recv, send := e.pair(ctx, e.addr(), e.key, e.sid, recvSide(rctx, m, e.dir, ro), sendSide(ctx, m, src))
 		if !errors.Is(recv.err, context.Canceled) {
 			t.Errorf("receiver error = %v, want context.Canceled", recv.err)
 		}
@@ -579,6 +591,8 @@ func TestCancelDuringTransfer(t *testing.T) {
 					return outcome{err: err}
 				}
 				switch t {
+				case recManifest:
+					c.writeRecord(recStart, nil)
 				case recEnd:
 					cancel()
 				case recAbort:
@@ -586,7 +600,7 @@ func TestCancelDuringTransfer(t *testing.T) {
 				}
 			}
 		}
-		recv, send := e.pair(ctx, e.addr(), e.key, e.sid, peer, sender(sctx, m, bytes.NewReader(make([]byte, 1000))))
+		recv, send := e.pair(ctx, e.addr(), e.key, e.sid, peer, sendSide(sctx, m, bytes.NewReader(make([]byte, 1000))))
 		if !errors.Is(send.err, context.Canceled) {
 			t.Errorf("sender error = %v, want context.Canceled", send.err)
 		}
@@ -619,12 +633,12 @@ func TestConnCarriesOneTransfer(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
 	m := manifest("f", 1)
-	_, send := e.pair(ctx, e.addr(), e.key, e.sid, receiver(ctx, m, e.dir, ReceiveOptions{}),
+	_, send := e.pair(ctx, e.addr(), e.key, e.sid, recvSide(ctx, m, e.dir, ReceiveOptions{}),
 		func(c *Conn) outcome {
-			if _, err := c.Send(ctx, m, strings.NewReader("x"), nil); err != nil {
+			if _, err := c.Send(ctx, m, one(strings.NewReader("x")), SendOptions{}); err != nil {
 				return outcome{err: err}
 			}
-			_, err := c.Send(ctx, m, strings.NewReader("x"), nil)
+			_, err := c.Send(ctx, m, one(strings.NewReader("x")), SendOptions{})
 			return outcome{err: err}
 		})
 	if send.err == nil {

@@ -11,25 +11,40 @@ import (
 	"github.com/sftproject/sft/services/api"
 )
 
-// pipeDepth is the number of record buffers in flight between the two
-// stages of a side. Both sides split their work so that hashing (SHA-256 is
-// the largest cost) overlaps with encryption and network I/O; memory stays
-// at pipeDepth buffers whatever the file size.
+// pipeDepth is the number of record buffers in flight between the stages
+// of a side. Both sides split their work so that hashing (SHA-256 is the
+// largest cost) overlaps with encryption and network I/O; memory stays at
+// pipeDepth buffers whatever the file size or count.
 const pipeDepth = 4
 
 // chunk is one record's buffer travelling from one stage to the next.
 type chunk struct {
-	buf []byte // whole buffer, returned to the pool when done
-	p   []byte // payload within buf
+	buf  []byte // whole buffer, returned to the pool when done
+	p    []byte // payload within buf
+	skip bool   // part of a prefix the receiver already holds: hash, do not send
+}
+
+// pool is a side's fixed set of record buffers, shared by its files.
+type pool chan []byte
+
+func newPool(size int) pool {
+	p := make(pool, pipeDepth)
+	for range pipeDepth {
+		p <- make([]byte, size)
+	}
+	return p
 }
 
 // source reads a sender's file on one goroutine and hashes it on another,
 // filling frame buffers with payload at payloadOffset for the network
-// stage: three stages, so that a sender uses more than one core.
+// stage: three stages, so that a sender uses more than one core. The whole
+// file is read and hashed; chunks before skip are marked so the network
+// stage drops them, since the summary covers the whole file even when the
+// receiver already holds its start.
 type source struct {
 	full  chan chunk
 	readq chan chunk // read, on their way to the hasher
-	free  chan []byte
+	free  pool
 	quit  chan struct{}
 	done  chan struct{}
 	once  sync.Once
@@ -41,26 +56,24 @@ type source struct {
 	sum Result
 }
 
-func startSource(f api.File, r io.Reader) *source {
+func startSource(f api.File, r io.Reader, skip int64, free pool) *source {
 	s := &source{
 		full:  make(chan chunk, pipeDepth),
 		readq: make(chan chunk, pipeDepth),
-		free:  make(chan []byte, pipeDepth),
+		free:  free,
 		quit:  make(chan struct{}),
 		done:  make(chan struct{}),
 	}
-	for range pipeDepth {
-		s.free <- make([]byte, frameBufSize)
-	}
-	go s.read(f, r)
+	go s.read(f, r, skip)
 	go s.hash()
 	return s
 }
 
-func (s *source) read(f api.File, r io.Reader) {
+func (s *source) read(f api.File, r io.Reader, skip int64) {
 	defer close(s.readq)
+	stream := f.Size == api.SizeUnknown
 	var n int64
-	for n < f.Size {
+	for stream || n < f.Size {
 		var buf []byte
 		select {
 		case buf = <-s.free:
@@ -68,18 +81,33 @@ func (s *source) read(f api.File, r io.Reader) {
 			s.rerr = errStopped
 			return
 		}
-		p := buf[payloadOffset : payloadOffset+min(maxPayload, f.Size-n)]
-		if got, err := io.ReadFull(r, p); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		want := int64(maxPayload)
+		if !stream {
+			want = min(want, f.Size-n)
+		}
+		if n < skip {
+			want = min(want, skip-n) // a chunk boundary falls exactly at skip
+		}
+		p := buf[payloadOffset : payloadOffset+int(want)]
+		got, err := io.ReadFull(r, p)
+		if stream && got > 0 && errors.Is(err, io.ErrUnexpectedEOF) {
+			err = nil
+		}
+		if err != nil {
+			s.free <- buf
+			switch {
+			case stream && errors.Is(err, io.EOF):
+				return
+			case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
 				s.rerr = fmt.Errorf("%w: %q ended after %d of %d bytes (did it change while sending?)",
 					ErrSourceSize, f.Name, n+int64(got), f.Size)
-			} else {
+			default:
 				s.rerr = fmt.Errorf("reading %q: %w", f.Name, err)
 			}
 			return
 		}
-		n += int64(len(p))
-		s.readq <- chunk{buf: buf, p: p} // never blocks: readq holds every buffer
+		s.readq <- chunk{buf: buf, p: p[:got], skip: n < skip} // never blocks: readq holds every buffer
+		n += int64(got)
 	}
 	// More bytes than declared is as wrong as fewer: the receiver would get
 	// something other than what the session announced.
@@ -110,64 +138,85 @@ func (s *source) hash() {
 	s.sum = d.result()
 }
 
-// stop ends the goroutines and waits for them. A Read blocked in the source
-// cannot be interrupted; stop returns once it does.
+// stop ends the goroutines and waits for them, returning every buffer to
+// the pool. A Read blocked in the source cannot be interrupted; stop
+// returns once it does.
 func (s *source) stop() {
 	s.once.Do(func() { close(s.quit) })
+	for c := range s.full {
+		s.free <- c.buf
+	}
 	<-s.done
 }
 
 // sink writes a receiver's data on one goroutine and hashes it on another,
 // while the network stage reads and decrypts the next records: three
 // stages, so that a receiver uses more than one core.
+//
+// When it writes to a file, every checkpointEvery bytes it syncs the file
+// and calls checkpoint with the file's length, which records that prefix as
+// verified for a later resume: every byte in it arrived authenticated.
 type sink struct {
 	full   chan chunk
 	hashq  chan chunk // written chunks, on their way to the hasher
-	free   chan []byte
+	free   pool
 	done   chan struct{}
 	once   sync.Once
 	failed atomic.Bool
 
 	// Read after done is closed.
-	d   *digest
-	err error
+	d       *digest
+	err     error
+	written int64 // file length reached: the starting offset plus what was written
 }
 
 // writebackEvery is how much written data the sink lets accumulate before
-// asking the kernel to start flushing it.
-const writebackEvery = 8 << 20
+// asking the kernel to start flushing it; checkpointEvery how much it lets
+// accumulate before making it durable and recording it as resumable.
+const (
+	writebackEvery  = 8 << 20
+	checkpointEvery = 64 << 20
+)
 
-func startSink(w *os.File) *sink {
+// startSink starts a sink for a file whose first off bytes are already in
+// w and hashed into d.
+func startSink(w io.Writer, d *digest, off int64, free pool, checkpoint func(int64) error) *sink {
 	s := &sink{
-		full:  make(chan chunk, pipeDepth),
-		hashq: make(chan chunk, pipeDepth),
-		free:  make(chan []byte, pipeDepth),
-		done:  make(chan struct{}),
-		d:     newDigest(),
+		full:    make(chan chunk, pipeDepth),
+		hashq:   make(chan chunk, pipeDepth),
+		free:    free,
+		done:    make(chan struct{}),
+		d:       d,
+		written: off,
 	}
-	for range pipeDepth {
-		s.free <- make([]byte, maxFrame)
-	}
-	go s.write(w)
+	go s.write(w, checkpoint)
 	go s.hash()
 	return s
 }
 
-func (s *sink) write(w *os.File) {
+func (s *sink) write(w io.Writer, checkpoint func(int64) error) {
 	defer close(s.hashq)
-	var written, flushed int64
+	f, _ := w.(*os.File)
+	flushed, synced := s.written, s.written
 	for c := range s.full {
 		// After a write error keep draining, so the network stage never
 		// blocks on a full pipe; it notices failed and stops.
 		if s.err == nil {
 			if _, err := w.Write(c.p); err != nil {
-				s.err = err
-				s.failed.Store(true)
+				s.fail(err)
 			} else {
-				written += int64(len(c.p))
-				if written-flushed >= writebackEvery {
-					startWriteback(w, flushed, written-flushed)
-					flushed = written
+				s.written += int64(len(c.p))
+				if f != nil && s.written-flushed >= writebackEvery {
+					startWriteback(f, flushed, s.written-flushed)
+					flushed = s.written
+				}
+				if f != nil && checkpoint != nil && s.written-synced >= checkpointEvery {
+					if err := f.Sync(); err != nil {
+						s.fail(err)
+					} else if err := checkpoint(s.written); err != nil {
+						s.fail(err)
+					}
+					synced = s.written
 				}
 				s.hashq <- c // never blocks: hashq holds every buffer
 				continue
@@ -175,6 +224,11 @@ func (s *sink) write(w *os.File) {
 		}
 		s.free <- c.buf
 	}
+}
+
+func (s *sink) fail(err error) {
+	s.err = err
+	s.failed.Store(true)
 }
 
 func (s *sink) hash() {

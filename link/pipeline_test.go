@@ -18,7 +18,7 @@ func TestSinkWriteFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	s := startSink(f)
+	s := startSink(f, newDigest(), 0, newPool(maxFrame), nil)
 	for range 3 * pipeDepth {
 		buf := <-s.free
 		s.full <- chunk{buf: buf, p: buf[:100]}

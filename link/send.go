@@ -10,31 +10,46 @@ import (
 	"github.com/sftproject/sft/services/api"
 )
 
-// Send transfers the file m describes: it sends the manifest, then exactly
-// m.Files[0].Size bytes read from r (a reader holding fewer or more bytes is
-// an error, ErrSourceSize), then the end summary, and waits until the
-// receiver confirms that it verified and saved the file. A confirmation that
-// differs from what was sent is ErrVerify; a refusal by the receiver is an
-// *AbortError. progress, if not nil, is called with the bytes sent so far.
+// Opener opens entry i of the manifest being sent, positioned at its
+// start. Send closes what it returns.
+type Opener func(i int) (io.ReadCloser, error)
+
+// SendOptions tunes Send.
+type SendOptions struct {
+	// Progress, if not nil, is called with the bytes of entry file the
+	// receiver holds so far (from the offset it resumed at on).
+	Progress func(file int, done int64)
+}
+
+// Send transfers what m describes: it sends the manifest, learns how much
+// of each file the receiver already holds from an earlier attempt, then
+// streams every file in manifest order: exactly its declared size read
+// through open (fewer or more bytes is ErrSourceSize), of which only the
+// part the receiver lacks crosses the link, and its end summary, which
+// covers the whole file. It returns once the receiver confirms that it
+// verified and saved everything. A confirmation that differs from what was
+// sent is ErrVerify; a refusal by the receiver is an *AbortError. On
+// failure the Result holds only Moved, what crossed the link before.
 //
-// ctx interrupts the network side at any point; r itself is not
-// interruptible, so it should be a file or similar that does not block
-// indefinitely.
-func (c *Conn) Send(ctx context.Context, m api.Manifest, r io.Reader, progress func(sent int64)) (Result, error) {
+// ctx interrupts the network side at any point; the readers themselves are
+// not interruptible, so they should be files or similar that do not block
+// indefinitely (a pipe is fine: the transfer waits for it).
+func (c *Conn) Send(ctx context.Context, m api.Manifest, open Opener, opts SendOptions) (Result, error) {
 	if err := c.claim(); err != nil {
 		return Result{}, err
 	}
 	stop := watch(ctx, c.nc)
-	res, err := c.send(ctx, m, r, progress)
+	var moved int64
+	res, err := c.send(ctx, m, open, opts, &moved)
 	stop()
 	if err != nil {
 		c.Close()
-		return Result{}, err
+		return Result{Moved: moved}, err
 	}
 	return res, nil
 }
 
-func (c *Conn) send(ctx context.Context, m api.Manifest, r io.Reader, progress func(int64)) (Result, error) {
+func (c *Conn) send(ctx context.Context, m api.Manifest, open Opener, opts SendOptions, moved *int64) (Result, error) {
 	if err := checkManifest(m); err != nil {
 		// Tell the receiver, or it would wait for a manifest until its own timeout.
 		err = fmt.Errorf("cannot send: %w", err)
@@ -48,13 +63,28 @@ func (c *Conn) send(ctx context.Context, m api.Manifest, r io.Reader, progress f
 	if err := c.writeRecord(recManifest, body); err != nil {
 		return Result{}, ctxErr(ctx, "sending the manifest", err)
 	}
-	// The receiver may refuse at any time (file exists, data tampered, …);
+	offsets, err := c.readResume(m)
+	if err != nil {
+		err = ctxErr(ctx, "waiting for the receiver to accept", err)
+		if !isAbort(err) {
+			c.sendAbort(err, "sender")
+		}
+		return Result{}, err
+	}
+	// The receiver may refuse at any time (disk full, data tampered, …);
 	// a reader running alongside catches its abort while we keep writing.
 	replies := c.readReplies()
-	res, err := c.sendFile(ctx, m.Files[0], r, progress, replies)
-	if err != nil {
-		return Result{}, c.sendFailed(ctx, err, replies)
+	s := &sender{c: c, m: m, opts: opts, per: make([]Result, len(m.Files)), free: newPool(frameBufSize)}
+	defer func() { *moved = s.moved }()
+	for i, f := range m.Files {
+		if f.Dir {
+			continue
+		}
+		if err := s.file(ctx, i, offsets[i], open, replies); err != nil {
+			return Result{}, c.sendFailed(ctx, err, replies)
+		}
 	}
+	res := manifestSum(m, s.per)
 	rep := replies.wait()
 	if rep.err != nil {
 		err := ctxErr(ctx, "waiting for the receiver's confirmation", rep.err)
@@ -65,42 +95,108 @@ func (c *Conn) send(ctx context.Context, m api.Manifest, r io.Reader, progress f
 		return Result{}, fmt.Errorf("%w: receiver confirmed %d bytes (CRC-32C %08x), but %d bytes (CRC-32C %08x) were sent",
 			ErrVerify, rep.ack.Bytes, rep.ack.CRC32C, res.Bytes, res.CRC32C)
 	}
+	res.Moved = s.moved
 	return res, nil
 }
 
-// sendFile streams one file's data records and its end record. The source
-// is read and hashed on another goroutine while this one encrypts and
-// writes.
-func (c *Conn) sendFile(ctx context.Context, f api.File, r io.Reader, progress func(int64), replies *replyReader) (Result, error) {
-	src := startSource(f, r)
-	defer src.stop()
-	var sent int64
-	for ch := range src.full {
-		if rep, ok := replies.poll(); ok {
-			if rep.err != nil {
-				return Result{}, rep.err
+// readResume reads the receiver's answer to the manifest: the offsets it
+// holds, then start; or its refusal.
+func (c *Conn) readResume(m api.Manifest) ([]int64, error) {
+	offsets := make([]int64, len(m.Files))
+	for {
+		t, p, err := c.readRecord()
+		if err != nil {
+			return nil, err
+		}
+		switch t {
+		case recStart:
+			return offsets, nil
+		case recAbort:
+			return nil, decodeAbort(p)
+		case recResume:
+			if len(p)%12 != 0 {
+				return nil, fmt.Errorf("%w: resume record of %d bytes", ErrProtocol, len(p))
 			}
-			return Result{}, fmt.Errorf("%w: receiver confirmed before the transfer ended", ErrProtocol)
+			for ; len(p) > 0; p = p[12:] {
+				i, off, err := decodeFile(p[:12])
+				if err != nil {
+					return nil, err
+				}
+				if i >= len(m.Files) || m.Files[i].Dir || m.Files[i].Size == api.SizeUnknown || off > m.Files[i].Size {
+					return nil, fmt.Errorf("%w: receiver claims %d bytes of entry %d", ErrProtocol, off, i)
+				}
+				offsets[i] = off
+			}
+		default:
+			return nil, fmt.Errorf("%w: receiver sent a %s record before starting", ErrProtocol, t)
+		}
+	}
+}
+
+// sender is the state of one Send.
+type sender struct {
+	c     *Conn
+	m     api.Manifest
+	opts  SendOptions
+	per   []Result
+	free  pool
+	moved int64
+}
+
+// file streams entry i's file record, the data records from off on, and
+// its end record. The source is read and hashed on other goroutines while
+// this one encrypts and writes.
+func (s *sender) file(ctx context.Context, i int, off int64, open Opener, replies *replyReader) error {
+	f := s.m.Files[i]
+	r, err := open(i)
+	if err != nil {
+		return fmt.Errorf("opening %q: %w", f.Name, err)
+	}
+	defer r.Close()
+	if err := s.c.writeRecord(recFile, encodeFile(i, off)); err != nil {
+		return err
+	}
+	src := startSource(f, r, off, s.free)
+	defer src.stop()
+	done := off
+	if s.opts.Progress != nil {
+		s.opts.Progress(i, done)
+	}
+	for ch := range src.full {
+		if ch.skip {
+			src.free <- ch.buf
+			continue
+		}
+		if rep, ok := replies.poll(); ok {
+			src.free <- ch.buf
+			if rep.err != nil {
+				return rep.err
+			}
+			return fmt.Errorf("%w: receiver confirmed before the transfer ended", ErrProtocol)
 		}
 		if err := ctx.Err(); err != nil {
-			return Result{}, fmt.Errorf("sending %q interrupted: %w", f.Name, err)
+			src.free <- ch.buf
+			return fmt.Errorf("sending %q interrupted: %w", f.Name, err)
 		}
-		if err := c.writeFrame(ch.buf, recData, len(ch.p)); err != nil {
-			return Result{}, err
+		if err := s.c.writeFrame(ch.buf, recData, len(ch.p)); err != nil {
+			src.free <- ch.buf
+			return err
 		}
-		sent += int64(len(ch.p))
+		done += int64(len(ch.p))
+		s.moved += int64(len(ch.p))
 		src.free <- ch.buf
-		if progress != nil {
-			progress(sent)
+		if s.opts.Progress != nil {
+			s.opts.Progress(i, done)
 		}
 	}
 	if src.err != nil {
-		return Result{}, src.err
+		return src.err
 	}
-	if err := c.writeRecord(recEnd, src.sum.encode()); err != nil {
-		return Result{}, err
+	if err := s.c.writeRecord(recEnd, src.sum.encode()); err != nil {
+		return err
 	}
-	return src.sum, nil
+	s.per[i] = src.sum
+	return nil
 }
 
 // sendFailed settles a failed send: it tells the receiver why we stop, when
@@ -133,8 +229,9 @@ type reply struct {
 	err error
 }
 
-// replyReader reads the one record a receiver sends back (ack or abort) on
-// its own goroutine, which ends once that record, or a read error, arrives.
+// replyReader reads the one record a receiver sends back once data flows
+// (ack or abort) on its own goroutine, which ends once that record, or a
+// read error, arrives.
 type replyReader struct {
 	ch  chan reply
 	got *reply

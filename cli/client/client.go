@@ -77,10 +77,18 @@ func (c *Client) Create(ctx context.Context, req api.CreateRequest) (*api.Sessio
 	return &s, c.call(ctx, api.SubjectSessionCreate, req, &s)
 }
 
-// Join joins a session as its responder.
-func (c *Client) Join(ctx context.Context, id string) (*api.Session, error) {
+// Join joins a session as its responder; with peerAddr the responder
+// listens there and the initiator dials.
+func (c *Client) Join(ctx context.Context, id, peerAddr string) (*api.Session, error) {
 	var s api.Session
-	return &s, c.call(ctx, api.SubjectSessionJoin, api.SessionRequest{SessionID: id}, &s)
+	return &s, c.call(ctx, api.SubjectSessionJoin, api.JoinRequest{SessionID: id, PeerAddr: peerAddr}, &s)
+}
+
+// Resume re-attaches to a session after its peer link dropped or this
+// process restarted; the listening member gives its new address.
+func (c *Client) Resume(ctx context.Context, id, peerAddr string) (*api.Session, error) {
+	var s api.Session
+	return &s, c.call(ctx, api.SubjectSessionResume, api.ResumeRequest{SessionID: id, PeerAddr: peerAddr}, &s)
 }
 
 // Get reads a session.

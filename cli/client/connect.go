@@ -78,7 +78,8 @@ func LogIn(ctx context.Context, o broker.ConnOptions, user, password string) (*C
 func (c *Client) Conn() *nats.Conn { return c.nc }
 
 // Logout revokes the client's token: no new connection is admitted with
-// it. Connections already open keep working until closed or expired.
+// it; the services refuse it on every request from then on, also on
+// connections opened before the logout.
 func (c *Client) Logout(ctx context.Context) error {
 	var rep struct{}
 	return c.call(ctx, api.SubjectAuthLogout, struct{}{}, &rep)

@@ -62,17 +62,21 @@ func TestNoSecretInLogs(t *testing.T) {
 	)
 	sent := make(chan error, 1)
 	sessions := make(chan string, 1)
+	sources, err := client.FilesFrom([]string{src})
+	if err != nil {
+		t.Fatal(err)
+	}
 	go func() {
 		_, err := alice.Send(ctx, client.SendOptions{
-			To: "bob", Path: src, Listen: "127.0.0.1:0", ConnectTimeout: 30 * time.Second, Logger: clientLog,
-			OnSession: func(s *api.Session) { sessions <- s.ID },
+			To: "bob", Sources: sources, Listen: "127.0.0.1:0", ConnectTimeout: 30 * time.Second, Logger: clientLog,
+			OnSession: func(s *api.Session, _ bool) { sessions <- s.ID },
 		})
 		sent <- err
 	}()
 	id = <-sessions
 	out, err := bob.Receive(ctx, client.ReceiveOptions{
 		SessionID: id, Dir: t.TempDir(), ConnectTimeout: 30 * time.Second, Logger: clientLog,
-		OnSession: func(*api.Session) {
+		OnSession: func(*api.Session, bool) {
 			wg.Go(func() {
 				for ctx.Err() == nil {
 					if k, err := alice.Key(ctx, id); err == nil {

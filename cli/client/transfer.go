@@ -5,10 +5,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/sftproject/sft/link"
@@ -17,15 +18,16 @@ import (
 
 // SendOptions describe one outgoing transfer.
 type SendOptions struct {
-	To             string        // the responder's user name
-	Path           string        // the file to send
-	Listen         string        // peer link listen address (host:port, port 0 = any)
-	Advertise      string        // address the peer dials, when it differs from Listen (NAT, port forwarding)
-	ConnectTimeout time.Duration // wait for the peer's connection once it joined
-	// OnSession is told the session as soon as it exists, so a user can
-	// pass its id to the receiver.
-	OnSession func(*api.Session)
-	Progress  func(done, total int64)
+	To             string   // the responder's user name
+	Sources        *Sources // what to send
+	Listen         string   // peer link listen address (host:port, port 0 = any)
+	Advertise      string   // address the peer dials, when it differs from Listen (NAT, port forwarding)
+	ConnectTimeout time.Duration
+	// OnSession is told the session as soon as it exists (or was found
+	// again, resumed), so a user can pass its id to the receiver.
+	OnSession func(s *api.Session, resumed bool)
+	Progress  func(file int, done int64)
+	Notify    func(format string, args ...any) // status messages: link lost, waiting, resuming
 	Logger    *slog.Logger
 }
 
@@ -33,111 +35,117 @@ type SendOptions struct {
 type Outcome struct {
 	Session *api.Session // in its final state
 	Result  link.Result
-	Path    string // where the receiver stored the file
+	Moved   int64    // file bytes this side moved over the link, over every attempt
+	Paths   []string // where the receiver stored the entries
+	Text    string   // a received text message
 }
 
-// Send offers a file to o.To and streams it once they join. It returns only
-// when the session service confirmed both sides' checks (completed), or
-// with an error, after leaving the session cancelled or failed.
+// ErrLeftForResume marks a transfer that stopped with its session still
+// open: running the same command again continues it.
+var ErrLeftForResume = errors.New("transfer interrupted; run the same command again to resume")
+
+// Send offers the sources to o.To and streams them once they join. A send
+// of the same files to the same user whose session is still open resumes
+// it instead of starting over. It returns only when the session service
+// confirmed both sides' checks (completed), or with an error, after leaving
+// the session cancelled or failed — or open, for a later resume, when only
+// the link failed (ErrLeftForResume).
 func (c *Client) Send(ctx context.Context, o SendOptions) (*Outcome, error) {
-	f, err := os.Open(o.Path)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", o.Path, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("stat %s: %w", o.Path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", o.Path)
-	}
-	manifest := api.Manifest{Files: []api.File{{Name: filepath.Base(o.Path), Size: st.Size()}}}
-
-	ln, err := net.Listen("tcp", o.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("listen for the peer on %s: %w", o.Listen, err)
-	}
-	defer ln.Close()
-	addr := o.Advertise
-	if addr == "" {
-		if tcp, ok := ln.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
-			return nil, fmt.Errorf("listen address %s does not say where the peer should connect: give a host (--listen HOST:PORT) or --advertise HOST:PORT", o.Listen)
+	m := o.Sources.Manifest
+	var prior *api.Session
+	if o.Sources.Resumable() {
+		var err error
+		if prior, err = c.findOwnSession(ctx, o.To, m); err != nil {
+			return nil, err
 		}
-		addr = ln.Addr().String()
 	}
-
-	sess, err := c.Create(ctx, api.CreateRequest{Responder: o.To, Manifest: manifest, PeerAddr: addr})
-	if err != nil {
-		return nil, fmt.Errorf("create session: %w", err)
+	sd := &side{c: c, role: api.RoleInitiator, listen: o.Listen, advertise: o.Advertise, timeout: o.ConnectTimeout, notify: o.Notify, log: o.Logger, resumable: o.Sources.Resumable()}
+	defer sd.close()
+	var sess *api.Session
+	if prior == nil || prior.Listener != api.RoleResponder {
+		addr, err := sd.startListening()
+		if err != nil {
+			return nil, err
+		}
+		if prior == nil {
+			sess, err = c.Create(ctx, api.CreateRequest{Responder: o.To, Manifest: m, PeerAddr: addr})
+			if err != nil {
+				return nil, fmt.Errorf("create session: %w", err)
+			}
+		} else if sess, err = c.Resume(ctx, prior.ID, addr); err != nil {
+			return nil, fmt.Errorf("resume session %s: %w", prior.ID, err)
+		}
+	} else {
+		var err error
+		if sess, err = c.Resume(ctx, prior.ID, ""); err != nil {
+			return nil, fmt.Errorf("resume session %s: %w", prior.ID, err)
+		}
 	}
 	if o.OnSession != nil {
-		o.OnSession(sess)
+		o.OnSession(sess, prior != nil)
 	}
-	w := c.watchSession(ctx, sess.ID)
-	defer w.stop()
+	sd.sess = sess
+	sd.w = c.watchSession(ctx, sess.ID)
+	defer sd.w.stop()
 
-	res, err := c.sendOn(ctx, o, sess, w, ln, f, manifest)
+	var moved int64
+	res, err := sd.transfer(ctx, &moved, func(conn *link.Conn) (link.Result, error) {
+		return conn.Send(ctx, m, o.Sources.Open, link.SendOptions{Progress: o.Progress})
+	})
 	if err != nil {
-		c.abandon(ctx, sess.ID, err)
-		return nil, err
-	}
-	final, err := c.awaitEnd(ctx, w, sess.ID)
-	if err != nil {
-		return nil, err
-	}
-	return &Outcome{Session: final, Result: res}, nil
-}
-
-func (c *Client) sendOn(ctx context.Context, o SendOptions, sess *api.Session, w *sessionEvents, ln net.Listener, f *os.File, m api.Manifest) (link.Result, error) {
-	ev, err := w.until(ctx, func(ev api.Event) bool { return ev.Type == api.EventJoined || ev.State.Terminal() })
-	if err != nil {
-		return link.Result{}, fmt.Errorf("waiting for %s to join: %w", o.To, err)
-	}
-	if ev.Type != api.EventJoined {
-		return link.Result{}, fmt.Errorf("session %s %s: %s", sess.ID, ev.State, ev.Reason)
-	}
-	key, err := c.Key(ctx, sess.ID)
-	if err != nil {
-		return link.Result{}, fmt.Errorf("get session key: %w", err)
-	}
-	defer clear(key)
-
-	actx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
-	conn, err := link.Accept(actx, ln, key, sess.ID, link.Options{Logger: o.Logger})
-	cancel()
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-			return link.Result{}, fmt.Errorf("%s joined but did not connect to %s within %s", o.To, ln.Addr(), o.ConnectTimeout)
-		}
-		return link.Result{}, fmt.Errorf("wait for peer: %w", err)
-	}
-	defer conn.Close()
-	total := m.TotalSize()
-	res, err := conn.Send(ctx, m, f, progress(o.Progress, total))
-	if err != nil {
-		return link.Result{}, fmt.Errorf("send %s: %w", m.Files[0].Name, err)
+		return nil, sd.fail(ctx, err)
 	}
 	if _, err := c.Report(ctx, sess.ID, okReport(res)); err != nil {
-		return link.Result{}, fmt.Errorf("report result: %w", err)
+		return nil, fmt.Errorf("report result: %w", err)
 	}
-	return res, nil
+	final, err := c.awaitEnd(ctx, sd.w, sess.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &Outcome{Session: final, Result: res, Moved: moved}, nil
+}
+
+// findOwnSession returns the caller's open session to `to` offering exactly
+// m, the one a repeated send resumes, or nil.
+func (c *Client) findOwnSession(ctx context.Context, to string, m api.Manifest) (*api.Session, error) {
+	all, err := c.List(ctx, "")
+	if err != nil {
+		return nil, fmt.Errorf("list sessions: %w", err)
+	}
+	for _, s := range all { // newest first
+		if s.Initiator == c.user && s.Responder == to && !s.State.Terminal() &&
+			s.Manifest.Text == m.Text && slices.Equal(s.Manifest.Files, m.Files) {
+			return &s, nil
+		}
+	}
+	return nil, nil
 }
 
 // ReceiveOptions describe one incoming transfer.
 type ReceiveOptions struct {
-	SessionID      string // empty: the one session waiting for this user
-	Dir            string // destination directory
-	Overwrite      bool
-	ConnectTimeout time.Duration // dial timeout to the sender
-	OnSession      func(*api.Session)
-	Progress       func(done, total int64)
-	Logger         *slog.Logger
+	SessionID string    // empty: the one session waiting for this user
+	Dir       string    // destination directory
+	Out       io.Writer // instead of Dir: where a single file's bytes go (-o -)
+	Text      io.Writer // where a text message is shown
+	Overwrite bool
+	// Listen, when set, makes this side the one that listens (host:port);
+	// Advertise is the address to give the sender, if not Listen's.
+	Listen, Advertise string
+	ConnectTimeout    time.Duration
+	// Confirm, if set, is asked before joining, with what the transfer
+	// needs and the free space at the destination (-1: unknown); an error
+	// declines without touching the session.
+	Confirm   func(s *api.Session, need, free int64) error
+	OnSession func(s *api.Session, resumed bool)
+	Progress  func(file int, done int64)
+	Notify    func(format string, args ...any)
+	Logger    *slog.Logger
 }
 
-// Receive joins a session, fetches the file into o.Dir and returns once the
-// session service confirmed the transfer. Refusals that need no peer (an
-// unsafe name, an existing file) happen before joining, so the session
+// Receive joins a session (or resumes one this user already joined),
+// fetches its entries into o.Dir and returns once the session service
+// confirmed the transfer. Refusals that need no peer (an unsafe name, an
+// existing file, too little space) happen before joining, so the session
 // stays open for a retry with other options.
 func (c *Client) Receive(ctx context.Context, o ReceiveOptions) (*Outcome, error) {
 	sess, err := c.pick(ctx, o.SessionID)
@@ -147,96 +155,151 @@ func (c *Client) Receive(ctx context.Context, o ReceiveOptions) (*Outcome, error
 	if sess.Responder != c.user {
 		return nil, fmt.Errorf("session %s is for %s, not for you (%s)", sess.ID, sess.Responder, c.user)
 	}
-	if sess.State != api.StateWaiting {
-		return nil, fmt.Errorf("session %s is %s, not waiting", sess.ID, sess.State)
+	resuming := sess.State == api.StateJoined
+	if sess.State != api.StateWaiting && !resuming {
+		return nil, fmt.Errorf("session %s is %s", sess.ID, sess.State)
 	}
-	if len(sess.Manifest.Files) != 1 {
-		return nil, fmt.Errorf("session %s offers %d files; this version receives exactly one", sess.ID, len(sess.Manifest.Files))
-	}
-	name := sess.Manifest.Files[0].Name
-	if err := link.SafeName(name); err != nil {
+	m := sess.Manifest
+	if err := link.CheckManifest(m); err != nil {
 		return nil, fmt.Errorf("refusing session %s: %w", sess.ID, err)
 	}
-	if st, err := os.Stat(o.Dir); err != nil || !st.IsDir() {
-		return nil, fmt.Errorf("destination %s is not a directory", o.Dir)
-	}
-	dst := filepath.Join(o.Dir, name)
-	if _, err := os.Lstat(dst); err == nil && !o.Overwrite {
-		return nil, fmt.Errorf("%s already exists (use --overwrite to replace it)", dst)
+	var need, free int64 = 0, -1
+	switch {
+	case m.Text:
+	case o.Out != nil:
+		if len(m.Files) != 1 || m.Files[0].Dir {
+			return nil, fmt.Errorf("session %s offers %d entries; only a single file can go to standard output", sess.ID, len(m.Files))
+		}
+	default:
+		if need, free, err = checkDestination(o.Dir, sess, o.Overwrite); err != nil {
+			return nil, err
+		}
 	}
 	if o.OnSession != nil {
-		o.OnSession(sess)
+		o.OnSession(sess, resuming)
+	}
+	if o.Confirm != nil && !resuming {
+		if err := o.Confirm(sess, need, free); err != nil {
+			return nil, err
+		}
 	}
 
-	sess, err = c.Join(ctx, sess.ID)
+	sd := &side{c: c, role: api.RoleResponder, listen: o.Listen, advertise: o.Advertise, timeout: o.ConnectTimeout, notify: o.Notify, log: o.Logger, resumable: o.Out == nil && !m.Text}
+	defer sd.close()
+	addr := ""
+	if o.Listen != "" || (resuming && sess.Listener == api.RoleResponder) {
+		if o.Listen == "" {
+			return nil, fmt.Errorf("in session %s you are the side that listens: resume with --listen HOST:PORT", sess.ID)
+		}
+		if addr, err = sd.startListening(); err != nil {
+			return nil, err
+		}
+	}
+	if resuming {
+		if addr != "" && sess.Listener != api.RoleResponder {
+			return nil, fmt.Errorf("in session %s the sender listens; resume without --listen", sess.ID)
+		}
+		sess, err = c.Resume(ctx, sess.ID, addr)
+	} else {
+		sess, err = c.Join(ctx, sess.ID, addr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("join session: %w", err)
 	}
-	w := c.watchSession(ctx, sess.ID)
-	defer w.stop()
+	sd.sess = sess
+	sd.w = c.watchSession(ctx, sess.ID)
+	defer sd.w.stop()
 
-	res, path, err := c.receiveOn(ctx, o, sess)
+	var text textBuffer
+	lo := link.ReceiveOptions{Overwrite: o.Overwrite, Progress: o.Progress, Out: o.Out}
+	if m.Text {
+		lo.Out = &text
+	}
+	var moved int64
+	res, err := sd.transfer(ctx, &moved, func(conn *link.Conn) (link.Result, error) {
+		return conn.Receive(ctx, m, o.Dir, lo)
+	})
 	if err != nil {
-		c.abandon(ctx, sess.ID, err)
+		err = sd.fail(ctx, err)
+		if !errors.Is(err, ErrLeftForResume) && lo.Out == nil {
+			link.Discard(o.Dir, sess.ID, m)
+		}
 		return nil, err
-	}
-	final, err := c.awaitEnd(ctx, w, sess.ID)
-	if err != nil {
-		return nil, err
-	}
-	return &Outcome{Session: final, Result: res, Path: path}, nil
-}
-
-func (c *Client) receiveOn(ctx context.Context, o ReceiveOptions, sess *api.Session) (link.Result, string, error) {
-	key, err := c.Key(ctx, sess.ID)
-	if err != nil {
-		return link.Result{}, "", fmt.Errorf("get session key: %w", err)
-	}
-	defer clear(key)
-	// The sender accepts only once it has heard of the join and fetched the
-	// key, so the handshake may wait as long as the connection may.
-	conn, err := link.Dial(ctx, sess.PeerAddr, key, sess.ID, link.Options{DialTimeout: o.ConnectTimeout, HandshakeTimeout: o.ConnectTimeout, Logger: o.Logger})
-	if err != nil {
-		return link.Result{}, "", err
-	}
-	defer conn.Close()
-	total := sess.Manifest.TotalSize()
-	res, path, err := conn.Receive(ctx, sess.Manifest, o.Dir, link.ReceiveOptions{Overwrite: o.Overwrite, Progress: progress(o.Progress, total)})
-	if err != nil {
-		return link.Result{}, "", fmt.Errorf("receive %s: %w", sess.Manifest.Files[0].Name, err)
 	}
 	if _, err := c.Report(ctx, sess.ID, okReport(res)); err != nil {
-		return link.Result{}, "", fmt.Errorf("report result: %w", err)
+		return nil, fmt.Errorf("report result: %w", err)
 	}
-	return res, path, nil
+	final, err := c.awaitEnd(ctx, sd.w, sess.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := &Outcome{Session: final, Result: res, Moved: moved, Text: text.String()}
+	if lo.Out == nil {
+		out.Paths = link.Paths(o.Dir, m)
+	}
+	return out, nil
 }
 
-// pick returns the named session, or the only one waiting for the user.
+// checkDestination refuses, before joining, a transfer that cannot land in
+// dir: names taken (unless overwriting) or not enough free space. It
+// returns the bytes still to come and the free space (-1 when unknown).
+func checkDestination(dir string, sess *api.Session, overwrite bool) (need, free int64, err error) {
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return 0, 0, fmt.Errorf("destination %s is not a directory", dir)
+	}
+	for _, f := range sess.Manifest.Files {
+		p := filepath.Join(dir, filepath.FromSlash(f.Name))
+		fi, err := os.Lstat(p)
+		switch {
+		case err != nil:
+			continue
+		case f.Dir && fi.IsDir():
+			continue
+		case f.Dir || fi.IsDir() || !overwrite:
+			return 0, 0, fmt.Errorf("%s already exists (use --overwrite to replace files)", p)
+		}
+	}
+	need = sess.Manifest.TotalSize() - link.Held(dir, sess.ID, sess.Manifest)
+	free, err = link.FreeSpace(dir)
+	if err != nil {
+		return need, -1, nil
+	}
+	if need > free {
+		return 0, 0, fmt.Errorf("%w in %s: the transfer needs %d bytes, %d are available", link.ErrNoSpace, dir, need, free)
+	}
+	return need, free, nil
+}
+
+// pick returns the named session, or the only one waiting for the user (or,
+// failing that, the only one the user joined and may resume).
 func (c *Client) pick(ctx context.Context, id string) (*api.Session, error) {
 	if id != "" {
 		return c.Get(ctx, id)
 	}
-	all, err := c.List(ctx, api.StateWaiting)
+	all, err := c.List(ctx, "")
 	if err != nil {
 		return nil, err
 	}
-	var mine []api.Session
-	for _, s := range all {
-		if s.Responder == c.user {
-			mine = append(mine, s)
+	for _, state := range []api.State{api.StateWaiting, api.StateJoined} {
+		var mine []api.Session
+		for _, s := range all {
+			if s.Responder == c.user && s.State == state {
+				mine = append(mine, s)
+			}
 		}
+		switch len(mine) {
+		case 0:
+			continue
+		case 1:
+			return &mine[0], nil
+		}
+		msg := fmt.Sprintf("%d sessions are %s for you; name one:", len(mine), state)
+		for _, s := range mine {
+			msg += fmt.Sprintf(" %s (from %s: %s)", s.ID, s.Initiator, s.Manifest.Summary())
+		}
+		return nil, errors.New(msg)
 	}
-	switch len(mine) {
-	case 0:
-		return nil, errors.New("no session is waiting for you")
-	case 1:
-		return &mine[0], nil
-	}
-	msg := fmt.Sprintf("%d sessions are waiting for you; name one:", len(mine))
-	for _, s := range mine {
-		msg += fmt.Sprintf(" %s (from %s: %s)", s.ID, s.Initiator, s.Manifest.Files[0].Name)
-	}
-	return nil, errors.New(msg)
+	return nil, errors.New("no session is waiting for you")
 }
 
 // awaitEnd waits for the session's final event: success only if completed.
@@ -251,30 +314,6 @@ func (c *Client) awaitEnd(ctx context.Context, w *sessionEvents, id string) (*ap
 	return c.Get(ctx, id)
 }
 
-// abandon leaves a session that this side cannot finish in the right state:
-// cancelled if nobody joined yet, failed with the reason otherwise. It runs
-// even when ctx was cancelled (Ctrl-C), with its own short deadline.
-func (c *Client) abandon(ctx context.Context, id string, cause error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	sess, err := c.Get(ctx, id)
-	if err != nil || sess.State.Terminal() {
-		return
-	}
-	if sess.State == api.StateWaiting {
-		_, _ = c.Cancel(ctx, id, cause.Error())
-		return
-	}
-	_, _ = c.Report(ctx, id, api.Report{OK: false, Error: cause.Error()})
-}
-
 func okReport(r link.Result) api.Report {
 	return api.Report{OK: true, Bytes: r.Bytes, CRC32C: r.CRC32C, SHA256: hex.EncodeToString(r.SHA256[:])}
-}
-
-func progress(fn func(done, total int64), total int64) func(int64) {
-	if fn == nil {
-		return nil
-	}
-	return func(n int64) { fn(n, total) }
 }

@@ -1,4 +1,4 @@
-// Package prompt reads a password the safe ways: from a terminal without
+// Package prompt asks the user: a yes/no question, or a password the safe ways: from a terminal without
 // echo, or from standard input when it is not a terminal. Never from a
 // flag, where it would show in the process list and shell history.
 package prompt
@@ -64,4 +64,19 @@ func check(pw string) (string, error) {
 		return "", fmt.Errorf("password longer than %d bytes", MaxLen)
 	}
 	return pw, nil
+}
+
+// Confirm asks a yes/no question on w and reads the answer from in; only
+// "y" or "yes" (any case) agrees.
+func Confirm(in io.Reader, w io.Writer, question string) (bool, error) {
+	fmt.Fprintf(w, "%s [y/N] ", question)
+	line, err := bufio.NewReaderSize(io.LimitReader(in, 64), 64).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return false, fmt.Errorf("read answer: %w", err)
+	}
+	switch strings.ToLower(strings.TrimSpace(line)) {
+	case "y", "yes":
+		return true, nil
+	}
+	return false, nil
 }

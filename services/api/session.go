@@ -125,6 +125,13 @@ type Session struct {
 	CreatedAt time.Time       `json:"created_at"`
 	UpdatedAt time.Time       `json:"updated_at"`
 	ExpiresAt time.Time       `json:"expires_at"`
+
+	// LastEvent and LastRole record the event of the record's latest write
+	// and the role of the member who caused it (empty for expiry). The
+	// session service republishes that event when a request builds on the
+	// write, in case the request that wrote it has not published it yet.
+	LastEvent EventType `json:"last_event,omitempty"`
+	LastRole  Role      `json:"last_role,omitempty"`
 }
 
 // RoleOf returns the role user plays in s, or false when user is not a member.

@@ -3,6 +3,7 @@
 package auth
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -36,18 +37,27 @@ type Options struct {
 	// Callout keys: with them the service also answers the NATS server's
 	// auth callout, deciding every client connection (nil: it does not).
 	Callout *broker.CalloutKeys
-	Logger  *slog.Logger
+	// AddressFailures is how many failed password connects one client
+	// address may make before each further one waits longer and longer
+	// (0: DefaultAddressFailures). Many users may share an address (NAT),
+	// so it is well above the per-name allowance.
+	AddressFailures int
+	Logger          *slog.Logger
 }
+
+// DefaultAddressFailures is Options.AddressFailures when unset.
+const DefaultAddressFailures = 20
 
 // Service answers sft.v1.auth.*.
 type Service struct {
 	o            Options
 	issuer       *token.Issuer
 	verifier     *token.Verifier
-	throttle     *throttle // failed passwords per user name
-	addrThrottle *throttle // failed passwords per client address
-	revoked      *revocations
-	dummy        string // hash checked for unknown users, so they cost as much as known ones
+	throttle     *throttle       // failed passwords per user name
+	addrThrottle *throttle       // failed passwords per client address
+	revoked      *revocations    // the bucket, for connects and logouts
+	revokedList  *RevocationList // its local copy, for requests
+	dummy        string          // hash checked for unknown users, so they cost as much as known ones
 }
 
 // New builds the service.
@@ -61,18 +71,22 @@ func New(o Options) (*Service, error) {
 	}
 	return &Service{
 		o: o, issuer: token.NewIssuer(o.SigningKey, o.TokenTTL), verifier: token.NewVerifier(o.SigningKey.Public().(ed25519.PublicKey)),
-		throttle: newThrottle(), addrThrottle: newAddrThrottle(), dummy: dummy,
+		throttle: newThrottle(), addrThrottle: newAddrThrottle(cmp.Or(o.AddressFailures, DefaultAddressFailures)), dummy: dummy,
 	}, nil
 }
 
 // Start registers the service on nc; it serves until ctx ends or Stop.
 // With callout keys it also answers the auth callout, which Stop ends too.
+// Call Wait after ctx ended.
 func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, error) {
 	rev, err := openRevocations(ctx, nc, s.o.TokenTTL)
 	if err != nil {
 		return nil, fmt.Errorf("start auth service: %w", err)
 	}
 	s.revoked = rev
+	if s.revokedList, err = WatchRevocations(ctx, nc, s.o.TokenTTL, s.o.Logger); err != nil {
+		return nil, fmt.Errorf("start auth service: %w", err)
+	}
 	var callout *nats.Subscription
 	if s.o.Callout != nil {
 		callout, err = broker.ServeCallout(ctx, nc, *s.o.Callout, s.authorize, s.o.Logger)
@@ -99,7 +113,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 		}
 		return nil, fmt.Errorf("start auth service: %w", err)
 	}
-	h := rpc.Handler{Ctx: ctx, Log: s.o.Logger, Verifier: s.verifier}
+	h := rpc.Handler{Ctx: ctx, Log: s.o.Logger, Verifier: rpc.CheckRevoked(s.verifier, s.revokedList)}
 	if err := errors.Join(
 		svc.AddEndpoint("info", rpc.Public(h, s.info), micro.WithEndpointSubject(api.SubjectAuthInfo)),
 		svc.AddEndpoint("login", rpc.Public(h, s.login), micro.WithEndpointSubject(api.SubjectAuthLogin)),
@@ -180,10 +194,26 @@ func (s *Service) checkPassword(ctx context.Context, name string, password []byt
 	return u, nil
 }
 
-// logout revokes the caller's token: no new connection is admitted with it.
+// Wait blocks until the service's background work (the revoked-token
+// watch) stopped after Start's context ended.
+func (s *Service) Wait() {
+	if s.revokedList != nil {
+		s.revokedList.Wait()
+	}
+}
+
+// logout revokes the caller's token: no new connection is admitted with
+// it, and every service refuses its requests, on connections already open
+// too. The answer waits until this service's own copy of the list has the
+// id: the other services' copies are fed by the same stream at the same
+// moment, so by the time the caller reads the answer they have it too.
 func (s *Service) logout(ctx context.Context, c rpc.Caller, _ *struct{}) (*struct{}, error) {
 	if err := s.revoked.revoke(ctx, c.ID, c.ExpiresAt); err != nil {
 		return nil, err
+	}
+	if err := s.revokedList.waitFor(ctx, c.ID); err != nil {
+		// Stored, so refused at the next connect; say so rather than fail.
+		s.o.Logger.Warn("logout stored but not yet seen by the revoked-token watch", "token_id", c.ID, "err", err)
 	}
 	s.o.Logger.Info("logout", "user", c.User, "token_id", c.ID)
 	return &struct{}{}, nil

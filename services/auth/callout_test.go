@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nkeys"
+
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/services/api"
@@ -108,12 +110,40 @@ func TestConnectAuthorization(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	// A service is its key: no client credential makes one, and a key
+	// the server was not configured with is refused.
 	t.Run("service identity", func(t *testing.T) {
-		so := o
-		so.User, so.Password = h.Cfg.NATS.User, devstacktest.Password("alice")
-		if nc, err := broker.Connect(t.Context(), so); err == nil {
-			nc.Close()
-			t.Fatal("connected as the service user with a client's password")
+		stranger, err := nkeys.CreateUser()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, so := range map[string]broker.ConnOptions{
+			"unknown key":                {Service: broker.ServiceAuth, NKey: stranger},
+			"service name and password":  {User: broker.ServiceAuth, Password: devstacktest.Password("alice")},
+			"client password, no key":    {User: "alice", Password: devstacktest.Password("alice")},
+			"token as the session inbox": {Token: h.Login("alice").Token(), InboxPrefix: broker.ServiceInbox(broker.ServiceSession)},
+		} {
+			t.Run(name, func(t *testing.T) {
+				so.URL, so.CAFile = o.URL, o.CAFile
+				nc, err := broker.Connect(t.Context(), so)
+				if err != nil {
+					if !strings.Contains(err.Error(), "authorization violation") {
+						t.Errorf("refused with %v, want an authorization violation", err)
+					}
+					return
+				}
+				defer nc.Close()
+				// Admitted as a client: it must not reach a service's inbox.
+				if _, err := nc.SubscribeSync(broker.ServiceInbox(broker.ServiceSession) + ".>"); err != nil {
+					t.Fatal(err)
+				}
+				if err := nc.Flush(); err != nil {
+					t.Fatal(err)
+				}
+				if err := nc.LastError(); err == nil || !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+					t.Errorf("a client subscribed to a service's inbox (last error %v)", err)
+				}
+			})
 		}
 	})
 }

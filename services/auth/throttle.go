@@ -36,11 +36,12 @@ func newThrottle() *throttle {
 	}
 }
 
-// newAddrThrottle is the per-address throttle: more free attempts, since
-// many users may share one address (NAT), but the same growing delay after.
-func newAddrThrottle() *throttle {
+// newAddrThrottle is the per-address throttle: free attempts (more than
+// per name, since many users may share one address behind NAT), then the
+// same growing delay.
+func newAddrThrottle(free int) *throttle {
 	t := newThrottle()
-	t.free = 20
+	t.free = free
 	return t
 }
 

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/crypto/bcrypt"
-
+	"github.com/sftproject/sft/broker"
+	"github.com/sftproject/sft/services/daemon"
 	"github.com/sftproject/sft/services/secrets"
 )
 
@@ -27,7 +27,8 @@ func TestCerts(t *testing.T) {
 	for _, f := range []string{
 		"pki/ca.pem", "pki/ca-key.pem", "pki/server.pem", "pki/server-key.pem",
 		"secrets/token-signing.pem", "secrets/token-signing.pub.pem", "secrets/login-seal.key",
-		"secrets/key-encryption.key", "secrets/nats-service.password", "secrets/nats-auth.conf",
+		"secrets/key-encryption.key", "secrets/nats-auth.conf",
+		"secrets/nats-service-auth.nk", "secrets/nats-service-session.nk", "secrets/nats-service-key.nk",
 		"secrets/nats-callout.nk", "secrets/nats-callout.xk",
 	} {
 		if _, err := os.Stat(filepath.Join(in.dataDir, f)); err != nil {
@@ -50,26 +51,30 @@ func TestCerts(t *testing.T) {
 		}
 	}
 
-	// nats-auth.conf holds a bcrypt hash of the services' password, not the password.
-	pw, err := os.ReadFile(filepath.Join(secretsDir, "nats-service.password"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// nats-auth.conf holds each service's public key, never its seed.
 	auth, err := os.ReadFile(filepath.Join(secretsDir, "nats-auth.conf"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(string(auth), string(pw)) {
-		t.Fatal("nats-auth.conf contains the password in clear")
-	}
-	var hash string
-	for _, line := range strings.Split(string(auth), "\n") {
-		if v, ok := strings.CutPrefix(line, "SFT_SERVICE_PASSWORD: "); ok {
-			hash = strings.Trim(v, `"`)
+	for _, svc := range broker.Services() {
+		kp, err := secrets.ServiceKey(secretsDir, svc)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if bcrypt.CompareHashAndPassword([]byte(hash), pw) != nil {
-		t.Fatalf("nats-auth.conf's hash does not match the password:\n%s", auth)
+		pub, err := kp.PublicKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := daemon.NATSKeyVariable(svc) + ": \"" + pub + "\""; !strings.Contains(string(auth), want) {
+			t.Errorf("nats-auth.conf lacks %s:\n%s", want, auth)
+		}
+		seed, err := kp.Seed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(auth), string(seed)) {
+			t.Errorf("nats-auth.conf contains the %s service's seed", svc)
+		}
 	}
 	// ... and the auth callout's public keys, never its seeds.
 	ck, err := secrets.CalloutKeys(secretsDir)

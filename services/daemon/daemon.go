@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -118,9 +116,11 @@ func (d *daemon) userCmd() *cobra.Command {
 			if err := api.ValidUserName(name); err != nil {
 				return err
 			}
-			// Fail before the prompt when there is no dev stack to add to.
-			if _, err := d.servicePassword(); err != nil {
-				return err
+			// Fail before the prompt when there is no installation to add to.
+			if d.cfg.Store.Backend != "redis" {
+				if _, err := secrets.ServiceKey(d.cfg.SecretsPath(), broker.ServiceAuth); err != nil {
+					return err
+				}
 			}
 			pw, err := prompt.Password(d.io.In, d.io.Err, "Password for "+name, true)
 			if err != nil {
@@ -199,43 +199,40 @@ const (
 	roleAdmin = "admin"
 )
 
-// servicePassword is the services' NATS password: from nats.password_file,
-// or the secrets directory.
-func (d *daemon) servicePassword() (string, error) {
-	if f := d.cfg.NATS.PasswordFile; f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return "", fmt.Errorf("read nats.password_file: %w", err)
-		}
-		return strings.TrimSpace(string(b)), nil
-	}
-	return secrets.ServicePassword(d.cfg.SecretsPath())
-}
-
-// connect opens a service connection to the broker.
-func (d *daemon) connect(ctx context.Context, name string) (*nats.Conn, error) {
-	pw, err := d.servicePassword()
+// connect opens a connection to the broker with service's NATS identity.
+func (d *daemon) connect(ctx context.Context, service, name string) (*nats.Conn, error) {
+	key, err := secrets.ServiceKey(d.cfg.SecretsPath(), service)
 	if err != nil {
 		return nil, err
 	}
 	return broker.Connect(ctx, broker.ConnOptions{
 		URL: d.cfg.NATS.URL, CAFile: d.cfg.CAFile(),
-		User: d.cfg.NATS.User, Password: pw,
+		Service: service, NKey: key,
 		CertFile: d.cfg.NATS.CertFile, KeyFile: d.cfg.NATS.KeyFile,
 		Name: name, Logger: d.log,
 	})
 }
 
-// openStore connects to the configured store as the services do.
+// openStore opens the configured store for the user commands. Accounts
+// are the auth service's data, so with the JetStream store they are
+// reached with its identity; Redis needs no broker at all.
 func (d *daemon) openStore(ctx context.Context) (launch.Store, func(), error) {
-	nc, err := d.connect(ctx, "sftd-admin")
-	if err != nil {
-		return nil, nil, err
+	var nc *nats.Conn
+	if d.cfg.Store.Backend != "redis" {
+		var err error
+		if nc, err = d.connect(ctx, broker.ServiceAuth, "sftd-admin"); err != nil {
+			return nil, nil, err
+		}
+	}
+	closeConn := func() {
+		if nc != nil {
+			nc.Close()
+		}
 	}
 	st, err := launch.OpenStore(ctx, d.cfg, nc, d.log)
 	if err != nil {
-		nc.Close()
+		closeConn()
 		return nil, nil, err
 	}
-	return st, func() { _ = st.Close(); nc.Close() }, nil
+	return st, func() { _ = st.Close(); closeConn() }, nil
 }

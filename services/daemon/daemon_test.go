@@ -140,16 +140,16 @@ func (in *install) user(d *dev, name string) (*store.User, error) {
 	return d.store.GetUser(testCtx(in.t), name)
 }
 
-// openStore connects as the services do. The connection lives until the
-// test ends: each service login costs a bcrypt check, slow under -race.
+// openStore connects as the auth service does (the owner of the
+// accounts). The connection lives until the test ends.
 func (in *install) openStore(d *dev) *kvstore.Store {
 	in.t.Helper()
-	pw, err := secrets.ServicePassword(filepath.Join(in.dataDir, "secrets"))
+	key, err := secrets.ServiceKey(filepath.Join(in.dataDir, "secrets"), broker.ServiceAuth)
 	if err != nil {
 		in.t.Fatal(err)
 	}
 	nc, err := broker.Connect(testCtx(in.t), broker.ConnOptions{
-		URL: d.url, CAFile: filepath.Join(in.dataDir, "pki", "ca.pem"), User: "sft-service", Password: pw,
+		URL: d.url, CAFile: filepath.Join(in.dataDir, "pki", "ca.pem"), Service: broker.ServiceAuth, NKey: key,
 	})
 	if err != nil {
 		in.t.Fatal(err)

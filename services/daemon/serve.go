@@ -22,7 +22,7 @@ func (d *daemon) serviceCmd(name, short string) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			nc, err := d.connect(ctx, "sftd-"+name)
+			nc, err := d.connect(ctx, name, "sftd-"+name)
 			if err != nil {
 				return err
 			}

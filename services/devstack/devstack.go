@@ -10,6 +10,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,11 +26,15 @@ import (
 type Stack struct {
 	URL    string // TLS client URL of the embedded NATS server
 	CAFile string // CA clients must trust
-	Store  launch.Store
+	// Store reaches every kind of state, each through the connection of
+	// the service that owns it (users: auth, sessions: session, keys:
+	// key), as tests and `sftd user` need.
+	Store launch.Store
 
 	cancel context.CancelFunc
 	srv    *broker.Embedded
-	nc     *nats.Conn
+	conns  []*nats.Conn
+	stores []launch.Store
 	svcs   []*launch.Running
 }
 
@@ -56,11 +61,15 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 	if err != nil {
 		return nil, err
 	}
+	serviceKeys, err := sec.ServicePublicKeys()
+	if err != nil {
+		return nil, err
+	}
 	srv, err := broker.StartEmbedded(ctx, broker.EmbeddedOptions{
 		Host: host, Port: port,
-		StoreDir:    filepath.Join(cfg.DataDir, "jetstream"),
-		PKI:         pki,
-		ServiceUser: cfg.NATS.User, ServicePassword: sec.ServicePassword,
+		StoreDir:      filepath.Join(cfg.DataDir, "jetstream"),
+		PKI:           pki,
+		ServiceKeys:   serviceKeys,
 		CalloutIssuer: calloutIssuer, CalloutXKey: calloutXKey,
 		Logger: log.With("component", "nats"),
 	})
@@ -75,21 +84,28 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 			st.Close()
 		}
 	}()
-	st.nc, err = srv.InProcessConn(ctx, cfg.NATS.User, sec.ServicePassword, "sftd-dev-services")
-	if err != nil {
-		return nil, err
-	}
-	st.Store, err = launch.OpenStore(ctx, cfg, st.nc, log.With("component", "store"))
-	if err != nil {
-		return nil, err
-	}
-	for _, name := range []string{"auth", "session", "key"} {
-		r, err := launch.Services[name](svcCtx, cfg, st.nc, st.Store, log.With("service", name))
+	// Each service on a connection of its own identity, with its own view
+	// of the store: what it may reach is what its permissions allow.
+	stores := map[string]launch.Store{}
+	for _, name := range broker.Services() {
+		nc, err := srv.InProcessConn(ctx, name, sec.ServiceKeys[name], "sftd-dev-"+name)
+		if err != nil {
+			return nil, err
+		}
+		st.conns = append(st.conns, nc)
+		s, err := launch.OpenStore(ctx, cfg, nc, log.With("component", "store", "service", name))
+		if err != nil {
+			return nil, fmt.Errorf("%s service: %w", name, err)
+		}
+		st.stores = append(st.stores, s)
+		stores[name] = s
+		r, err := launch.Services[name](svcCtx, cfg, nc, s, log.With("service", name))
 		if err != nil {
 			return nil, fmt.Errorf("start %s service: %w", name, err)
 		}
 		st.svcs = append(st.svcs, r)
 	}
+	st.Store = routedStore{users: stores[broker.ServiceAuth], sessions: stores[broker.ServiceSession], keys: stores[broker.ServiceKey]}
 	log.Info("sft dev stack ready", "url", st.URL, "ca_file", st.CAFile, "data_dir", cfg.DataDir, "store", cfg.Store.Backend)
 	return st, nil
 }
@@ -100,25 +116,32 @@ func (st *Stack) Close() {
 	for _, r := range st.svcs {
 		r.Stop()
 	}
-	if st.nc != nil {
-		// Let requests already delivered finish and their replies go out
-		// before the services' context ends.
-		closed := make(chan struct{})
-		st.nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
-		if err := st.nc.Drain(); err == nil {
-			select {
-			case <-closed:
-			case <-time.After(rpc.Timeout):
-			}
-		}
-		st.nc.Close()
+	// Let requests already delivered finish and their replies go out
+	// before the services' context ends.
+	var wg sync.WaitGroup
+	for _, nc := range st.conns {
+		wg.Go(func() { drain(nc) })
 	}
+	wg.Wait()
 	st.cancel()
 	for _, r := range st.svcs {
 		r.Wait()
 	}
-	if st.Store != nil {
-		_ = st.Store.Close()
+	for _, s := range st.stores {
+		_ = s.Close()
 	}
 	st.srv.Shutdown()
+}
+
+// drain flushes and closes nc, waiting at most rpc.Timeout.
+func drain(nc *nats.Conn) {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err == nil {
+		select {
+		case <-closed:
+		case <-time.After(rpc.Timeout):
+		}
+	}
+	nc.Close()
 }

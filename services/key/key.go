@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/events"
 	"github.com/sftproject/sft/services/rpc"
@@ -80,7 +81,8 @@ func New(o Options) (*Service, error) {
 	return &Service{o: o, kek: aead, now: time.Now, grace: time.Minute}, nil
 }
 
-const reaperConsumer = "key-reaper"
+// reaperConsumer is named in the key service's NATS permissions.
+const reaperConsumer = broker.KeyReaperConsumer
 
 // Start registers the endpoint and the reaper; both stop when ctx ends.
 func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, error) {

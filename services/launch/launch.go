@@ -1,7 +1,9 @@
 // Package launch assembles the SFT services from configuration: it opens
 // the configured state store and starts the auth, session and key services
-// with the keys each one needs. `sftd dev` starts all three in one process;
-// `sftd auth`, `sftd session` and `sftd key` start one each.
+// with the keys each one needs. Each service runs on a connection of its
+// own NATS identity (broker.ServicePermissions) and checks every request's
+// token against the revoked tokens. `sftd dev` starts all three in one
+// process; `sftd auth`, `sftd session` and `sftd key` start one each.
 package launch
 
 import (
@@ -15,10 +17,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/config"
 	"github.com/sftproject/sft/link"
 	"github.com/sftproject/sft/services/auth"
 	"github.com/sftproject/sft/services/key"
+	"github.com/sftproject/sft/services/rpc"
 	"github.com/sftproject/sft/services/secrets"
 	"github.com/sftproject/sft/services/session"
 	"github.com/sftproject/sft/services/store"
@@ -62,7 +66,11 @@ func OpenStore(ctx context.Context, cfg config.Config, nc *nats.Conn, log *slog.
 		if err != nil {
 			return nil, err
 		}
-		st, err := kvstore.Open(ctx, js, kvstore.Options{Logger: log})
+		// The bucket names are those the services' NATS permissions name.
+		st, err := kvstore.Open(ctx, js, kvstore.Options{
+			SessionsBucket: broker.SessionsBucket, UsersBucket: broker.UsersBucket, KeysBucket: broker.KeysBucket,
+			Logger: log,
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -114,7 +122,10 @@ func Auth(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *
 	if err != nil {
 		return nil, err
 	}
-	svc, err := auth.New(auth.Options{Users: st, SigningKey: signing, SealKey: sealKey, TokenTTL: cfg.Auth.TokenTTL, Callout: &callout, Logger: log})
+	svc, err := auth.New(auth.Options{
+		Users: st, SigningKey: signing, SealKey: sealKey, TokenTTL: cfg.Auth.TokenTTL, Callout: &callout,
+		AddressFailures: cfg.Limits.LoginFailuresPerAddress, Logger: log,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -122,20 +133,27 @@ func Auth(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *
 	if err != nil {
 		return nil, err
 	}
-	return &Running{Service: m}, nil
+	return &Running{Service: m, wait: svc.Wait}, nil
 }
 
-func verifier(cfg config.Config) (*token.Verifier, error) {
+// verifier checks a request's token: its signature and expiry, and that
+// it was not revoked, against a copy of the revoked tokens that lives until
+// ctx ends (wait returns once it stopped).
+func verifier(ctx context.Context, cfg config.Config, nc *nats.Conn, log *slog.Logger) (v rpc.Verifier, wait func(), err error) {
 	pub, err := secrets.TokenPublicKey(cfg.SecretsPath())
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return token.NewVerifier(pub), nil
+	revoked, err := auth.WatchRevocations(ctx, nc, cfg.Auth.TokenTTL, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rpc.CheckRevoked(token.NewVerifier(pub), revoked), revoked.Wait, nil
 }
 
 // Session starts the session service. It needs the token public key.
 func Session(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *slog.Logger) (*Running, error) {
-	v, err := verifier(cfg)
+	v, waitRevoked, err := verifier(ctx, cfg, nc, log)
 	if err != nil {
 		return nil, err
 	}
@@ -152,16 +170,16 @@ func Session(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, lo
 	if err != nil {
 		return nil, err
 	}
-	return &Running{Service: m, wait: svc.Wait}, nil
+	return &Running{Service: m, wait: func() { svc.Wait(); waitRevoked() }}, nil
 }
 
 // Key starts the key service. It needs the token public key and the KEK.
 func Key(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *slog.Logger) (*Running, error) {
-	v, err := verifier(cfg)
+	kek, err := secrets.KEK(cfg.SecretsPath())
 	if err != nil {
 		return nil, err
 	}
-	kek, err := secrets.KEK(cfg.SecretsPath())
+	v, waitRevoked, err := verifier(ctx, cfg, nc, log)
 	if err != nil {
 		return nil, err
 	}
@@ -173,7 +191,7 @@ func Key(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *s
 	if err != nil {
 		return nil, err
 	}
-	return &Running{Service: m, wait: svc.Wait}, nil
+	return &Running{Service: m, wait: func() { svc.Wait(); waitRevoked() }}, nil
 }
 
 // Starter starts one service.

@@ -10,6 +10,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/sftproject/sft/broker"
+	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/config"
 	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/devstack/devstacktest"
@@ -32,6 +34,7 @@ func TestRequestSizeLimit(t *testing.T) {
 		{api.SubjectAuthLogin, rpc.MaxBody},
 		{api.SubjectSessionCreate, limit},
 		{api.SubjectSessionJoin, limit},
+		{api.SubjectSessionResume, limit},
 		{api.SubjectSessionGet, limit},
 		{api.SubjectSessionList, limit},
 		{api.SubjectSessionReport, limit},
@@ -62,4 +65,36 @@ func request(t *testing.T, nc *nats.Conn, subject string, data []byte) (code, ms
 		t.Fatalf("%s: %v", subject, err)
 	}
 	return m.Header.Get(micro.ErrorCodeHeader), m.Header.Get(micro.ErrorHeader)
+}
+
+// limits.login_failures_per_address reaches the auth service: after that
+// many failed password connects from one address (127.0.0.1 here), even a
+// right password from it is refused for a while; one failure fewer and it
+// is not.
+func TestLoginFailuresPerAddress(t *testing.T) {
+	for _, tc := range []struct {
+		limit    int
+		admitted bool
+	}{
+		{limit: 2, admitted: false},
+		{limit: 3, admitted: true},
+	} {
+		t.Run(fmt.Sprint(tc.limit), func(t *testing.T) {
+			h := devstacktest.Start(t, func(c *config.Config) { c.Limits.LoginFailuresPerAddress = tc.limit })
+			o := broker.ConnOptions{URL: h.Stack.URL, CAFile: h.Stack.CAFile}
+			// One failure per name, so only the address's count can bite.
+			for _, name := range []string{"alice", "carol"} {
+				if _, err := client.DialPassword(t.Context(), o, name, "guess"); api.CodeOf(err) != api.CodeUnauthorized {
+					t.Fatalf("wrong password for %s: %v, want refused", name, err)
+				}
+			}
+			nc, err := client.DialPassword(t.Context(), o, "bob", devstacktest.Password("bob"))
+			if err == nil {
+				nc.Close()
+			}
+			if admitted := err == nil; admitted != tc.admitted {
+				t.Fatalf("right password after 2 failures with limit %d: admitted %v (%v), want %v", tc.limit, admitted, err, tc.admitted)
+			}
+		})
+	}
 }

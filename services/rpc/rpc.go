@@ -40,6 +40,38 @@ type Verifier interface {
 	Verify(string) (token.Claims, error)
 }
 
+// Revocations tells whether a token was revoked (its holder logged out)
+// before it expired. Implementations answer from memory: it is asked on
+// every authenticated request.
+type Revocations interface {
+	Revoked(tokenID string) bool
+}
+
+// ErrRevoked refuses a token that was revoked by a logout.
+var ErrRevoked = errors.New("token was revoked by a logout: run `sft-cli login`")
+
+// CheckRevoked returns a Verifier that refuses, besides what v refuses,
+// every token r lists as revoked, so an Authed endpoint refuses a logged-out
+// token on a connection opened before the logout too (the broker checks
+// tokens only when a connection opens).
+func CheckRevoked(v Verifier, r Revocations) Verifier { return revocationChecker{v, r} }
+
+type revocationChecker struct {
+	v Verifier
+	r Revocations
+}
+
+func (c revocationChecker) Verify(raw string) (token.Claims, error) {
+	claims, err := c.v.Verify(raw)
+	if err != nil {
+		return token.Claims{}, err
+	}
+	if c.r.Revoked(claims.ID) {
+		return token.Claims{}, ErrRevoked
+	}
+	return claims, nil
+}
+
 // Handler builds micro handlers that share a service context, token
 // verifier and logger.
 type Handler struct {

@@ -72,11 +72,19 @@ type whoami struct {
 }
 
 type fixture struct {
-	nc     *nats.Conn // the caller's connection
-	issuer *token.Issuer
-	key    ed25519.PrivateKey
-	log    *syncBuffer
+	nc      *nats.Conn // the caller's connection
+	issuer  *token.Issuer
+	key     ed25519.PrivateKey
+	log     *syncBuffer
+	revoked *revokedSet // the service's revoked token ids
 }
+
+// revokedSet is an rpc.Revocations the test fills by hand (the one that
+// follows the bus is tested with the auth service).
+type revokedSet struct{ ids sync.Map }
+
+func (r *revokedSet) Revoked(id string) bool { _, ok := r.ids.Load(id); return ok }
+func (r *revokedSet) revoke(id string)       { r.ids.Store(id, true) }
 
 // startService serves a test micro service built with rpc.Public and
 // rpc.Authed on a real NATS server.
@@ -88,9 +96,10 @@ func startService(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
+	revoked := &revokedSet{}
 	h := rpc.Handler{
 		Ctx:      t.Context(),
-		Verifier: token.NewVerifier(key.Public().(ed25519.PublicKey)),
+		Verifier: rpc.CheckRevoked(token.NewVerifier(key.Public().(ed25519.PublicKey)), revoked),
 		Log:      slog.New(slog.NewTextHandler(logs, nil)),
 	}
 	svcConn := connect(t, url)
@@ -137,7 +146,7 @@ func startService(t *testing.T) *fixture {
 	if err := svcConn.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{nc: connect(t, url), issuer: token.NewIssuer(key, time.Hour), key: key, log: logs}
+	return &fixture{nc: connect(t, url), issuer: token.NewIssuer(key, time.Hour), key: key, log: logs, revoked: revoked}
 }
 
 func wantAPIError(t *testing.T, err error, code api.Code, msgPart string) *api.Error {
@@ -358,6 +367,35 @@ func TestAuthed(t *testing.T) {
 	}
 	if code := rep.Header.Get(micro.ErrorCodeHeader); code != string(api.CodeUnauthorized) {
 		t.Fatalf("bad body without token: code %q, want %q", code, api.CodeUnauthorized)
+	}
+}
+
+// A revoked token is refused by an Authed endpoint, with a message that
+// says why and what to do; other tokens are not affected.
+func TestAuthedRevoked(t *testing.T) {
+	f := startService(t)
+	tok, claims, err := f.issuer.Issue("alice", "user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _, err := f.issuer.Issue("alice", "user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var who whoami
+	if err := rpc.Call(t.Context(), f.nc, "sft.v1.test.whoami", tok, struct{}{}, &who); err != nil {
+		t.Fatalf("before the revocation: %v", err)
+	}
+	f.revoked.revoke(claims.ID)
+	err = rpc.Call(t.Context(), f.nc, "sft.v1.test.whoami", tok, struct{}{}, &who)
+	wantAPIError(t, err, api.CodeUnauthorized, "revoked by a logout: run `sft-cli login`")
+	if err := rpc.Call(t.Context(), f.nc, "sft.v1.test.whoami", other, struct{}{}, &who); err != nil {
+		t.Errorf("another token of the same user: %v", err)
+	}
+	// Public endpoints do not look at tokens at all.
+	var echo api.SessionRequest
+	if err := rpc.Call(t.Context(), f.nc, "sft.v1.test.echo", tok, api.SessionRequest{SessionID: "abcdefghijklmnop"}, &echo); err != nil {
+		t.Errorf("public endpoint with a revoked token: %v", err)
 	}
 }
 

@@ -1,16 +1,17 @@
 package secrets
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/nats-io/nkeys"
 
@@ -21,22 +22,27 @@ import (
 // File names inside a secrets directory. Each service reads only the files
 // it needs, so a deployment can hand each one just those.
 const (
-	ServicePasswordFile = "nats-service.password" // the services' NATS password
-	SigningKeyFile      = "token-signing.pem"     // auth: signs tokens (Ed25519, PKCS#8)
-	TokenPublicKeyFile  = "token-signing.pub.pem" // session, key: verify tokens
-	SealKeyFile         = "login-seal.key"        // auth: opens sealed passwords
-	KEKFile             = "key-encryption.key"    // key: encrypts session keys at rest
-	CalloutIssuerFile   = "nats-callout.nk"       // auth: signs the NATS auth callout's answers (account seed)
-	CalloutXKeyFile     = "nats-callout.xk"       // auth: opens and seals the auth callout exchange (curve seed)
+	SigningKeyFile     = "token-signing.pem"     // auth: signs tokens (Ed25519, PKCS#8)
+	TokenPublicKeyFile = "token-signing.pub.pem" // session, key: verify tokens
+	SealKeyFile        = "login-seal.key"        // auth: opens sealed passwords
+	KEKFile            = "key-encryption.key"    // key: encrypts session keys at rest
+	CalloutIssuerFile  = "nats-callout.nk"       // auth: signs the NATS auth callout's answers (account seed)
+	CalloutXKeyFile    = "nats-callout.xk"       // auth: opens and seals the auth callout exchange (curve seed)
 )
+
+// ServiceKeyFile is the file of service's NATS identity (a user nkey
+// seed), e.g. nats-service-auth.nk; only that service reads it.
+func ServiceKeyFile(service string) string { return "nats-service-" + service + ".nk" }
 
 // Secrets are the long-lived keys of an installation.
 type Secrets struct {
-	ServicePassword string             // the services' NATS password
-	SigningKey      ed25519.PrivateKey // signs login tokens
-	SealKey         *seal.PrivateKey   // opens sealed passwords
-	KEK             []byte             // encrypts session keys at rest
-	Callout         broker.CalloutKeys // answers the NATS auth callout
+	// ServiceKeys are the services' NATS identities, by service name
+	// (broker.ServiceAuth, ...).
+	ServiceKeys map[string]nkeys.KeyPair
+	SigningKey  ed25519.PrivateKey // signs login tokens
+	SealKey     *seal.PrivateKey   // opens sealed passwords
+	KEK         []byte             // encrypts session keys at rest
+	Callout     broker.CalloutKeys // answers the NATS auth callout
 }
 
 // Ensure reads every secret in dir, creating the missing ones (0600 files
@@ -45,14 +51,16 @@ func Ensure(dir string) (*Secrets, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
-	var s Secrets
-	pw, err := loadOrCreate(filepath.Join(dir, ServicePasswordFile), func() ([]byte, error) {
-		return []byte(base64.RawURLEncoding.EncodeToString(random(32))), nil
-	})
-	if err != nil {
-		return nil, err
+	s := Secrets{ServiceKeys: map[string]nkeys.KeyPair{}}
+	for _, name := range broker.Services() {
+		seed, err := loadOrCreate(filepath.Join(dir, ServiceKeyFile(name)), func() ([]byte, error) { return newSeed(nkeys.CreateUser) })
+		if err != nil {
+			return nil, err
+		}
+		if s.ServiceKeys[name], err = parseServiceKey(seed); err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ServiceKeyFile(name)), err)
+		}
 	}
-	s.ServicePassword = string(pw)
 
 	signing, err := loadOrCreate(filepath.Join(dir, SigningKeyFile), func() ([]byte, error) {
 		_, k, err := ed25519.GenerateKey(rand.Reader)
@@ -153,10 +161,46 @@ func read(dir, name string) ([]byte, error) {
 	return b, err
 }
 
-// ServicePassword reads the services' NATS password.
-func ServicePassword(dir string) (string, error) {
-	b, err := read(dir, ServicePasswordFile)
-	return string(b), err
+// ServiceKey reads service's NATS identity. It is kept by the caller for
+// the connection's life: every reconnect signs with it.
+func ServiceKey(dir, service string) (nkeys.KeyPair, error) {
+	if !slices.Contains(broker.Services(), service) {
+		return nil, fmt.Errorf("no NATS identity for %q: the services are %v", service, broker.Services())
+	}
+	b, err := read(dir, ServiceKeyFile(service))
+	if err != nil {
+		return nil, err
+	}
+	kp, err := parseServiceKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, ServiceKeyFile(service)), err)
+	}
+	return kp, nil
+}
+
+// ServicePublicKeys returns the public keys of the services' NATS
+// identities, by service name, as a server configuration lists them.
+func (s *Secrets) ServicePublicKeys() (map[string]string, error) {
+	out := make(map[string]string, len(s.ServiceKeys))
+	for name, kp := range s.ServiceKeys {
+		pub, err := kp.PublicKey()
+		if err != nil {
+			return nil, fmt.Errorf("public key of the %s service: %w", name, err)
+		}
+		out[name] = pub
+	}
+	return out, nil
+}
+
+func parseServiceKey(seed []byte) (nkeys.KeyPair, error) {
+	kp, err := nkeys.FromSeed(bytes.TrimSpace(seed))
+	if err != nil {
+		return nil, fmt.Errorf("not an nkey seed: %w", err)
+	}
+	if pub, _ := kp.PublicKey(); !nkeys.IsValidPublicUserKey(pub) {
+		return nil, errors.New("not a user nkey seed")
+	}
+	return kp, nil
 }
 
 // SigningKey reads the token signing key.

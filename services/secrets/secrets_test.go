@@ -2,14 +2,35 @@ package secrets
 
 import (
 	"bytes"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/nats-io/nkeys"
+
+	"github.com/sftproject/sft/broker"
 )
 
-var secretFiles = []string{ServicePasswordFile, SigningKeyFile, TokenPublicKeyFile, SealKeyFile, KEKFile, CalloutIssuerFile, CalloutXKeyFile}
+// accountSeed is a valid nkey seed of the wrong kind for a service.
+const accountSeed = "SAAGNJOZTRPYYXG2NJX3ZNGXYUSDYX2BWO447W3SHG6XQ7U66RWHQ3JUXM"
+
+var secretFiles = []string{
+	ServiceKeyFile(broker.ServiceAuth), ServiceKeyFile(broker.ServiceSession), ServiceKeyFile(broker.ServiceKey),
+	SigningKeyFile, TokenPublicKeyFile, SealKeyFile, KEKFile, CalloutIssuerFile, CalloutXKeyFile,
+}
+
+// publicKeys are the services' public keys in s.
+func publicKeys(t *testing.T, s *Secrets) map[string]string {
+	t.Helper()
+	keys, err := s.ServicePublicKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
 
 func mode(t *testing.T, path string) os.FileMode {
 	t.Helper()
@@ -30,7 +51,7 @@ func sameSecrets(t *testing.T, a, b *Secrets) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a.ServicePassword != b.ServicePassword || !a.SigningKey.Equal(b.SigningKey) || !bytes.Equal(ab, bb) || !bytes.Equal(a.KEK, b.KEK) {
+	if !maps.Equal(publicKeys(t, a), publicKeys(t, b)) || !a.SigningKey.Equal(b.SigningKey) || !bytes.Equal(ab, bb) || !bytes.Equal(a.KEK, b.KEK) {
 		t.Fatal("the secrets changed between loads")
 	}
 	ai, ax, err := a.Callout.Public()
@@ -52,8 +73,8 @@ func TestLoadSecretsCreatesPrivateFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(s.ServicePassword) < 32 || len(s.SigningKey) == 0 || s.SealKey == nil || len(s.KEK) != 32 {
-		t.Fatalf("incomplete secrets: password %d chars, signing key %d bytes, KEK %d bytes", len(s.ServicePassword), len(s.SigningKey), len(s.KEK))
+	if len(s.ServiceKeys) != 3 || len(s.SigningKey) == 0 || s.SealKey == nil || len(s.KEK) != 32 {
+		t.Fatalf("incomplete secrets: %d service keys, signing key %d bytes, KEK %d bytes", len(s.ServiceKeys), len(s.SigningKey), len(s.KEK))
 	}
 	dir := filepath.Join(data, "secrets")
 	if m := mode(t, dir); m != 0o700 {
@@ -82,9 +103,28 @@ func TestLoadSecretsCreatesPrivateFiles(t *testing.T) {
 	}
 	sameSecrets(t, s, again)
 
-	pw, err := ServicePassword(filepath.Join(data, "secrets"))
-	if err != nil || pw != s.ServicePassword {
-		t.Fatalf("ReadServicePassword = %q, %v; want the loaded password", pw, err)
+	// Each service its own identity: user nkeys, all different.
+	want := publicKeys(t, s)
+	seen := map[string]bool{}
+	for _, svc := range broker.Services() {
+		kp, err := ServiceKey(dir, svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, err := kp.PublicKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pub != want[svc] || !nkeys.IsValidPublicUserKey(pub) {
+			t.Errorf("ServiceKey(%s) = %s, want the user key %s", svc, pub, want[svc])
+		}
+		if seen[pub] {
+			t.Errorf("%s shares its NATS identity with another service", svc)
+		}
+		seen[pub] = true
+	}
+	if _, err := ServiceKey(dir, "billing"); err == nil {
+		t.Error("ServiceKey of an unknown service succeeded")
 	}
 	ck, err := CalloutKeys(dir)
 	if err != nil {
@@ -164,20 +204,20 @@ func TestSecretReadableByOthersRefused(t *testing.T) {
 	if _, err := Ensure(filepath.Join(data, "secrets")); err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(data, "secrets", "nats-service.password")
+	path := filepath.Join(data, "secrets", ServiceKeyFile(broker.ServiceSession))
 	if err := os.Chmod(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ServicePassword(filepath.Join(data, "secrets")); err == nil || !strings.Contains(err.Error(), "chmod 600") {
-		t.Fatalf("ReadServicePassword of a 0644 file = %v, want a refusal saying chmod 600", err)
+	if _, err := ServiceKey(filepath.Join(data, "secrets"), broker.ServiceSession); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("ServiceKey of a 0644 file = %v, want a refusal saying chmod 600", err)
 	}
 }
 
-func TestReadServicePasswordWithoutInstallation(t *testing.T) {
+func TestServiceKeyWithoutInstallation(t *testing.T) {
 	data := t.TempDir()
-	_, err := ServicePassword(filepath.Join(data, "secrets"))
+	_, err := ServiceKey(filepath.Join(data, "secrets"), broker.ServiceAuth)
 	if err == nil {
-		t.Fatal("ReadServicePassword succeeded on an empty data dir")
+		t.Fatal("ServiceKey succeeded on an empty data dir")
 	}
 	if !strings.Contains(err.Error(), "sftd dev") || !strings.Contains(err.Error(), data) {
 		t.Fatalf("error %q should name the data dir and say to start `sftd dev`", err)
@@ -188,7 +228,9 @@ func TestLoadSecretsRefusesDamagedFiles(t *testing.T) {
 	for _, tc := range []struct {
 		file, content, msg string
 	}{
-		{"nats-service.password", "", "empty"}, // e.g. left by a crash of an older version
+		{ServiceKeyFile(broker.ServiceKey), "", "empty"}, // e.g. left by a crash of an older version
+		{ServiceKeyFile(broker.ServiceKey), "SUnotaseed", "not an nkey seed"},
+		{ServiceKeyFile(broker.ServiceAuth), accountSeed, "not a user nkey seed"},
 		{"key-encryption.key", "", "empty"},
 		{"key-encryption.key", "short", "32 bytes"},
 		{"token-signing.pem", "not pem", "token signing key"},

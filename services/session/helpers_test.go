@@ -121,7 +121,7 @@ func (w *world) create(t *testing.T, from, to string) *api.Session {
 func (w *world) joined(t *testing.T) *api.Session {
 	t.Helper()
 	s := w.create(t, "alice", "bob")
-	if _, err := w.bob.Join(testCtx(t), s.ID); err != nil {
+	if _, err := w.bob.Join(testCtx(t), s.ID, ""); err != nil {
 		t.Fatalf("join: %v", err)
 	}
 	return s
@@ -239,7 +239,22 @@ func (w *watcher) until(t *testing.T, stop func(api.Event) bool) []api.Event {
 				return got
 			}
 		case why := <-w.ended:
-			t.Fatalf("watch ended (%s) after %d events, before the one awaited", why, len(got))
+			// Events arrive before the end marker, but select picks at
+			// random among ready channels: take the ones already queued.
+			for {
+				select {
+				case ev := <-w.events:
+					got = append(got, ev)
+					if stop(ev) {
+						w.ended <- why // for a reader that waits for the end
+						return got
+					}
+					continue
+				default:
+				}
+				break
+			}
+			t.Fatalf("watch ended (%s) after %d events (%s), before the one awaited", why, len(got), types(got))
 		case <-deadline:
 			t.Fatalf("no awaited event after %d events", len(got))
 		}

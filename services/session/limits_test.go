@@ -26,7 +26,8 @@ func TestManifestLimits(t *testing.T) {
 		msg  string // in the error; "" for success
 	}{
 		{"over the entry cap", files(1, 1, 1), "manifest lists 3 files; the limit is 2"},
-		{"within the cap, but more than one file", files(1, 1), "exactly one file"},
+		{"at the entry cap", files(1, 1), ""},
+		{"a stream", files(api.SizeUnknown), ""},
 		{"over the size cap", files(1001), "more than 1000 bytes"},
 		{"at the size cap", files(1000), ""},
 	} {

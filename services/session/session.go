@@ -44,10 +44,10 @@ type Options struct {
 	// CheckManifest validates a manifest's entries by the peer link's
 	// rules, so a manifest the receiver would refuse never gets a session.
 	CheckManifest func(api.Manifest) error
-	TTL       time.Duration // creation to end
-	Retention time.Duration // how long ended sessions stay readable
-	Limits    Limits
-	Logger    *slog.Logger
+	TTL           time.Duration // creation to end
+	Retention     time.Duration // how long ended sessions stay readable
+	Limits        Limits
+	Logger        *slog.Logger
 }
 
 // Service answers sft.v1.session.*.
@@ -97,6 +97,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 	if err := errors.Join(
 		svc.AddEndpoint("create", rpc.Authed(h, s.create), micro.WithEndpointSubject(api.SubjectSessionCreate)),
 		svc.AddEndpoint("join", rpc.Authed(h, s.join), micro.WithEndpointSubject(api.SubjectSessionJoin)),
+		svc.AddEndpoint("resume", rpc.Authed(h, s.resume), micro.WithEndpointSubject(api.SubjectSessionResume)),
 		svc.AddEndpoint("get", rpc.Authed(h, s.get), micro.WithEndpointSubject(api.SubjectSessionGet)),
 		svc.AddEndpoint("list", rpc.Authed(h, s.list), micro.WithEndpointSubject(api.SubjectSessionList)),
 		svc.AddEndpoint("report", rpc.Authed(h, s.report), micro.WithEndpointSubject(api.SubjectSessionReport)),
@@ -166,8 +167,9 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 	sess := &api.Session{
 		ID: id, State: api.StateWaiting,
 		Initiator: c.User, Responder: r.Responder,
-		Manifest: r.Manifest, PeerAddr: r.PeerAddr,
+		Manifest: r.Manifest, Listener: api.RoleInitiator, PeerAddr: r.PeerAddr,
 		CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(s.o.TTL),
+		LastEvent: api.EventCreated, LastRole: api.RoleInitiator,
 	}
 	// The created event goes out before the record becomes visible: the
 	// responder may find the session by listing and join at once, and its
@@ -230,6 +232,7 @@ func (s *Service) load(ctx context.Context, id string) (*api.Session, uint64, er
 		prior := s.recentEvents(sess, rev)
 		sess.State = api.StateExpired
 		sess.Reason = fmt.Sprintf("session expired after %s without completing", s.o.TTL)
+		sess.LastEvent, sess.LastRole = api.EventExpired, ""
 		newRev, err := s.write(ctx, sess, rev)
 		if errors.Is(err, store.ErrConflict) {
 			continue
@@ -256,6 +259,11 @@ func (s *Service) mutate(ctx context.Context, c rpc.Caller, id string, change fu
 		evs, err := change(sess, role)
 		if err != nil {
 			return nil, err
+		}
+		if len(evs) > 0 {
+			// A live session's write yields one event; recentEvents
+			// rebuilds it from these two fields.
+			sess.LastEvent, sess.LastRole = evs[0].Type, role
 		}
 		newRev, err := s.write(ctx, sess, rev)
 		if errors.Is(err, store.ErrConflict) {
@@ -290,29 +298,73 @@ type pastEvent struct {
 // one copy of the repeated event.
 const republishWithin = 2 * rpc.Timeout
 
-// recentEvents rebuilds the events of the write that left a live session
-// at revision rev, if that write is recent: its join or its first report.
-// A request publishes them before its own because the request that wrote
-// them may not have published yet (it writes, then publishes; another
+// recentEvents rebuilds the event of the write that left a live session
+// at revision rev, if that write is recent: a join, a resume or a first
+// report. A request publishes it before its own because the request that
+// wrote it may not have published yet (it writes, then publishes; another
 // replica can read in between), and a watcher must not see "completed"
-// before the other member's "reported" and stop there. The ids are that
+// before the other member's "reported" and stop there. The id is that
 // request's, so the stream keeps the first copy whoever sends it.
 func (s *Service) recentEvents(sess *api.Session, rev uint64) []pastEvent {
-	if sess.State != api.StateJoined || s.now().Sub(sess.UpdatedAt) > republishWithin {
-		// Waiting: no write since creation, whose event is published
-		// before the record is stored. Ended: the caller's change is refused.
+	if sess.State.Terminal() || s.now().Sub(sess.UpdatedAt) > republishWithin {
+		// Ended: the caller's change is refused, so nothing builds on it.
 		return nil
 	}
-	snap := *sess
-	snap.Reports = nil
-	for role, rep := range sess.Reports { // at most one while joined
-		actor := sess.Initiator
-		if role == api.RoleResponder {
-			actor = sess.Responder
-		}
-		return []pastEvent{{snap, rev * 8, api.Event{Type: api.EventReported, Role: role, Report: &rep, Actor: actor, At: rep.At}}}
+	typ, role := sess.LastEvent, sess.LastRole
+	if typ == "" {
+		typ, role = legacyLastEvent(sess)
 	}
-	return []pastEvent{{snap, rev * 8, api.Event{Type: api.EventJoined, Actor: sess.Responder, At: sess.UpdatedAt}}}
+	snap := *sess
+	snap.Reports = nil // the event needs none, and the caller's change may alter the map
+	ev := api.Event{Type: typ, Actor: memberName(sess, role), At: sess.UpdatedAt}
+	switch typ {
+	case api.EventJoined:
+	case api.EventResumed:
+		ev.Role = role
+	case api.EventReported:
+		rep, ok := sess.Reports[role]
+		if !ok {
+			return nil
+		}
+		ev.Role, ev.Report, ev.At = role, &rep, rep.At
+	default:
+		// Created: published before the record was stored.
+		return nil
+	}
+	return []pastEvent{{snap, rev * 8, ev}}
+}
+
+// legacyLastEvent infers the latest write of a record stored by a replica
+// that did not record it (LastEvent empty); such replicas only join and
+// report: a joined session with a report was last written by that report.
+func legacyLastEvent(sess *api.Session) (api.EventType, api.Role) {
+	if sess.State != api.StateJoined {
+		return api.EventCreated, api.RoleInitiator
+	}
+	for role := range sess.Reports { // at most one while joined
+		return api.EventReported, role
+	}
+	return api.EventJoined, api.RoleResponder
+}
+
+// memberName is the user who plays role in sess.
+func memberName(sess *api.Session, role api.Role) string {
+	switch role {
+	case api.RoleInitiator:
+		return sess.Initiator
+	case api.RoleResponder:
+		return sess.Responder
+	}
+	return ""
+}
+
+// listener is the role that listens for sess's peer link; records from
+// before the field existed always had the initiator listen.
+func listener(sess *api.Session) api.Role {
+	if sess.Listener == "" {
+		return api.RoleInitiator
+	}
+	return sess.Listener
 }
 
 func (s *Service) publishPast(ctx context.Context, evs []pastEvent) {
@@ -371,18 +423,55 @@ func notLive(sess *api.Session) error {
 	return &api.Error{Code: api.CodeConflict, Message: msg}
 }
 
-func (s *Service) join(ctx context.Context, c rpc.Caller, r *api.SessionRequest) (*api.Session, error) {
+// join makes the responder a party to a waiting session. With a peer
+// address the responder listens there and the initiator dials it.
+func (s *Service) join(ctx context.Context, c rpc.Caller, r *api.JoinRequest) (*api.Session, error) {
+	if r.PeerAddr != "" {
+		if err := checkPeerAddr(r.PeerAddr); err != nil {
+			return nil, err
+		}
+	}
 	return s.mutate(ctx, c, r.SessionID, func(sess *api.Session, role api.Role) ([]api.Event, error) {
 		switch {
 		case role != api.RoleResponder:
 			return nil, api.Errorf(api.CodeForbidden, "only the responder (%s) may join session %s", sess.Responder, sess.ID)
 		case sess.State == api.StateJoined:
-			return nil, api.Errorf(api.CodeConflict, "session %s was already joined", sess.ID)
+			return nil, api.Errorf(api.CodeConflict, "session %s was already joined (to re-attach after a dropped link, resume it)", sess.ID)
 		case sess.State != api.StateWaiting:
 			return nil, notLive(sess)
 		}
 		sess.State = api.StateJoined
+		if r.PeerAddr != "" {
+			sess.Listener, sess.PeerAddr = api.RoleResponder, r.PeerAddr
+		}
 		return []api.Event{{Type: api.EventJoined}}, nil
+	})
+}
+
+// resume re-attaches a member whose peer link dropped or whose process
+// restarted. The listening member gives the address it listens at now,
+// which replaces the recorded one; the dialing member reads it from the
+// session once it sees the listener's resumed event.
+func (s *Service) resume(ctx context.Context, c rpc.Caller, r *api.ResumeRequest) (*api.Session, error) {
+	return s.mutate(ctx, c, r.SessionID, func(sess *api.Session, role api.Role) ([]api.Event, error) {
+		switch {
+		case sess.State == api.StateWaiting && role == api.RoleResponder:
+			return nil, api.Errorf(api.CodeConflict, "you have not joined session %s yet: join it instead of resuming", sess.ID)
+		case sess.State != api.StateWaiting && sess.State != api.StateJoined:
+			return nil, notLive(sess)
+		}
+		if role == listener(sess) {
+			if r.PeerAddr == "" {
+				return nil, api.Errorf(api.CodeInvalid, "you (the %s) listen for session %s's peer link: resume needs the address you listen at now (peer_addr)", role, sess.ID)
+			}
+			if err := checkPeerAddr(r.PeerAddr); err != nil {
+				return nil, err
+			}
+			sess.PeerAddr = r.PeerAddr
+		} else if r.PeerAddr != "" {
+			return nil, api.Errorf(api.CodeInvalid, "the %s listens for session %s's peer link and you (the %s) dial it: resume without peer_addr", listener(sess), sess.ID, role)
+		}
+		return []api.Event{{Type: api.EventResumed, Role: role}}, nil
 	})
 }
 

@@ -33,6 +33,10 @@ func TestSession(t *testing.T) {
 	t.Run("Create", w.testCreate)
 	t.Run("StateMachine", w.testStateMachine)
 	t.Run("CancelReasonSanitised", w.testCancelReason)
+	t.Run("CancelJoinedEvent", w.testCancelJoinedEvent)
+	t.Run("JoinListener", w.testJoinListener)
+	t.Run("Resume", w.testResume)
+	t.Run("UnpublishedWrite", w.testUnpublishedWrite)
 	t.Run("GetAndList", w.testGetAndList)
 	t.Run("LazyExpiry", w.testLazyExpiry)
 	t.Run("SessionWatch", w.testSessionWatch)
@@ -40,8 +44,17 @@ func TestSession(t *testing.T) {
 	t.Run("WatchRefused", w.testWatchRefused)
 	t.Run("WatchEndsWhenWatcherGone", w.testWatcherGone)
 	t.Run("WatchCap", w.testWatchCap)
-	t.Run("ConcurrentReports", w.testConcurrentReports)
-	t.Run("ConcurrentJoins", w.testConcurrentJoins)
+	// These spread requests over three replicas, started once and last: a
+	// replica stopped while later subtests run could still take a request
+	// and fail it as its context ends.
+	t.Run("Replicated", func(t *testing.T) {
+		extra := w.addReplicas(t, 2)
+		defer logServed(t, extra)
+		t.Run("ResumeFlow", w.testResumeFlow)
+		t.Run("ConcurrentReports", w.testConcurrentReports)
+		t.Run("ConcurrentJoins", w.testConcurrentJoins)
+		t.Run("ConcurrentResumes", w.testConcurrentResumes)
+	})
 }
 
 func (w *world) testCreateRefused(t *testing.T) {
@@ -65,8 +78,9 @@ func (w *world) testCreateRefused(t *testing.T) {
 		{"sending to yourself", to("alice"), api.CodeInvalid},
 		{"unknown responder", to("dave"), api.CodeNotFound},
 		{"no files", manifest(), api.CodeInvalid},
-		{"two files", manifest(api.File{Name: "a", Size: 1}, api.File{Name: "b", Size: 1}), api.CodeInvalid},
-		{"negative size", manifest(api.File{Name: "a", Size: -1}), api.CodeInvalid},
+		{"two entries with one name", manifest(api.File{Name: "a", Size: 1}, api.File{Name: "a", Size: 1}), api.CodeInvalid},
+		{"negative size", manifest(api.File{Name: "a", Size: -2}), api.CodeInvalid},
+		{"stream beside a file", manifest(api.File{Name: "a", Size: api.SizeUnknown}, api.File{Name: "b", Size: 1}), api.CodeInvalid},
 		{"empty name", named(""), api.CodeInvalid},
 		{"parent dir", named(".."), api.CodeInvalid},
 		{"path traversal", named("../../etc/passwd"), api.CodeInvalid},
@@ -126,7 +140,7 @@ func (w *world) testCreate(t *testing.T) {
 			if err := api.ValidSessionID(s.ID); err != nil {
 				t.Errorf("session id: %v", err)
 			}
-			if s.State != api.StateWaiting || s.Initiator != "alice" || s.Responder != "bob" || s.PeerAddr != addr {
+			if s.State != api.StateWaiting || s.Initiator != "alice" || s.Responder != "bob" || s.PeerAddr != addr || s.Listener != api.RoleInitiator {
 				t.Errorf("created %+v", s)
 			}
 			if !slices.Equal(s.Manifest.Files, req.Manifest.Files) {
@@ -265,7 +279,7 @@ func (w *world) testStateMachine(t *testing.T) {
 				var err error
 				switch st.op {
 				case "join":
-					got, err = c.Join(ctx, s.ID)
+					got, err = c.Join(ctx, s.ID, "")
 				case "report":
 					got, err = c.Report(ctx, s.ID, st.report)
 				case "cancel":
@@ -347,6 +361,69 @@ func (w *world) testCancelReason(t *testing.T) {
 		checkClean(t, got.Reports[api.RoleResponder].Error)
 		checkClean(t, got.Reason)
 	})
+}
+
+// testCancelJoinedEvent cancels joined sessions, as Ctrl-C on either side
+// does: the cancelled event ends a watch and tells the other member who
+// cancelled and why.
+func (w *world) testCancelJoinedEvent(t *testing.T) {
+	tests := []struct {
+		name    string
+		as      string
+		resumed bool // a member re-attached before the cancel
+		reason  string
+		want    string
+	}{
+		{"initiator", "alice", false, "interrupted", "cancelled by alice (initiator): interrupted"},
+		{"responder", "bob", false, "interrupted", "cancelled by bob (responder): interrupted"},
+		{"responder after a resume", "bob", true, "interrupted", "cancelled by bob (responder): interrupted"},
+		{"initiator without a reason", "alice", false, "", "cancelled by alice (initiator)"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			s := w.joined(t)
+			wantTypes := "created,joined,cancelled"
+			if tc.resumed {
+				if _, err := resume(ctx, w.alice, s.ID, "127.0.0.1:40001"); err != nil {
+					t.Fatal(err)
+				}
+				wantTypes = "created,joined,resumed,cancelled"
+			}
+			// The other member watches while the cancel happens.
+			other := w.alice
+			if tc.as == "alice" {
+				other = w.bob
+			}
+			wt, err := openWatch(t, w.h.ConnFor(other), other.Token(), s.ID, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := w.as(tc.as).Cancel(ctx, s.ID, tc.reason)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.State != api.StateCancelled || got.Reason != tc.want {
+				t.Errorf("cancel returned %s (%q), want cancelled (%q)", got.State, got.Reason, tc.want)
+			}
+			evs := wt.until(t, isEvent(s.ID, api.EventCancelled))
+			if types(evs) != wantTypes {
+				t.Errorf("the other member saw %s, want %s", types(evs), wantTypes)
+			}
+			ev := evs[len(evs)-1]
+			if ev.Reason != tc.want || ev.Actor != tc.as || ev.State != api.StateCancelled {
+				t.Errorf("cancelled event by %s in %s with reason %q; want by %s, %q", ev.Actor, ev.State, ev.Reason, tc.as, tc.want)
+			}
+			select {
+			case <-wt.ended:
+			case <-time.After(20 * time.Second):
+				t.Error("the session watch did not end after the cancel")
+			}
+			if n := eventCounts(t, w.svc, s.ID)[api.EventCancelled]; n != 1 {
+				t.Errorf("%d cancelled events, want 1", n)
+			}
+		})
+	}
 }
 
 // checkClean asserts text is what may reach another user's terminal.
@@ -531,16 +608,18 @@ func (w *world) testLazyExpiry(t *testing.T) {
 			t.Errorf("events %s, want expired", types(evs))
 		}
 		for _, op := range []func() error{
-			func() error { _, err := w.bob.Join(ctx, s.ID); return err },
+			func() error { _, err := w.bob.Join(ctx, s.ID, ""); return err },
 			func() error { _, err := w.bob.Report(ctx, s.ID, checks("x")); return err },
 			func() error { _, err := w.alice.Cancel(ctx, s.ID, ""); return err },
+			func() error { _, err := resume(ctx, w.alice, s.ID, "127.0.0.1:1"); return err },
+			func() error { _, err := resume(ctx, w.bob, s.ID, ""); return err },
 		} {
 			wantCode(t, "change after expiry", op(), api.CodeExpired)
 		}
 	})
 	t.Run("join", func(t *testing.T) {
 		s := plant(t, api.StateWaiting)
-		_, err := w.bob.Join(ctx, s.ID)
+		_, err := w.bob.Join(ctx, s.ID, "")
 		wantCode(t, "join", err, api.CodeExpired)
 		if n := eventCounts(t, w.svc, s.ID)[api.EventExpired]; n != 1 {
 			t.Errorf("%d expired events, want 1", n)
@@ -562,7 +641,7 @@ func (w *world) testSessionWatch(t *testing.T) {
 		evs, err := collectWatch(ctx, w.bob, s.ID)
 		live <- result{evs, err}
 	}()
-	if _, err := w.bob.Join(ctx, s.ID); err != nil {
+	if _, err := w.bob.Join(ctx, s.ID, ""); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := w.alice.Report(ctx, s.ID, checks("data")); err != nil {
@@ -789,8 +868,6 @@ func (w *world) testWatchCap(t *testing.T) {
 // replicas.
 func (w *world) testConcurrentReports(t *testing.T) {
 	ctx := testCtx(t)
-	extra := w.addReplicas(t, 2)
-	defer logServed(t, extra)
 	svc := w.svc
 	for round := range 20 {
 		s := w.joined(t)
@@ -847,12 +924,10 @@ func (w *world) testConcurrentReports(t *testing.T) {
 // testConcurrentJoins races the responder against itself, across replicas.
 func (w *world) testConcurrentJoins(t *testing.T) {
 	ctx := testCtx(t)
-	extra := w.addReplicas(t, 2)
-	defer logServed(t, extra)
 	for round := range 20 {
 		s := w.create(t, "alice", "bob")
 		errs := parallel(6, func(int) error {
-			_, err := w.bob.Join(ctx, s.ID)
+			_, err := w.bob.Join(ctx, s.ID, "")
 			return err
 		})
 		ok := 0

@@ -149,14 +149,25 @@ func (h *Harness) TokenConn(user, token string) (*nats.Conn, error) {
 	return nc, err
 }
 
-// ServiceConn is a connection with the services' credentials.
+// ServiceConn is a connection with the session service's identity, closed
+// when the test ends: for reading the event stream and running extra
+// session replicas.
 func (h *Harness) ServiceConn() *nats.Conn {
 	h.T.Helper()
-	pw, err := secrets.ServicePassword(h.Cfg.SecretsPath())
+	return h.ServiceConnAs(broker.ServiceSession)
+}
+
+// ServiceConnAs is a connection with service's identity (broker.ServiceAuth,
+// ...), closed when the test ends.
+func (h *Harness) ServiceConnAs(service string) *nats.Conn {
+	h.T.Helper()
+	key, err := secrets.ServiceKey(h.Cfg.SecretsPath(), service)
 	if err != nil {
 		h.T.Fatal(err)
 	}
-	nc, err := broker.Connect(context.Background(), broker.ConnOptions{URL: h.Stack.URL, CAFile: h.Stack.CAFile, User: h.Cfg.NATS.User, Password: pw})
+	nc, err := broker.Connect(context.Background(), broker.ConnOptions{
+		URL: h.Stack.URL, CAFile: h.Stack.CAFile, Service: service, NKey: key, Name: "test-" + service,
+	})
 	if err != nil {
 		h.T.Fatal(err)
 	}

@@ -1,0 +1,361 @@
+package cli_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sftproject/sft/cli"
+	"github.com/sftproject/sft/services/api"
+)
+
+// runIn is run with in as standard input.
+func (e *env) runIn(ctx context.Context, in io.Reader, args ...string) (string, string, error) {
+	var out, errb bytes.Buffer
+	err := cli.Run(ctx, cli.IO{In: in, Out: &out, Err: &errb}, args, e.vars)
+	return out.String(), errb.String(), err
+}
+
+// sessionFrom polls until a session from alice to bob that is not ended
+// shows up and returns it.
+func openSession(t *testing.T, e *env, summary string) api.Session {
+	t.Helper()
+	c := e.client()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		all, err := c.List(context.Background(), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range all {
+			if !s.State.Terminal() && s.Manifest.Summary() == summary {
+				return s
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no open session offering %s appeared", summary)
+	return api.Session{}
+}
+
+// jsonLines decodes the JSON objects a --json run printed.
+func jsonLines(t *testing.T, out string) []map[string]any {
+	t.Helper()
+	var objs []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("not a JSON line: %q", line)
+		}
+		objs = append(objs, m)
+	}
+	return objs
+}
+
+func TestSendFolders(t *testing.T) {
+	h := start(t, nil)
+	alice, bob := h.as("alice"), h.as("bob")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	src := t.TempDir()
+	mtime := time.Date(2023, 1, 2, 3, 4, 5, 0, time.UTC)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(src, "photos/2023/empty"), 0o755))
+	top := randomFile(t, src, "notes.txt", 1000)
+	must(os.Chmod(top, 0o640))
+	must(os.Chtimes(top, mtime, mtime))
+	randomFile(t, filepath.Join(src, "photos/2023"), "a.jpg", 300<<10)
+	script := randomFile(t, filepath.Join(src, "photos"), "run.sh", 10)
+	must(os.Chmod(script, 0o755))
+	must(os.Symlink("/etc/passwd", filepath.Join(src, "photos/link")))
+
+	sendRes := alice.runAsync(ctx, "send", top, filepath.Join(src, "photos"), "--to", "bob", "--json")
+	s := openSession(t, alice, "6 entries")
+	out := t.TempDir()
+	stdout, _, err := bob.run(ctx, "recv", s.ID, "-o", out, "--yes", "--json")
+	if err != nil {
+		t.Fatalf("recv: %v", err)
+	}
+	sr := <-sendRes
+	if sr.err != nil {
+		t.Fatalf("send: %v", sr.err)
+	}
+	for _, rel := range []string{"notes.txt", "photos/2023/a.jpg", "photos/run.sh"} {
+		sameFile(t, filepath.Join(src, rel), filepath.Join(out, rel))
+	}
+	if fi, err := os.Stat(filepath.Join(out, "photos/2023/empty")); err != nil || !fi.IsDir() {
+		t.Errorf("empty folder missing: %v", err)
+	}
+	if fi, _ := os.Stat(filepath.Join(out, "notes.txt")); fi.Mode().Perm() != 0o640 || !fi.ModTime().Equal(mtime) {
+		t.Errorf("notes.txt: mode %v, mtime %v", fi.Mode(), fi.ModTime())
+	}
+	if fi, _ := os.Stat(filepath.Join(out, "photos/run.sh")); fi.Mode().Perm() != 0o755 {
+		t.Errorf("run.sh: mode %v", fi.Mode())
+	}
+	if _, err := os.Lstat(filepath.Join(out, "photos/link")); err == nil {
+		t.Error("a symlink was sent")
+	}
+	if !strings.Contains(sr.out, `"skipping `) {
+		t.Errorf("sender did not say it skipped the symlink:\n%s", sr.out)
+	}
+	lines := jsonLines(t, stdout)
+	last := lines[len(lines)-1]
+	if last["type"] != "result" || last["state"] != "completed" || last["entries"] != float64(6) {
+		t.Errorf("last line = %v", last)
+	}
+	if !slicesContainsType(lines, "progress") {
+		t.Errorf("no progress line in %s", stdout)
+	}
+}
+
+func slicesContainsType(lines []map[string]any, typ string) bool {
+	for _, l := range lines {
+		if l["type"] == typ {
+			return true
+		}
+	}
+	return false
+}
+
+func TestPipesAndText(t *testing.T) {
+	h := start(t, nil)
+	alice, bob := h.as("alice"), h.as("bob")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	t.Run("stdin to stdout", func(t *testing.T) {
+		data := bytes.Repeat([]byte("tar bytes "), 50000)
+		sendRes := make(chan error, 1)
+		go func() {
+			_, _, err := alice.runIn(ctx, bytes.NewReader(data), "send", "-", "--name", "dir.tar", "--to", "bob")
+			sendRes <- err
+		}()
+		s := openSession(t, alice, "dir.tar")
+		out, _, err := bob.run(ctx, "recv", s.ID, "-o", "-")
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		if err := <-sendRes; err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		if out != string(data) {
+			t.Errorf("stdout holds %d bytes, want %d", len(out), len(data))
+		}
+	})
+	t.Run("text", func(t *testing.T) {
+		sendRes := alice.runAsync(ctx, "send", "--text", "the door code is 4711\x1b[2J", "--to", "bob")
+		s := openSession(t, alice, "a text message")
+		out, _, err := bob.run(ctx, "recv", s.ID)
+		if err != nil {
+			t.Fatalf("recv: %v", err)
+		}
+		if sr := <-sendRes; sr.err != nil {
+			t.Fatalf("send: %v", sr.err)
+		}
+		if strings.TrimSpace(out) != `the door code is 4711\u001b[2J` {
+			t.Errorf("shown text = %q", out)
+		}
+	})
+	t.Run("bad usage", func(t *testing.T) {
+		for _, args := range [][]string{
+			{"send", "-", "--to", "bob"},
+			{"send", "--text", "x", "file", "--to", "bob"},
+			{"send", "--to", "bob"},
+			{"send", "a", "--name", "x", "--to", "bob"},
+			{"recv", "-o", "-", "--json"},
+		} {
+			if _, _, err := alice.run(ctx, args...); err == nil {
+				t.Errorf("%v succeeded", args)
+			}
+		}
+	})
+}
+
+func TestReceiverListens(t *testing.T) {
+	h := start(t, nil)
+	alice, bob := h.as("alice"), h.as("bob")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	src := randomFile(t, t.TempDir(), "nat.bin", 1<<20)
+	sendRes := alice.runAsync(ctx, "send", src, "--to", "bob")
+	s := openSession(t, alice, "nat.bin")
+	out := t.TempDir()
+	if _, _, err := bob.run(ctx, "recv", s.ID, "-o", out, "--listen", "127.0.0.1:0"); err != nil {
+		t.Fatalf("recv --listen: %v", err)
+	}
+	if sr := <-sendRes; sr.err != nil {
+		t.Fatalf("send: %v", sr.err)
+	}
+	sameFile(t, src, filepath.Join(out, "nat.bin"))
+	final, err := bob.client().Get(ctx, s.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final.Listener != api.RoleResponder || final.State != api.StateCompleted {
+		t.Errorf("session: listener %s, state %s; want responder, completed", final.Listener, final.State)
+	}
+}
+
+// Ctrl-C on one side cancels the session; the other side says so, and no
+// partial file is left.
+func TestInterrupt(t *testing.T) {
+	h := start(t, nil)
+	alice, bob := h.as("alice"), h.as("bob")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	src := randomFile(t, t.TempDir(), "big.bin", 512<<20)
+	sendRes := alice.runAsync(ctx, "send", src, "--to", "bob")
+	s := openSession(t, alice, "big.bin")
+	out := t.TempDir()
+	rctx, interrupt := context.WithCancel(ctx)
+	go func() {
+		// Interrupt once data is flowing.
+		for rctx.Err() == nil {
+			if ents, _ := os.ReadDir(out); len(ents) > 0 {
+				time.Sleep(50 * time.Millisecond)
+				interrupt()
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	_, _, err := bob.run(rctx, "recv", s.ID, "-o", out)
+	interrupt()
+	if err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("recv err = %v, want interrupted", err)
+	}
+	sr := <-sendRes
+	if sr.err == nil || !strings.Contains(sr.err.Error(), "cancelled by bob") {
+		t.Fatalf("send err = %v, want it to say bob cancelled", sr.err)
+	}
+	if got := dirEntries(t, out); len(got) != 0 {
+		t.Errorf("destination holds %v", got)
+	}
+	final, _ := alice.client().Get(ctx, s.ID)
+	if final.State != api.StateCancelled {
+		t.Errorf("state %s, want cancelled", final.State)
+	}
+}
+
+var (
+	cliBinOnce sync.Once
+	cliBin     string
+	cliBinErr  error
+)
+
+// sftCLI builds the sft-cli binary once, for tests that must kill a real
+// process.
+func sftCLI(t *testing.T) string {
+	t.Helper()
+	cliBinOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sft-cli-bin")
+		if err != nil {
+			cliBinErr = err
+			return
+		}
+		cliBin = filepath.Join(dir, "sft-cli")
+		out, err := exec.Command("go", "build", "-o", cliBin, "./sft-cli").CombinedOutput()
+		if err != nil {
+			cliBinErr = &buildError{string(out)}
+		}
+	})
+	if cliBinErr != nil {
+		t.Fatal(cliBinErr)
+	}
+	return cliBin
+}
+
+type buildError struct{ out string }
+
+func (e *buildError) Error() string { return "go build sft-cli: " + e.out }
+
+// The receiver is killed (SIGKILL) half-way through a 256 MiB file and run
+// again: the transfer continues from the last verified offset, the total
+// sent stays under 1.6 × the size, and the file is identical.
+func TestResumeAfterKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("moves 256 MiB")
+	}
+	bin := sftCLI(t)
+	h := start(t, nil)
+	alice, bob := h.as("alice"), h.as("bob")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const size = 256 << 20
+	src := randomFile(t, t.TempDir(), "big.bin", size)
+	sendRes := alice.runAsync(ctx, "send", src, "--to", "bob", "--json", "--timeout", "1m")
+	s := openSession(t, alice, "big.bin")
+	out := t.TempDir()
+
+	cmd := exec.CommandContext(ctx, bin, "recv", s.ID, "-o", out, "--json")
+	cmd.Env = append(os.Environ(), bob.vars...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	killed := false
+	for sc.Scan() {
+		var ev struct {
+			Type  string `json:"type"`
+			Bytes int64  `json:"bytes"`
+		}
+		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Type == "progress" && ev.Bytes >= size/2 {
+			cmd.Process.Signal(syscall.SIGKILL)
+			killed = true
+			break
+		}
+	}
+	cmd.Wait()
+	if !killed {
+		t.Fatalf("the receiver finished before it could be killed: %s", stderr.String())
+	}
+	if _, err := os.Stat(filepath.Join(out, "big.bin")); err == nil {
+		t.Fatal("the file is in place after the receiver was killed")
+	}
+
+	stdout2, _, err := bob.run(ctx, "recv", s.ID, "-o", out, "--json")
+	if err != nil {
+		t.Fatalf("second recv: %v", err)
+	}
+	sr := <-sendRes
+	if sr.err != nil {
+		t.Fatalf("send: %v", sr.err)
+	}
+	sameFile(t, src, filepath.Join(out, "big.bin"))
+	sent := jsonLines(t, sr.out)
+	res := sent[len(sent)-1]
+	moved := int64(res["moved"].(float64))
+	t.Logf("sent %d bytes over the link for a %d-byte file (%.2f×)", moved, size, float64(moved)/size)
+	if moved >= size*16/10 {
+		t.Errorf("sent %d bytes in all, want under 1.6 × %d", moved, size)
+	}
+	recvd := jsonLines(t, stdout2)
+	if again := int64(recvd[len(recvd)-1]["moved"].(float64)); again >= size {
+		t.Errorf("the second run received %d bytes: it started over", again)
+	}
+	if ents := dirEntries(t, out); len(ents) != 1 {
+		t.Errorf("destination holds %v, want only big.bin", ents)
+	}
+}
