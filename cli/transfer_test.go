@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sftproject/sft/cli"
+	"github.com/sftproject/sft/link"
 	"github.com/sftproject/sft/services/api"
 )
 
@@ -358,4 +359,78 @@ func TestResumeAfterKill(t *testing.T) {
 	if ents := dirEntries(t, out); len(ents) != 1 {
 		t.Errorf("destination holds %v, want only big.bin", ents)
 	}
+}
+
+// Ctrl-C on the sending side: the receiver is told who cancelled, and
+// keeps nothing.
+func TestInterruptSender(t *testing.T) {
+	h := start(t, nil)
+	alice, bob := h.as("alice"), h.as("bob")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	src := randomFile(t, t.TempDir(), "big.bin", 512<<20)
+	sctx, interrupt := context.WithCancel(ctx)
+	defer interrupt()
+	sendRes := alice.runAsync(sctx, "send", src, "--to", "bob")
+	s := openSession(t, alice, "big.bin")
+	out := t.TempDir()
+	go func() {
+		for sctx.Err() == nil {
+			if ents, _ := os.ReadDir(out); len(ents) > 0 {
+				time.Sleep(50 * time.Millisecond)
+				interrupt()
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	_, _, err := bob.run(ctx, "recv", s.ID, "-o", out)
+	if err == nil || !strings.Contains(err.Error(), "cancelled by alice") {
+		t.Fatalf("recv err = %v, want it to say alice cancelled", err)
+	}
+	if sr := <-sendRes; sr.err == nil || !strings.Contains(sr.err.Error(), "interrupted") {
+		t.Fatalf("send err = %v, want interrupted", sr.err)
+	}
+	if got := dirEntries(t, out); len(got) != 0 {
+		t.Errorf("destination holds %v", got)
+	}
+}
+
+// A transfer that would not fit is refused before joining: the session
+// still waits.
+func TestNoSpace(t *testing.T) {
+	h := start(t, nil)
+	alice, bob := h.as("alice"), h.as("bob")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// A sparse file larger than any test machine's free space.
+	src := filepath.Join(t.TempDir(), "huge.img")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(900 << 30); err != nil {
+		t.Skip("no sparse files here:", err)
+	}
+	f.Close()
+	out := t.TempDir()
+	if free, err := link.FreeSpace(out); err != nil || free >= 900<<30 {
+		t.Skip("cannot tell, or the destination has 900 GiB free")
+	}
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	sendRes := alice.runAsync(sctx, "send", src, "--to", "bob")
+	s := openSession(t, alice, "huge.img")
+	_, _, err = bob.run(ctx, "recv", s.ID, "-o", out)
+	if err == nil || !strings.Contains(err.Error(), "not enough free space") {
+		t.Fatalf("recv err = %v, want not enough free space", err)
+	}
+	if got, _ := bob.client().Get(ctx, s.ID); got.State != api.StateWaiting {
+		t.Errorf("state = %s, want waiting", got.State)
+	}
+	if got := dirEntries(t, out); len(got) != 0 {
+		t.Errorf("destination holds %v", got)
+	}
+	stop()
+	<-sendRes
 }
