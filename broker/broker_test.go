@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -52,6 +53,12 @@ type testBroker struct {
 	pki     PKI
 	keys    CalloutKeys
 	svcKeys map[string]nkeys.KeyPair // each service's identity
+
+	// A client certificate of the broker's CA that serviceAs and
+	// clientWith present, set when the broker verifies clients.
+	certFile, keyFile string
+	// callouts counts the auth callout's decisions.
+	callouts atomic.Int64
 }
 
 // Credentials the test callout accepts: tokens "tok-<user>" for alice and
@@ -128,6 +135,14 @@ func publicKeys(t testing.TB, keys map[string]nkeys.KeyPair) map[string]string {
 // nats-server says into a buffer that is checked for secrets at the end.
 func startBroker(t *testing.T) *testBroker {
 	t.Helper()
+	return startBrokerWith(t, false)
+}
+
+// startBrokerWith is startBroker with the server requiring client
+// certificates (EmbeddedOptions.VerifyClients) or not; when it does, the
+// test broker's own connections present one.
+func startBrokerWith(t *testing.T, verifyClients bool) *testBroker {
+	t.Helper()
 	dir := t.TempDir()
 	p, err := EnsureDevPKI(filepath.Join(dir, "pki"))
 	if err != nil {
@@ -138,10 +153,11 @@ func startBroker(t *testing.T) *testBroker {
 	keys := newCalloutKeys(t)
 	svcKeys := newServiceKeys(t)
 	e, err := StartEmbedded(t.Context(), keys.options(t, EmbeddedOptions{
-		StoreDir:    filepath.Join(dir, "js"),
-		PKI:         p,
-		ServiceKeys: publicKeys(t, svcKeys),
-		Logger:      log,
+		StoreDir:      filepath.Join(dir, "js"),
+		PKI:           p,
+		VerifyClients: verifyClients,
+		ServiceKeys:   publicKeys(t, svcKeys),
+		Logger:        log,
 	}))
 	if err != nil {
 		t.Fatal(err)
@@ -159,6 +175,12 @@ func startBroker(t *testing.T) *testBroker {
 		}
 	})
 	b := &testBroker{Embedded: e, pki: p, keys: keys, svcKeys: svcKeys}
+	if verifyClients {
+		b.certFile, b.keyFile = filepath.Join(dir, "client", "test.crt"), filepath.Join(dir, "client", "test.key")
+		if err := EnsureClientCert(filepath.Dir(p.CAFile), "test", b.certFile, b.keyFile); err != nil {
+			t.Fatal(err)
+		}
+	}
 	b.serveCallout(t)
 	return b
 }
@@ -168,7 +190,11 @@ func startBroker(t *testing.T) *testBroker {
 func (b *testBroker) serveCallout(t *testing.T) {
 	t.Helper()
 	nc := b.serviceAs(t, ServiceAuth)
-	sub, err := ServeCallout(t.Context(), nc, b.keys, testAuthorize, nil)
+	authorize := func(ctx context.Context, c Credentials) (Grant, error) {
+		b.callouts.Add(1)
+		return testAuthorize(ctx, c)
+	}
+	sub, err := ServeCallout(t.Context(), nc, b.keys, authorize, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,6 +213,9 @@ func (b *testBroker) client(t *testing.T) *nats.Conn {
 func (b *testBroker) clientWith(t *testing.T, o ConnOptions) *nats.Conn {
 	t.Helper()
 	o.URL, o.CAFile, o.Name = b.ClientURL(), b.pki.CAFile, "test-client"
+	if o.CertFile == "" {
+		o.CertFile, o.KeyFile = b.certFile, b.keyFile
+	}
 	nc, err := Connect(t.Context(), o)
 	if err != nil {
 		t.Fatal(err)
@@ -206,6 +235,7 @@ func (b *testBroker) serviceAs(t *testing.T, service string) *nats.Conn {
 	t.Helper()
 	nc, err := Connect(t.Context(), ConnOptions{
 		URL: b.ClientURL(), CAFile: b.pki.CAFile, Service: service, NKey: b.svcKeys[service], Name: "test-" + service,
+		CertFile: b.certFile, KeyFile: b.keyFile,
 	})
 	if err != nil {
 		t.Fatal(err)

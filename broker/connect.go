@@ -39,7 +39,11 @@ type ConnOptions struct {
 	Token          string
 	InboxPrefix    string
 
-	CertFile, KeyFile string // optional client certificate (mTLS)
+	// CertFile and KeyFile are an optional client certificate (mTLS),
+	// required by a server that verifies clients. It adds to the
+	// credentials above and never replaces them. The key file must not be
+	// readable by group or others.
+	CertFile, KeyFile string
 
 	Name   string       // connection name shown in server monitoring
 	Logger *slog.Logger // nil discards
@@ -103,6 +107,11 @@ func clientTLSConfig(o ConnOptions) (*tls.Config, error) {
 	if o.CertFile != "" || o.KeyFile != "" {
 		if o.CertFile == "" || o.KeyFile == "" {
 			return nil, errors.New("client certificate needs both a certificate and a key file")
+		}
+		// The key is checked like every other secret: a copy others can
+		// read is refused, not used.
+		if err := CheckPrivate(o.KeyFile); err != nil {
+			return nil, fmt.Errorf("client certificate key: %w", err)
 		}
 		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
 		if err != nil {
@@ -294,7 +303,11 @@ func explain(ctx context.Context, shown string, err, dialErr error, o ConnOption
 		// client thinks the handshake is done, so a refusal arrives as an
 		// alert (whose type crypto/tls does not export) or, depending on
 		// timing, as a closed connection that nats.go reports in text only.
-		ce.reason = "the server rejected the TLS handshake (check the client certificate): " + err.Error()
+		if o.CertFile == "" {
+			ce.reason = "the server requires a client certificate (set nats.cert_file and nats.key_file; `sftd certs --client NAME` issues one): " + err.Error()
+		} else {
+			ce.reason = "the server rejected the TLS handshake (check the client certificate): " + err.Error()
+		}
 	case errors.Is(err, nats.ErrAuthorization) && o.NKey != nil:
 		ce.reason = "authorization violation (the server does not know the " + o.Service + " service's key: give nats-server the nats-auth.conf that `sftd certs` wrote with these secrets)"
 	case errors.Is(err, nats.ErrAuthorization) && o.Token != "":

@@ -7,4 +7,8 @@
 // ServicePermissions. Every other connection is decided by the auth callout
 // (ServeCallout): a password buys LoginPermissions, a login token
 // ClientPermissions, both bound to the user's own inbox prefix.
+//
+// Optionally (EmbeddedOptions.VerifyClients) the server also requires
+// mutual TLS: a client certificate signed by its CA (EnsureClientCert
+// issues them) on every connection, in addition to those credentials.
 package broker

@@ -26,6 +26,14 @@ type EmbeddedOptions struct {
 	StoreDir string // JetStream storage directory
 	PKI      PKI    // server certificate, key and the CA that signs them
 
+	// VerifyClients requires every TLS connection to present a client
+	// certificate signed by PKI.CAFile (mutual TLS); one without, or with
+	// one of another CA, is refused in the TLS handshake, before its NATS
+	// credentials are looked at. It adds to those credentials and never
+	// replaces them. Off, a certificate is verified only when offered.
+	// In-process connections have no TLS and are not affected.
+	VerifyClients bool
+
 	// ServiceKeys are the public user nkeys of the services, by name
 	// (ServiceAuth, ServiceSession, ServiceKey): each connects with its own
 	// key and gets its own ServicePermissions.
@@ -158,7 +166,7 @@ func serverOptions(o EmbeddedOptions) (*server.Options, error) {
 		users = append(users, &server.User{Username: o.ServiceUser, Password: string(hash), Permissions: allServicesPermissions()})
 		authUsers = append(authUsers, o.ServiceUser)
 	}
-	tlsCfg, err := serverTLSConfig(o.PKI)
+	tlsCfg, err := serverTLSConfig(o.PKI, o.VerifyClients)
 	if err != nil {
 		return nil, fmt.Errorf("embedded NATS: %w", err)
 	}
@@ -183,6 +191,8 @@ func serverOptions(o EmbeddedOptions) (*server.Options, error) {
 		// A TLS config without AllowNonTLS makes TLS mandatory.
 		TLSConfig:  tlsCfg,
 		TLSTimeout: 2,
+		// Informational (monitoring); tlsCfg.ClientAuth is what enforces it.
+		TLSVerify: o.VerifyClients,
 
 		Nkeys: nkeyUsers,
 		Users: users,

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -74,7 +75,7 @@ func EnsurePKI(dir string, sans []string) (PKI, error) {
 	} else if leafUsable(p.CertFile, p.KeyFile, ca.cert, sans, now) {
 		return p, nil
 	}
-	if err := issue(ca, "sft-nats-server", sans, p.CertFile, p.KeyFile, now); err != nil {
+	if err := issue(ca, "sft-nats-server", sans, serverAndClient, p.CertFile, p.KeyFile, now); err != nil {
 		return PKI{}, err
 	}
 	return p, nil
@@ -100,10 +101,68 @@ func IssueCert(caDir, name string, sans []string, outDir string) (PKI, error) {
 		CertFile: filepath.Join(outDir, name+".pem"),
 		KeyFile:  filepath.Join(outDir, name+"-key.pem"),
 	}
-	if err := issue(ca, name, sans, p.CertFile, p.KeyFile, time.Now()); err != nil {
+	if err := issue(ca, name, sans, serverAndClient, p.CertFile, p.KeyFile, time.Now()); err != nil {
 		return PKI{}, err
 	}
 	return p, nil
+}
+
+// EnsureClientCert makes sure certFile and keyFile hold a client
+// certificate (client authentication only, no names to serve) for name,
+// signed by the CA in caDir: what a NATS client presents to a server that
+// verifies clients (mutual TLS). An existing pair is kept while it is
+// name's, chains to that CA and is more than 30 days from expiry;
+// otherwise a new one is issued. The key is written 0600.
+func EnsureClientCert(caDir, name, certFile, keyFile string) error {
+	if name == "" {
+		return errors.New("issue client certificate: empty name")
+	}
+	ca, err := loadCA(caDir)
+	if err != nil {
+		return fmt.Errorf("issue client certificate %q: %w", name, err)
+	}
+	now := time.Now()
+	if clientCertUsable(certFile, keyFile, ca.cert, name, now) {
+		return nil
+	}
+	for _, dir := range []string{filepath.Dir(certFile), filepath.Dir(keyFile)} {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create certificate directory %s: %w", dir, err)
+		}
+	}
+	return issue(ca, name, nil, clientOnly, certFile, keyFile, now)
+}
+
+// clientCertUsable reports whether an existing client certificate can be
+// kept: it is name's, matches its key, chains to ca for client
+// authentication, and is fresh.
+func clientCertUsable(certFile, keyFile string, ca *x509.Certificate, name string, now time.Time) bool {
+	cert, ok := freshPair(certFile, keyFile, now)
+	if !ok || cert.Subject.CommonName != name {
+		return false
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	_, err := cert.Verify(x509.VerifyOptions{
+		Roots:       roots,
+		CurrentTime: now,
+		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	return err == nil
+}
+
+// freshPair reads a certificate and its key, and reports whether they
+// match and the certificate is fresh.
+func freshPair(certFile, keyFile string, now time.Time) (*x509.Certificate, bool) {
+	cert, err := readCert(certFile)
+	if err != nil || !fresh(cert, now) {
+		return nil, false
+	}
+	key, err := readKey(keyFile)
+	if err != nil || !key.PublicKey.Equal(cert.PublicKey) {
+		return nil, false
+	}
+	return cert, true
 }
 
 type authority struct {
@@ -133,12 +192,8 @@ func loadCA(dir string) (authority, error) {
 // leafUsable reports whether an existing leaf certificate can be kept: it
 // parses, matches its key, chains to ca for every wanted name, and is fresh.
 func leafUsable(certFile, keyFile string, ca *x509.Certificate, sans []string, now time.Time) bool {
-	cert, err := readCert(certFile)
-	if err != nil || !fresh(cert, now) {
-		return false
-	}
-	key, err := readKey(keyFile)
-	if err != nil || !key.PublicKey.Equal(cert.PublicKey) {
+	cert, ok := freshPair(certFile, keyFile, now)
+	if !ok {
 		return false
 	}
 	roots := x509.NewCertPool()
@@ -195,7 +250,14 @@ func newCA(dir string, now time.Time) (authority, error) {
 	return authority{cert: cert, key: key}, nil
 }
 
-func issue(ca authority, name string, sans []string, certFile, keyFile string, now time.Time) error {
+// Extended key usages of the certificates issue makes.
+var (
+	serverAndClient = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
+	// A client certificate cannot stand in for the server.
+	clientOnly = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+)
+
+func issue(ca authority, name string, sans []string, usage []x509.ExtKeyUsage, certFile, keyFile string, now time.Time) error {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return fmt.Errorf("generate key for %q: %w", name, err)
@@ -210,7 +272,7 @@ func issue(ca authority, name string, sans []string, certFile, keyFile string, n
 		NotBefore:    now.Add(-backdate),
 		NotAfter:     now.Add(leafValidity),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:  usage,
 	}
 	if tmpl.NotAfter.After(ca.cert.NotAfter) {
 		tmpl.NotAfter = ca.cert.NotAfter

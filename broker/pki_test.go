@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/tls"
 	"crypto/x509"
 	"os"
 	"path/filepath"
@@ -131,7 +132,7 @@ func TestEnsureDevPKIReuseAndRenew(t *testing.T) {
 				}
 				// Issued as if 340 days ago: 25 days left.
 				past := time.Now().Add(-leafValidity + 25*24*time.Hour)
-				if err := issue(ca, "old", devServerSANs, filepath.Join(dir, ServerCertName), filepath.Join(dir, ServerKeyName), past); err != nil {
+				if err := issue(ca, "old", devServerSANs, serverAndClient, filepath.Join(dir, ServerCertName), filepath.Join(dir, ServerKeyName), past); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -236,4 +237,96 @@ func TestIssueCert(t *testing.T) {
 	if _, err := IssueCert(t.TempDir(), "x", nil, out); err == nil {
 		t.Error("issuing without a CA succeeded")
 	}
+}
+
+func TestEnsureClientCert(t *testing.T) {
+	caDir := t.TempDir()
+	p, err := EnsureDevPKI(caDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "clients")
+	certFile, keyFile := filepath.Join(dir, "alice.crt"), filepath.Join(dir, "alice.key")
+	if err := EnsureClientCert(caDir, "alice", certFile, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	if got := fileMode(t, keyFile); got != 0o600 {
+		t.Errorf("key mode %o, want 600", got)
+	}
+	if got := fileMode(t, dir); got != 0o700 {
+		t.Errorf("directory mode %o, want 700", got)
+	}
+	c := verifyLeaf(t, p.CAFile, certFile, x509.ExtKeyUsageClientAuth, "")
+	if c.Subject.CommonName != "alice" || len(c.DNSNames)+len(c.IPAddresses) != 0 {
+		t.Errorf("CN %q, SANs %v %v; want alice and no names to serve", c.Subject.CommonName, c.DNSNames, c.IPAddresses)
+	}
+	// A client certificate cannot stand in for the server.
+	roots := x509.NewCertPool()
+	roots.AddCert(mustCA(t, caDir).cert)
+	if _, err := c.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err == nil {
+		t.Error("the client certificate is valid for server authentication")
+	}
+
+	read := func(t *testing.T) []byte {
+		t.Helper()
+		b, err := os.ReadFile(certFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	first := read(t)
+	if err := EnsureClientCert(caDir, "alice", certFile, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(read(t), first) {
+		t.Error("a valid client certificate was reissued")
+	}
+
+	reissued := func(t *testing.T, caDir, name string) {
+		t.Helper()
+		before := read(t)
+		if err := EnsureClientCert(caDir, name, certFile, keyFile); err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Equal(read(t), before) {
+			t.Fatal("kept")
+		}
+		c := verifyLeaf(t, filepath.Join(caDir, CACertName), certFile, x509.ExtKeyUsageClientAuth, "")
+		if c.Subject.CommonName != name {
+			t.Errorf("CN %q, want %q", c.Subject.CommonName, name)
+		}
+	}
+	t.Run("another name is reissued", func(t *testing.T) { reissued(t, caDir, "alice-laptop") })
+	t.Run("another CA's is reissued", func(t *testing.T) {
+		other := t.TempDir()
+		if _, err := EnsureDevPKI(other); err != nil {
+			t.Fatal(err)
+		}
+		reissued(t, other, "alice-laptop")
+	})
+	t.Run("near expiry is reissued", func(t *testing.T) {
+		past := time.Now().Add(-leafValidity + 25*24*time.Hour)
+		if err := issue(mustCA(t, caDir), "alice", nil, clientOnly, certFile, keyFile, past); err != nil {
+			t.Fatal(err)
+		}
+		reissued(t, caDir, "alice")
+	})
+	t.Run("damaged key is reissued", func(t *testing.T) {
+		if err := os.WriteFile(keyFile, []byte("junk"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		reissued(t, caDir, "alice")
+		if _, err := tls.LoadX509KeyPair(certFile, keyFile); err != nil {
+			t.Error(err)
+		}
+	})
+	t.Run("refused", func(t *testing.T) {
+		if err := EnsureClientCert(caDir, "", certFile, keyFile); err == nil {
+			t.Error("empty name accepted")
+		}
+		if err := EnsureClientCert(t.TempDir(), "x", certFile, keyFile); err == nil {
+			t.Error("issuing without a CA succeeded")
+		}
+	})
 }

@@ -25,10 +25,25 @@ func loadCAPool(file string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// serverTLSConfig requires TLS 1.3 and verifies a client certificate when
-// one is offered, so services can later authenticate with mTLS while
-// anonymous clients still connect without one.
-func serverTLSConfig(p PKI) (*tls.Config, error) {
+// CheckPrivate refuses a file that group or others may read, such as a
+// private key: a leaked copy would let them act as its owner. The error
+// says how to fix the mode; a missing file gives the os.Stat error.
+func CheckPrivate(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%s is readable by group or others (mode %o): run chmod 600 %s", path, st.Mode().Perm(), path)
+	}
+	return nil
+}
+
+// serverTLSConfig requires TLS 1.3. With verifyClients it also requires a
+// client certificate signed by the CA (mutual TLS), so only holders of such
+// a certificate get as far as presenting NATS credentials; otherwise a
+// certificate is verified when offered and clients may come without one.
+func serverTLSConfig(p PKI, verifyClients bool) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(p.CertFile, p.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("load server certificate %s: %w", p.CertFile, err)
@@ -37,11 +52,15 @@ func serverTLSConfig(p PKI) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	clientAuth := tls.VerifyClientCertIfGiven
+	if verifyClients {
+		clientAuth = tls.RequireAndVerifyClientCert
+	}
 	return &tls.Config{
 		MinVersion:       tls.VersionTLS13,
 		CurvePreferences: curvePreferences,
 		Certificates:     []tls.Certificate{cert},
 		ClientCAs:        pool,
-		ClientAuth:       tls.VerifyClientCertIfGiven,
+		ClientAuth:       clientAuth,
 	}, nil
 }

@@ -80,10 +80,15 @@ func (a *app) bind(fs *pflag.FlagSet, key, name, short, usage string) {
 	config.Flag(fs, key, name, short, usage)
 }
 
-// connOptions is where and how to reach NATS; the credentials are added
-// by client.DialPassword or client.DialToken.
+// connOptions is where and how to reach NATS, with the client certificate
+// a broker that verifies clients (mTLS) asks for, when configured; the
+// credentials are added by client.DialPassword or client.DialToken.
 func (a *app) connOptions() broker.ConnOptions {
-	return broker.ConnOptions{URL: a.cfg.NATS.URL, CAFile: a.cfg.CAFile(), Name: "sft-cli", Logger: a.log}
+	return broker.ConnOptions{
+		URL: a.cfg.NATS.URL, CAFile: a.cfg.CAFile(),
+		CertFile: a.cfg.NATS.CertFile, KeyFile: a.cfg.NATS.KeyFile,
+		Name: "sft-cli", Logger: a.log,
+	}
 }
 
 // session connects with the cached login token.

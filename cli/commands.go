@@ -223,6 +223,9 @@ func (a *app) recvCmd() *cobra.Command {
 						verb = "resuming"
 					}
 					o.say("Session %s: %s %s (%s) from %s", s.ID, verb, s.Manifest.Summary(), humanBytes(s.Manifest.TotalSize()), s.Initiator)
+					if resumed { // no question to ask: it was accepted before
+						o.start(s.Manifest, "received")
+					}
 				},
 				Confirm: func(s *api.Session, need, free int64) error {
 					if yes || s.Manifest.Text || !isTerminal(a.io.In) {

@@ -53,9 +53,13 @@ type NATS struct {
 	// CAFile is the CA that signs the NATS server certificate; empty means
 	// the dev CA under DataDir.
 	CAFile string `mapstructure:"ca_file"`
-	// CertFile and KeyFile are an optional client certificate (mTLS).
+	// CertFile and KeyFile are an optional client certificate (mTLS) that
+	// every NATS client (the services, sft-cli) presents when set.
 	CertFile string `mapstructure:"cert_file"`
 	KeyFile  string `mapstructure:"key_file"`
+	// VerifyClients makes the embedded server of `sftd dev` require a
+	// client certificate signed by the SFT CA on every TLS connection.
+	VerifyClients bool `mapstructure:"verify_clients"`
 }
 
 // Store chooses where the services keep state.
@@ -171,7 +175,8 @@ func Keys(env []string) []Key {
 		{"nats.url", "tls://127.0.0.1:4222", "NATS server URL"},
 		{"nats.ca_file", "", "CA certificate for the NATS server (empty: <data_dir>/pki/ca.pem)"},
 		{"nats.cert_file", "", "client certificate for NATS mTLS (optional)"},
-		{"nats.key_file", "", "private key of nats.cert_file"},
+		{"nats.key_file", "", "private key of nats.cert_file (mode 0600)"},
+		{"nats.verify_clients", false, "`sftd dev`: refuse every connection without a client certificate of the SFT CA (mTLS; each sft-cli then needs nats.cert_file)"},
 		{"store.backend", "jetstream", "state store: jetstream (NATS KV) or redis"},
 		{"redis.url", "redis://127.0.0.1:6379/0", "Redis URL (rediss:// for TLS) when store.backend is redis"},
 		{"redis.username", "", "Redis ACL user name"},

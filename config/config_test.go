@@ -97,6 +97,8 @@ func TestLoadErrors(t *testing.T) {
 		{"bad log format", "", []string{"SFT_LOG_FORMAT=xml"}, "log.format"},
 		{"no login failures per address", "", []string{"SFT_LIMITS_LOGIN_FAILURES_PER_ADDRESS=0"}, "limits.login_failures_per_address must be positive"},
 		{"removed setting in file", write("old.yaml", "nats:\n  user: sft-service\n"), nil, `unknown setting "nats.user"`},
+		{"verify_clients not a bool", "", []string{"SFT_NATS_VERIFY_CLIENTS=maybe"}, "verify_clients"},
+		{"certificate without key", "", []string{"SFT_NATS_CERT_FILE=/c.pem"}, "nats.cert_file and nats.key_file go together"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,6 +139,41 @@ func TestLoginFailuresPerAddress(t *testing.T) {
 			}
 			if c.Limits.LoginFailuresPerAddress != tc.want {
 				t.Errorf("limits.login_failures_per_address = %d, want %d", c.Limits.LoginFailuresPerAddress, tc.want)
+			}
+		})
+	}
+}
+
+// The mTLS settings: a client certificate for any client, and the switch
+// that makes `sftd dev`'s server require one, off unless asked for.
+func TestMutualTLSSettings(t *testing.T) {
+	home := t.TempDir()
+	for _, tc := range []struct {
+		name      string
+		env       []string
+		file      string
+		verify    bool
+		cert, key string
+	}{
+		{name: "default", verify: false},
+		{name: "environment", env: []string{"SFT_NATS_VERIFY_CLIENTS=true", "SFT_NATS_CERT_FILE=/c.crt", "SFT_NATS_KEY_FILE=/c.key"}, verify: true, cert: "/c.crt", key: "/c.key"},
+		{name: "file", file: "nats:\n  verify_clients: true\n  cert_file: /f.crt\n  key_file: /f.key\n", verify: true, cert: "/f.crt", key: "/f.key"},
+		{name: "environment turns the file's off", env: []string{"SFT_NATS_VERIFY_CLIENTS=false"}, file: "nats:\n  verify_clients: true\n", verify: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var file string
+			if tc.file != "" {
+				file = filepath.Join(t.TempDir(), "sft.yaml")
+				if err := os.WriteFile(file, []byte(tc.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := Load(append([]string{"HOME=" + home}, tc.env...), file, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.NATS.VerifyClients != tc.verify || c.NATS.CertFile != tc.cert || c.NATS.KeyFile != tc.key {
+				t.Errorf("nats = %+v, want verify_clients %v, cert_file %q, key_file %q", c.NATS, tc.verify, tc.cert, tc.key)
 			}
 		})
 	}

@@ -33,7 +33,8 @@ const deployDir = ".deploy"
 
 // wantMounts lists, per service, the host files it mounts, relative to the
 // project directory: each sftd service gets the CA and just the secrets it
-// reads, its own NATS identity and no other; nothing mounts the CA key.
+// reads, its own NATS identity and client certificate and no other's;
+// nothing mounts the CA key.
 var wantMounts = map[string][]string{
 	"nats": {
 		"deploy/nats-server.conf",
@@ -46,6 +47,8 @@ var wantMounts = map[string][]string{
 	"auth": {
 		deployDir + "/pki/" + broker.CACertName,
 		deployDir + "/secrets/" + secrets.ServiceKeyFile(broker.ServiceAuth),
+		deployDir + "/secrets/" + secrets.ServiceCertFile(broker.ServiceAuth),
+		deployDir + "/secrets/" + secrets.ServiceCertKeyFile(broker.ServiceAuth),
 		deployDir + "/secrets/" + secrets.SigningKeyFile,
 		deployDir + "/secrets/" + secrets.SealKeyFile,
 		deployDir + "/secrets/" + secrets.CalloutIssuerFile,
@@ -54,11 +57,15 @@ var wantMounts = map[string][]string{
 	"session": {
 		deployDir + "/pki/" + broker.CACertName,
 		deployDir + "/secrets/" + secrets.ServiceKeyFile(broker.ServiceSession),
+		deployDir + "/secrets/" + secrets.ServiceCertFile(broker.ServiceSession),
+		deployDir + "/secrets/" + secrets.ServiceCertKeyFile(broker.ServiceSession),
 		deployDir + "/secrets/" + secrets.TokenPublicKeyFile,
 	},
 	"key": {
 		deployDir + "/pki/" + broker.CACertName,
 		deployDir + "/secrets/" + secrets.ServiceKeyFile(broker.ServiceKey),
+		deployDir + "/secrets/" + secrets.ServiceCertFile(broker.ServiceKey),
+		deployDir + "/secrets/" + secrets.ServiceCertKeyFile(broker.ServiceKey),
 		deployDir + "/secrets/" + secrets.TokenPublicKeyFile,
 		deployDir + "/secrets/" + secrets.KEKFile,
 	},
@@ -203,6 +210,16 @@ func TestCompose(t *testing.T) {
 			for k, v := range want {
 				if got := s.Environment[k]; got == nil || *got != v {
 					t.Errorf("%s: %s=%v, want %s", name, k, deref(got), v)
+				}
+			}
+			// Its own client certificate, where its mount puts it.
+			dir := deref(s.Environment["SFT_SECRETS_DIR"])
+			for k, file := range map[string]string{
+				"SFT_NATS_CERT_FILE": secrets.ServiceCertFile(s.Command[0]),
+				"SFT_NATS_KEY_FILE":  secrets.ServiceCertKeyFile(s.Command[0]),
+			} {
+				if got, want := deref(s.Environment[k]), path.Join(dir, file); got != want {
+					t.Errorf("%s: %s=%s, want %s", name, k, got, want)
 				}
 			}
 			if _, err := config.Load(append(env, "HOME="+t.TempDir()), "", nil); err != nil {
@@ -352,14 +369,28 @@ func deref(s *string) string {
 // redis-server, and each sftd service as many times as its replicas, each
 // seeing only its own mounts and its compose environment. Then two users
 // made as the compose file's header says log in, open a session and get
-// the same key.
+// the same key. It does so as checked in, and with the configuration's
+// `verify: true` turned on (mTLS), where the services present the
+// certificates compose gives them and the users theirs from `sftd certs
+// --client`.
 func TestComposeStack(t *testing.T) {
 	t.Parallel()
+	t.Run("as checked in", func(t *testing.T) {
+		t.Parallel()
+		testComposeStack(t, false)
+	})
+	t.Run("verify clients", func(t *testing.T) {
+		t.Parallel()
+		testComposeStack(t, true)
+	})
+}
+
+func testComposeStack(t *testing.T, verifyClients bool) {
 	natsBinary(t)
 	redisURL := redistest.Start(t, redistest.Options{}).URL()
 	p := loadCompose(t)
 	root := repoRoot(t)
-	data := sftdCerts(t, filepath.Join(t.TempDir(), deployDir))
+	data := sftdCerts(t, filepath.Join(t.TempDir(), deployDir), "alice", "bob")
 	hostPath := func(src string) string {
 		rel, err := filepath.Rel(root, src)
 		if err != nil {
@@ -374,6 +405,9 @@ func TestComposeStack(t *testing.T) {
 	nats := p.Services["nats"]
 	natsFS := containerFS(t, nats, hostPath)
 	conf := nats.Command[slices.Index(nats.Command, "-c")+1]
+	if verifyClients {
+		enableVerify(t, filepath.Join(natsFS, conf))
+	}
 	srv := startNATS(t, filepath.Join(natsFS, conf), filepath.Join(natsFS, nats.WorkingDir))
 	for _, v := range nats.Volumes {
 		if v.Type == types.VolumeTypeVolume {
@@ -442,8 +476,15 @@ func TestComposeStack(t *testing.T) {
 
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
+	connOpts := func(user string) broker.ConnOptions {
+		o := broker.ConnOptions{URL: srv.URL, CAFile: filepath.Join(data, "pki", broker.CACertName), Name: user}
+		if verifyClients {
+			o.CertFile, o.KeyFile = daemon.ClientCertFiles(data, user)
+		}
+		return o
+	}
 	login := func(user string) *client.Client {
-		c, _, err := client.LogIn(cctx, broker.ConnOptions{URL: srv.URL, CAFile: filepath.Join(data, "pki", broker.CACertName), Name: user}, user, password)
+		c, _, err := client.LogIn(cctx, connOpts(user), user, password)
 		if err != nil {
 			t.Fatalf("login %s: %v", user, err)
 		}
@@ -451,6 +492,13 @@ func TestComposeStack(t *testing.T) {
 		return c
 	}
 	alice, bob := login("alice"), login("bob")
+	if verifyClients {
+		o := connOpts("alice")
+		o.CertFile, o.KeyFile = "", ""
+		if _, _, err := client.LogIn(cctx, o, "alice", password); err == nil || !strings.Contains(err.Error(), "requires a client certificate") {
+			t.Errorf("login without a certificate: %v, want a refusal that asks for one", err)
+		}
+	}
 	s, err := alice.Create(cctx, api.CreateRequest{Responder: "bob", PeerAddr: "127.0.0.1:9", Manifest: api.Manifest{Files: []api.File{{Name: "x", Size: 1}}}})
 	if err != nil {
 		t.Fatalf("create session: %v", err)

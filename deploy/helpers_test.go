@@ -41,14 +41,19 @@ func repoRoot(t testing.TB) string {
 }
 
 // sftdCerts runs `sftd certs --host nats`, as `task certs` does, with its
-// data directory at dataDir, and returns dataDir.
-func sftdCerts(t testing.TB, dataDir string) string {
+// data directory at dataDir, and returns dataDir. Each of clients also
+// gets a client certificate (--client).
+func sftdCerts(t testing.TB, dataDir string, clients ...string) string {
 	t.Helper()
 	home := t.TempDir()
 	env := []string{"HOME=" + home, "SFT_DATA_DIR=" + dataDir}
 	var out, errOut bytes.Buffer
 	stdio := daemon.IO{In: strings.NewReader(""), Out: &out, Err: &errOut}
-	if err := daemon.Run(t.Context(), stdio, []string{"certs", "--host", "nats"}, env); err != nil {
+	args := []string{"certs", "--host", "nats"}
+	for _, c := range clients {
+		args = append(args, "--client", c)
+	}
+	if err := daemon.Run(t.Context(), stdio, args, env); err != nil {
 		t.Fatalf("sftd certs: %v\n%s", err, errOut.String())
 	}
 	return dataDir
@@ -218,4 +223,25 @@ func waitForOutput(out *syncBuffer, want string, done <-chan struct{}) error {
 		}
 	}
 	return nil
+}
+
+// verifyLine is the commented line of deploy/nats-server.conf that turns
+// on mutual TLS.
+const verifyLine = "  # verify: true\n"
+
+// enableVerify turns on mutual TLS in a copy of deploy/nats-server.conf by
+// uncommenting its `verify: true` line, as its comment tells an operator.
+func enableVerify(t testing.TB, conf string) {
+	t.Helper()
+	b, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), verifyLine); n != 1 {
+		t.Fatalf("%s has %d lines %q, want one", conf, n, strings.TrimSpace(verifyLine))
+	}
+	b = []byte(strings.Replace(string(b), verifyLine, "  verify: true\n", 1))
+	if err := os.WriteFile(conf, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -121,6 +121,24 @@ func TestNATSConfig(t *testing.T) {
 		}
 	})
 
+	// The commented `verify: true`, turned on, requires a client
+	// certificate of the CA on every connection.
+	t.Run("tls verify", func(t *testing.T) {
+		copyFile(t, "nats-server.conf", "nats-server-verify.conf")
+		enableVerify(t, "nats-server-verify.conf")
+		vopts, err := server.ProcessConfigFile("nats-server-verify.conf")
+		if err != nil {
+			t.Fatalf("with verify: true: %v", err)
+		}
+		c := vopts.TLSConfig
+		if c == nil || c.ClientAuth != tls.RequireAndVerifyClientCert || c.ClientCAs == nil {
+			t.Fatalf("with verify: true: TLS %+v, want client certificates required and verified", c)
+		}
+		if c.MinVersion != tls.VersionTLS13 || len(c.CurvePreferences) == 0 || c.CurvePreferences[0] != tls.X25519MLKEM768 {
+			t.Errorf("with verify: true: TLS %s, curves %v; want TLS 1.3 with X25519MLKEM768 first", tls.VersionName(c.MinVersion), c.CurvePreferences)
+		}
+	})
+
 	t.Run("jetstream", func(t *testing.T) {
 		if !opts.JetStream || opts.StoreDir == "" {
 			t.Errorf("JetStream %v in %q, want on with a store_dir", opts.JetStream, opts.StoreDir)

@@ -153,9 +153,11 @@ func (s *source) stop() {
 // while the network stage reads and decrypts the next records: three
 // stages, so that a receiver uses more than one core.
 //
-// When it writes to a file, every checkpointEvery bytes it syncs the file
-// and calls checkpoint with the file's length, which records that prefix as
-// verified for a later resume: every byte in it arrived authenticated.
+// When it writes to a file, every checkpointEvery bytes a fourth goroutine
+// syncs the file and calls checkpoint with the length written by then,
+// which records that prefix as verified for a later resume (every byte in
+// it arrived authenticated). Writing goes on meanwhile: a sync covers at
+// least what was written before it started.
 type sink struct {
 	full   chan chunk
 	hashq  chan chunk // written chunks, on their way to the hasher
@@ -163,6 +165,10 @@ type sink struct {
 	done   chan struct{}
 	once   sync.Once
 	failed atomic.Bool
+
+	cps    chan int64 // lengths to make durable and record
+	cpDone chan struct{}
+	cpErr  error
 
 	// Read after done is closed.
 	d       *digest
@@ -189,15 +195,28 @@ func startSink(w io.Writer, d *digest, off int64, free pool, checkpoint func(int
 		d:       d,
 		written: off,
 	}
-	go s.write(w, checkpoint)
+	f, _ := w.(*os.File)
+	if f != nil && checkpoint != nil {
+		s.cps, s.cpDone = make(chan int64, 1), make(chan struct{})
+		go s.checkpoints(f, checkpoint)
+	}
+	go s.write(w, f)
 	go s.hash()
 	return s
 }
 
-func (s *sink) write(w io.Writer, checkpoint func(int64) error) {
+func (s *sink) write(w io.Writer, f *os.File) {
 	defer close(s.hashq)
-	f, _ := w.(*os.File)
-	flushed, synced := s.written, s.written
+	if s.cps != nil {
+		defer func() {
+			close(s.cps)
+			<-s.cpDone
+			if s.cpErr != nil && s.err == nil {
+				s.fail(s.cpErr)
+			}
+		}()
+	}
+	flushed, marked := s.written, s.written
 	for c := range s.full {
 		// After a write error keep draining, so the network stage never
 		// blocks on a full pipe; it notices failed and stops.
@@ -210,19 +229,36 @@ func (s *sink) write(w io.Writer, checkpoint func(int64) error) {
 					startWriteback(f, flushed, s.written-flushed)
 					flushed = s.written
 				}
-				if f != nil && checkpoint != nil && s.written-synced >= checkpointEvery {
-					if err := f.Sync(); err != nil {
-						s.fail(err)
-					} else if err := checkpoint(s.written); err != nil {
-						s.fail(err)
+				if s.cps != nil && s.written-marked >= checkpointEvery {
+					select {
+					case s.cps <- s.written:
+						marked = s.written
+					default: // the previous checkpoint is still syncing
 					}
-					synced = s.written
 				}
 				s.hashq <- c // never blocks: hashq holds every buffer
 				continue
 			}
 		}
 		s.free <- c.buf
+	}
+}
+
+// checkpoints makes each length it is given durable and records it.
+func (s *sink) checkpoints(f *os.File, checkpoint func(int64) error) {
+	defer close(s.cpDone)
+	for n := range s.cps {
+		if s.cpErr != nil {
+			continue
+		}
+		if err := f.Sync(); err != nil {
+			s.cpErr = err
+		} else if err := checkpoint(n); err != nil {
+			s.cpErr = err
+		}
+		if s.cpErr != nil {
+			s.failed.Store(true)
+		}
 	}
 }
 
@@ -239,8 +275,8 @@ func (s *sink) hash() {
 	}
 }
 
-// finish waits until every chunk is written and hashed and returns what
-// was written. It may be called more than once.
+// finish waits until every chunk is written and hashed (and any checkpoint
+// is done) and returns what was written. It may be called more than once.
 func (s *sink) finish() (Result, error) {
 	s.once.Do(func() { close(s.full) })
 	<-s.done

@@ -189,7 +189,7 @@ func (r *receiver) toDir(ctx context.Context, dir string) error {
 	if err == nil {
 		err = r.place()
 	}
-	if err != nil && !Resumable(ctxErr(ctx, "receiving", err)) || errors.Is(ctx.Err(), context.Canceled) {
+	if err != nil && (!Resumable(ctxErr(ctx, "receiving", err)) || errors.Is(ctx.Err(), context.Canceled)) {
 		r.parts.discard()
 		r.removeCreated()
 	}

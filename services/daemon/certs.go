@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -18,27 +19,48 @@ import (
 // installation (and nothing in it is secret).
 const NATSAuthFile = "nats-auth.conf"
 
+// ClientsDir is the directory under the data directory where `sftd certs
+// --client NAME` writes NAME.crt and NAME.key.
+const ClientsDir = "clients"
+
+// clientNameRE is what a --client name may look like: it names files and
+// goes into the certificate's subject.
+var clientNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
 func (d *daemon) certsCmd() *cobra.Command {
-	var hosts []string
+	var hosts, clients []string
 	cmd := &cobra.Command{
 		Use:   "certs",
-		Short: "Create what a deployment needs: a CA, the NATS server certificate, the services' keys and NATS identities",
+		Short: "Create what a deployment needs: a CA, the NATS server certificate, the services' keys, NATS identities and client certificates",
 		Long: "Creates (or keeps, when present and valid) under --data-dir:\n" +
 			"  pki/      ca.pem, ca-key.pem, server.pem, server-key.pem (SANs: localhost, 127.0.0.1, ::1, --host ...)\n" +
 			"  secrets/  token-signing.pem, token-signing.pub.pem, login-seal.key, key-encryption.key,\n" +
 			"            nats-service-auth.nk, nats-service-session.nk, nats-service-key.nk (each service's NATS identity),\n" +
+			"            nats-service-auth.crt/.key, nats-service-session.crt/.key, nats-service-key.crt/.key\n" +
+			"            (each service's client certificate, for a broker that verifies clients: mTLS),\n" +
 			"            nats-callout.nk, nats-callout.xk,\n" +
-			"            " + NATSAuthFile + " (their public keys, for nats-server's include)",
+			"            " + NATSAuthFile + " (their public keys, for nats-server's include)\n" +
+			"  " + ClientsDir + "/  NAME.crt, NAME.key for each --client NAME: a client certificate for a user's sft-cli\n" +
+			"            (set nats.cert_file and nats.key_file, or SFT_NATS_CERT_FILE and SFT_NATS_KEY_FILE, to them)",
 		Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
+			for _, name := range clients {
+				if !clientNameRE.MatchString(name) {
+					return fmt.Errorf("client name %q: use 1-64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+				}
+			}
 			sans := append([]string{"localhost", "127.0.0.1", "::1"}, hosts...)
-			pki, err := broker.EnsurePKI(filepath.Join(d.cfg.DataDir, "pki"), sans)
+			pkiDir := filepath.Join(d.cfg.DataDir, "pki")
+			pki, err := broker.EnsurePKI(pkiDir, sans)
 			if err != nil {
 				return err
 			}
 			dir := d.cfg.SecretsPath()
 			sec, err := secrets.Ensure(dir)
 			if err != nil {
+				return err
+			}
+			if err := secrets.EnsureServiceCerts(dir, pkiDir); err != nil {
 				return err
 			}
 			issuer, xkey, err := sec.Callout.Public()
@@ -53,11 +75,26 @@ func (d *daemon) certsCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(d.io.Out, "CA:          %s\nNATS server: %s, %s\nsecrets:     %s\n", pki.CAFile, pki.CertFile, pki.KeyFile, dir)
+			for _, name := range clients {
+				cert, key := ClientCertFiles(d.cfg.DataDir, name)
+				if err := broker.EnsureClientCert(pkiDir, name, cert, key); err != nil {
+					return err
+				}
+				fmt.Fprintf(d.io.Out, "client %s:   SFT_NATS_CERT_FILE=%s SFT_NATS_KEY_FILE=%s\n", name, cert, key)
+			}
 			return nil
 		},
 	}
 	cmd.Flags().StringSliceVar(&hosts, "host", nil, "more names or addresses for the NATS server certificate (repeatable)")
+	cmd.Flags().StringArrayVar(&clients, "client", nil, "also issue a client certificate for a user's sft-cli, named NAME (repeatable)")
 	return cmd
+}
+
+// ClientCertFiles are the certificate and key `sftd certs --client name`
+// writes under dataDir.
+func ClientCertFiles(dataDir, name string) (cert, key string) {
+	dir := filepath.Join(dataDir, ClientsDir)
+	return filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
 }
 
 // NATSKeyVariable is the variable of nats-auth.conf that holds service's

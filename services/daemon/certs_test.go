@@ -1,6 +1,7 @@
 package daemon_test
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"os"
@@ -15,7 +16,7 @@ import (
 
 func TestCerts(t *testing.T) {
 	in := newInstall(t)
-	out, err := in.sftd("", nil, "certs", "--host", "nats", "--host", "10.1.2.3")
+	out, err := in.sftd("", nil, "certs", "--host", "nats", "--host", "10.1.2.3", "--client", "alice", "--client", "bob-laptop")
 	if err != nil {
 		t.Fatalf("sftd certs: %v", err)
 	}
@@ -30,6 +31,9 @@ func TestCerts(t *testing.T) {
 		"secrets/key-encryption.key", "secrets/nats-auth.conf",
 		"secrets/nats-service-auth.nk", "secrets/nats-service-session.nk", "secrets/nats-service-key.nk",
 		"secrets/nats-callout.nk", "secrets/nats-callout.xk",
+		"secrets/nats-service-auth.crt", "secrets/nats-service-session.crt", "secrets/nats-service-key.crt",
+		"secrets/nats-service-auth.key", "secrets/nats-service-session.key", "secrets/nats-service-key.key",
+		"clients/alice.crt", "clients/alice.key", "clients/bob-laptop.crt", "clients/bob-laptop.key",
 	} {
 		if _, err := os.Stat(filepath.Join(in.dataDir, f)); err != nil {
 			t.Errorf("missing %s: %v", f, err)
@@ -103,14 +107,66 @@ func TestCerts(t *testing.T) {
 		t.Errorf("nats-auth.conf has mode %o", st.Mode().Perm())
 	}
 
+	// Client certificates (mTLS): one per service and one per --client,
+	// client authentication only, signed by the CA, keys 0600.
+	caPEM, err := os.ReadFile(filepath.Join(pkiDir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	clientCerts := map[string][2]string{}
+	for _, svc := range broker.Services() {
+		clientCerts["sft-service-"+svc] = [2]string{filepath.Join(secretsDir, secrets.ServiceCertFile(svc)), filepath.Join(secretsDir, secrets.ServiceCertKeyFile(svc))}
+	}
+	for _, name := range []string{"alice", "bob-laptop"} {
+		cert, key := daemon.ClientCertFiles(in.dataDir, name)
+		clientCerts[name] = [2]string{cert, key}
+		if !strings.Contains(out, "SFT_NATS_CERT_FILE="+cert+" SFT_NATS_KEY_FILE="+key) {
+			t.Errorf("output does not say how to use %s's certificate:\n%s", name, out)
+		}
+	}
+	pems := map[string]string{}
+	for name, files := range clientCerts {
+		if st, err := os.Stat(files[1]); err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, want mode 600", files[1], err)
+		}
+		pair, err := tls.LoadX509KeyPair(files[0], files[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pair.Leaf.Subject.CommonName != name {
+			t.Errorf("%s: CN %q, want %q", files[0], pair.Leaf.Subject.CommonName, name)
+		}
+		if _, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			t.Errorf("%s: %v", files[0], err)
+		}
+		if _, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err == nil {
+			t.Errorf("%s is good for a server too", files[0])
+		}
+		b, _ := os.ReadFile(files[0])
+		pems[files[0]] = string(b)
+	}
+
 	// A second run keeps everything as it was.
-	if _, err := in.sftd("", nil, "certs", "--host", "nats", "--host", "10.1.2.3"); err != nil {
+	if _, err := in.sftd("", nil, "certs", "--host", "nats", "--host", "10.1.2.3", "--client", "alice"); err != nil {
 		t.Fatal(err)
 	}
 	auth2, _ := os.ReadFile(filepath.Join(secretsDir, "nats-auth.conf"))
 	b2, _ := os.ReadFile(filepath.Join(pkiDir, "server.pem"))
 	if string(auth2) != string(auth) || string(b2) != string(b) {
 		t.Fatal("a second `sftd certs` changed existing files")
+	}
+	for f, want := range pems {
+		if got, _ := os.ReadFile(f); string(got) != want {
+			t.Errorf("a second `sftd certs` reissued %s", f)
+		}
+	}
+
+	for _, bad := range []string{"", "../x", "a/b", "Alice", ".hidden", strings.Repeat("x", 65)} {
+		if _, err := in.sftd("", nil, "certs", "--client", bad); err == nil || !strings.Contains(err.Error(), "client name") {
+			t.Errorf("--client %q: %v, want a refusal", bad, err)
+		}
 	}
 }
 

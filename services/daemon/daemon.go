@@ -91,6 +91,9 @@ func (d *daemon) devCmd() *cobra.Command {
 				return err
 			}
 			fmt.Fprintf(d.io.Out, "sftd dev: NATS at %s\nsftd dev: CA certificate at %s (clients: --ca or SFT_NATS_CA_FILE; the default when on this machine)\n", st.URL, st.CAFile)
+			if d.cfg.NATS.VerifyClients {
+				fmt.Fprintf(d.io.Out, "sftd dev: clients must present a certificate of this CA (nats.verify_clients): `sftd certs --client NAME` issues one for sft-cli (SFT_NATS_CERT_FILE, SFT_NATS_KEY_FILE); the services' are in %s\n", d.cfg.SecretsPath())
+			}
 			<-ctx.Done()
 			d.log.Info("shutting down")
 			st.Close()
@@ -199,18 +202,10 @@ const (
 	roleAdmin = "admin"
 )
 
-// connect opens a connection to the broker with service's NATS identity.
+// connect opens a connection to the broker with service's NATS identity
+// (and the client certificate, when one is configured).
 func (d *daemon) connect(ctx context.Context, service, name string) (*nats.Conn, error) {
-	key, err := secrets.ServiceKey(d.cfg.SecretsPath(), service)
-	if err != nil {
-		return nil, err
-	}
-	return broker.Connect(ctx, broker.ConnOptions{
-		URL: d.cfg.NATS.URL, CAFile: d.cfg.CAFile(),
-		Service: service, NKey: key,
-		CertFile: d.cfg.NATS.CertFile, KeyFile: d.cfg.NATS.KeyFile,
-		Name: name, Logger: d.log,
-	})
+	return launch.Connect(ctx, d.cfg, service, name, d.log)
 }
 
 // openStore opens the configured store for the user commands. Accounts

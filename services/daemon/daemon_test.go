@@ -77,6 +77,7 @@ func (in *install) sftd(stdin string, extraEnv []string, args ...string) (string
 // dev is a running `sftd dev`.
 type dev struct {
 	url    string
+	out    *syncBuffer // what sftd dev printed
 	cancel context.CancelFunc
 	done   chan error
 	store  *kvstore.Store // opened by install.user
@@ -89,7 +90,7 @@ func (in *install) startDev() *dev {
 	in.t.Helper()
 	var out, errb syncBuffer
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &dev{cancel: cancel, done: make(chan error, 1)}
+	d := &dev{cancel: cancel, done: make(chan error, 1), out: &out}
 	go func() {
 		d.done <- daemon.Run(ctx, daemon.IO{In: strings.NewReader(""), Out: &out, Err: &errb},
 			[]string{"dev", "--listen", "127.0.0.1:0"}, in.env)

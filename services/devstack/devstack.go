@@ -65,10 +65,19 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 	if err != nil {
 		return nil, err
 	}
+	if cfg.NATS.VerifyClients {
+		// The services here connect in process, without TLS, but replicas
+		// started with `sftd auth|session|key` and `sftd user` come over
+		// TLS and now need a certificate: make theirs, as `sftd certs` does.
+		if err := secrets.EnsureServiceCerts(cfg.SecretsPath(), filepath.Dir(pki.CAFile)); err != nil {
+			return nil, err
+		}
+	}
 	srv, err := broker.StartEmbedded(ctx, broker.EmbeddedOptions{
 		Host: host, Port: port,
 		StoreDir:      filepath.Join(cfg.DataDir, "jetstream"),
 		PKI:           pki,
+		VerifyClients: cfg.NATS.VerifyClients,
 		ServiceKeys:   serviceKeys,
 		CalloutIssuer: calloutIssuer, CalloutXKey: calloutXKey,
 		Logger: log.With("component", "nats"),
@@ -106,7 +115,8 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 		st.svcs = append(st.svcs, r)
 	}
 	st.Store = routedStore{users: stores[broker.ServiceAuth], sessions: stores[broker.ServiceSession], keys: stores[broker.ServiceKey]}
-	log.Info("sft dev stack ready", "url", st.URL, "ca_file", st.CAFile, "data_dir", cfg.DataDir, "store", cfg.Store.Backend)
+	log.Info("sft dev stack ready", "url", st.URL, "ca_file", st.CAFile, "data_dir", cfg.DataDir, "store", cfg.Store.Backend,
+		"verify_clients", cfg.NATS.VerifyClients)
 	return st, nil
 }
 

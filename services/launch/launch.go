@@ -31,6 +31,23 @@ import (
 	"github.com/sftproject/sft/services/token"
 )
 
+// Connect connects to the broker at cfg.NATS.URL as service, with its NATS
+// identity from the secrets directory and, when nats.cert_file is set, the
+// client certificate a broker that verifies clients (mTLS) asks for. The
+// certificate adds to the identity; it never stands in for it.
+func Connect(ctx context.Context, cfg config.Config, service, name string, log *slog.Logger) (*nats.Conn, error) {
+	key, err := secrets.ServiceKey(cfg.SecretsPath(), service)
+	if err != nil {
+		return nil, err
+	}
+	return broker.Connect(ctx, broker.ConnOptions{
+		URL: cfg.NATS.URL, CAFile: cfg.CAFile(),
+		Service: service, NKey: key,
+		CertFile: cfg.NATS.CertFile, KeyFile: cfg.NATS.KeyFile,
+		Name: name, Logger: log,
+	})
+}
+
 // Store is every state-store method the three services and sftd's user
 // commands use.
 type Store interface {

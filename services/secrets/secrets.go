@@ -34,6 +34,35 @@ const (
 // seed), e.g. nats-service-auth.nk; only that service reads it.
 func ServiceKeyFile(service string) string { return "nats-service-" + service + ".nk" }
 
+// ServiceCertFile and ServiceCertKeyFile are the files of service's NATS
+// client certificate and its key (mTLS, for a broker that verifies
+// clients), e.g. nats-service-auth.crt and nats-service-auth.key; only that
+// service reads them.
+func ServiceCertFile(service string) string    { return "nats-service-" + service + ".crt" }
+func ServiceCertKeyFile(service string) string { return "nats-service-" + service + ".key" }
+
+// EnsureServiceCerts makes sure dir holds a client certificate for every
+// service, signed by the CA in caDir (see broker.EnsurePKI); valid ones
+// are kept. The keys are 0600 files in a 0700 directory.
+func EnsureServiceCerts(dir, caDir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	for _, name := range broker.Services() {
+		key := filepath.Join(dir, ServiceCertKeyFile(name))
+		// A key others could read is refused, as every secret here, not
+		// silently kept.
+		if err := broker.CheckPrivate(key); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		err := broker.EnsureClientCert(caDir, "sft-service-"+name, filepath.Join(dir, ServiceCertFile(name)), key)
+		if err != nil {
+			return fmt.Errorf("client certificate of the %s service: %w", name, err)
+		}
+	}
+	return nil
+}
+
 // Secrets are the long-lived keys of an installation.
 type Secrets struct {
 	// ServiceKeys are the services' NATS identities, by service name
@@ -323,12 +352,8 @@ func loadOrCreate(path string, gen func() ([]byte, error)) ([]byte, error) {
 // readSecret refuses a secret file that others can read: a leaked copy
 // would let them impersonate the services.
 func readSecret(path string) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
+	if err := broker.CheckPrivate(path); err != nil {
 		return nil, err
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s is readable by group or others (mode %o): run chmod 600 %s", path, st.Mode().Perm(), path)
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {

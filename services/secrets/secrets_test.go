@@ -2,6 +2,8 @@ package secrets
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"maps"
 	"os"
 	"path/filepath"
@@ -256,5 +258,72 @@ func TestLoadSecretsRefusesDamagedFiles(t *testing.T) {
 				t.Fatalf("error %q does not mention %q", err, tc.msg)
 			}
 		})
+	}
+}
+
+// Each service gets a client certificate of the CA for brokers that verify
+// clients: its own, kept across runs, with a private key.
+func TestEnsureServiceCerts(t *testing.T) {
+	data := t.TempDir()
+	caDir, dir := filepath.Join(data, "pki"), filepath.Join(data, "secrets")
+	if _, err := broker.EnsureDevPKI(caDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureServiceCerts(dir, caDir); err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(caDir, broker.CACertName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	certs := map[string][]byte{}
+	for _, svc := range broker.Services() {
+		certFile, keyFile := filepath.Join(dir, ServiceCertFile(svc)), filepath.Join(dir, ServiceCertKeyFile(svc))
+		if m := mode(t, keyFile); m != 0o600 {
+			t.Errorf("%s: mode %o, want 600", keyFile, m)
+		}
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pair.Leaf.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+			t.Errorf("%s: %v", certFile, err)
+		}
+		if cn := pair.Leaf.Subject.CommonName; cn != "sft-service-"+svc {
+			t.Errorf("%s: CN %q", certFile, cn)
+		}
+		certs[svc] = pair.Certificate[0]
+	}
+	if bytes.Equal(certs[broker.ServiceAuth], certs[broker.ServiceKey]) {
+		t.Error("two services share a certificate")
+	}
+
+	if err := EnsureServiceCerts(dir, caDir); err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range broker.Services() {
+		pair, err := tls.LoadX509KeyPair(filepath.Join(dir, ServiceCertFile(svc)), filepath.Join(dir, ServiceCertKeyFile(svc)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(pair.Certificate[0], certs[svc]) {
+			t.Errorf("%s: a valid certificate was reissued", svc)
+		}
+	}
+
+	key := filepath.Join(dir, ServiceCertKeyFile(broker.ServiceSession))
+	if err := os.Chmod(key, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureServiceCerts(dir, caDir); err == nil || !strings.Contains(err.Error(), "chmod 600 "+key) {
+		t.Errorf("a 0644 certificate key: %v, want a refusal saying chmod 600", err)
+	}
+	if err := os.Chmod(key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureServiceCerts(dir, t.TempDir()); err == nil || !strings.Contains(err.Error(), "client certificate of the") {
+		t.Errorf("without a CA: %v", err)
 	}
 }

@@ -56,7 +56,9 @@ func WithLog(w io.Writer, level slog.Level) Option {
 }
 
 // Start runs the stack until the test ends. tweak may adjust the config
-// (TTLs, timeouts) before start.
+// (TTLs, timeouts) before start. With nats.verify_clients on and no
+// nats.cert_file, Start issues a client certificate that the harness's
+// client connections and Env use.
 func Start(t testing.TB, tweak func(*config.Config), opts ...Option) *Harness {
 	t.Helper()
 	dir := t.TempDir()
@@ -81,6 +83,14 @@ func Start(t testing.TB, tweak func(*config.Config), opts ...Option) *Harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(st.Close)
+	if cfg.NATS.VerifyClients && cfg.NATS.CertFile == "" {
+		// The server wants a client certificate from everyone: the test
+		// clients (and sft-cli, through Env) present this one.
+		cfg.NATS.CertFile, cfg.NATS.KeyFile = filepath.Join(dir, "client", "test-client.crt"), filepath.Join(dir, "client", "test-client.key")
+		if err := broker.EnsureClientCert(filepath.Dir(st.CAFile), "test-client", cfg.NATS.CertFile, cfg.NATS.KeyFile); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, u := range append(Users, Admin, Tester) {
 		// Cheap hash parameters: tests exercise the flow, not the cost.
 		hash, err := auth.HashPassword(Password(u), auth.HashParams{Memory: 8 << 10, Time: 1, Threads: 1})
@@ -105,8 +115,14 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (h *Harness) connOptions() broker.ConnOptions {
-	return broker.ConnOptions{URL: h.Stack.URL, CAFile: h.Stack.CAFile, Name: "test-client"}
+// ConnOptions is where and how a client reaches the stack, with the client
+// certificate of Cfg when there is one; the credentials are added by
+// client.DialPassword or client.DialToken.
+func (h *Harness) ConnOptions() broker.ConnOptions {
+	return broker.ConnOptions{
+		URL: h.Stack.URL, CAFile: h.Stack.CAFile, Name: "test-client",
+		CertFile: h.Cfg.NATS.CertFile, KeyFile: h.Cfg.NATS.KeyFile,
+	}
 }
 
 // Conn is a new connection of Tester, closed when the test ends: for
@@ -132,7 +148,7 @@ func (h *Harness) ConnFor(c *client.Client) *nats.Conn {
 // may only log in. Closed when the test ends.
 func (h *Harness) PasswordConn(user string) *nats.Conn {
 	h.T.Helper()
-	nc, err := client.DialPassword(context.Background(), h.connOptions(), user, Password(user))
+	nc, err := client.DialPassword(context.Background(), h.ConnOptions(), user, Password(user))
 	if err != nil {
 		h.T.Fatalf("password connection for %s: %v", user, err)
 	}
@@ -142,7 +158,7 @@ func (h *Harness) PasswordConn(user string) *nats.Conn {
 
 // TokenConn connects with token as user; it fails when the broker refuses.
 func (h *Harness) TokenConn(user, token string) (*nats.Conn, error) {
-	nc, err := client.DialToken(context.Background(), h.connOptions(), user, token)
+	nc, err := client.DialToken(context.Background(), h.ConnOptions(), user, token)
 	if err == nil {
 		h.T.Cleanup(nc.Close)
 	}
@@ -165,9 +181,13 @@ func (h *Harness) ServiceConnAs(service string) *nats.Conn {
 	if err != nil {
 		h.T.Fatal(err)
 	}
-	nc, err := broker.Connect(context.Background(), broker.ConnOptions{
-		URL: h.Stack.URL, CAFile: h.Stack.CAFile, Service: service, NKey: key, Name: "test-" + service,
-	})
+	o := broker.ConnOptions{URL: h.Stack.URL, CAFile: h.Stack.CAFile, Service: service, NKey: key, Name: "test-" + service}
+	if h.Cfg.NATS.VerifyClients {
+		// The service's own certificate, which the stack made.
+		dir := h.Cfg.SecretsPath()
+		o.CertFile, o.KeyFile = filepath.Join(dir, secrets.ServiceCertFile(service)), filepath.Join(dir, secrets.ServiceCertKeyFile(service))
+	}
+	nc, err := broker.Connect(context.Background(), o)
 	if err != nil {
 		h.T.Fatal(err)
 	}
@@ -180,7 +200,7 @@ func (h *Harness) ServiceConnAs(service string) *nats.Conn {
 // connection, closed when the test ends.
 func (h *Harness) Login(user string) *client.Client {
 	h.T.Helper()
-	c, _, err := client.LogIn(context.Background(), h.connOptions(), user, Password(user))
+	c, _, err := client.LogIn(context.Background(), h.ConnOptions(), user, Password(user))
 	if err != nil {
 		h.T.Fatalf("login %s: %v", user, err)
 	}
@@ -191,11 +211,15 @@ func (h *Harness) Login(user string) *client.Client {
 // Env is the environment sft-cli needs to act as user against this stack
 // (its own HOME, so its own token cache).
 func (h *Harness) Env(user string) []string {
-	return []string{
+	env := []string{
 		"HOME=" + h.T.TempDir(),
 		"SFT_NATS_URL=" + h.Stack.URL,
 		"SFT_NATS_CA_FILE=" + h.Stack.CAFile,
 		"SFT_USER=" + user,
 		"SFT_PASSWORD=" + Password(user),
 	}
+	if h.Cfg.NATS.CertFile != "" {
+		env = append(env, "SFT_NATS_CERT_FILE="+h.Cfg.NATS.CertFile, "SFT_NATS_KEY_FILE="+h.Cfg.NATS.KeyFile)
+	}
+	return env
 }
