@@ -434,3 +434,80 @@ func TestNoSpace(t *testing.T) {
 	stop()
 	<-sendRes
 }
+
+// The sender is killed part way; running the same send again finds the
+// session, listens anew, and the waiting receiver reconnects and resumes.
+// (Should the receiver have had everything already, the second send
+// checks its file against the receiver's report instead.)
+func TestResumeAfterSenderKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("moves 256 MiB")
+	}
+	bin := sftCLI(t)
+	h := start(t, nil)
+	alice, bob := h.as("alice"), h.as("bob")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const size = 256 << 20
+	src := randomFile(t, t.TempDir(), "big.bin", size)
+	out := t.TempDir()
+
+	cmd := exec.CommandContext(ctx, bin, "send", src, "--to", "bob", "--json")
+	cmd.Env = append(os.Environ(), alice.vars...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := openSession(t, alice, "big.bin")
+	recvRes := bob.runAsync(ctx, "recv", s.ID, "-o", out, "--json", "--timeout", "1m")
+	sc := bufio.NewScanner(stdout)
+	killed := false
+	for sc.Scan() {
+		var ev struct {
+			Type  string `json:"type"`
+			Bytes int64  `json:"bytes"`
+		}
+		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Type == "progress" && ev.Bytes >= size/4 {
+			cmd.Process.Signal(syscall.SIGKILL)
+			killed = true
+			break
+		}
+	}
+	cmd.Wait()
+	if !killed {
+		t.Fatalf("the sender finished before it could be killed: %s", stderr.String())
+	}
+
+	sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+	defer scancel()
+	sendOut, sendErr, err := alice.run(sctx, "send", src, "--to", "bob", "--json")
+	if err != nil {
+		cancel()
+		rr := <-recvRes
+		t.Fatalf("second send: %v\n%s\n%s\nreceiver: %v\n%s\n%s", err, sendOut, sendErr, rr.err, rr.out, rr.errOut)
+	}
+	rr := <-recvRes
+	if rr.err != nil {
+		t.Fatalf("recv: %v", rr.err)
+	}
+	sameFile(t, src, filepath.Join(out, "big.bin"))
+	lines := jsonLines(t, sendOut)
+	res := lines[len(lines)-1]
+	if res["session"] != s.ID {
+		t.Errorf("second send used session %v, want %s resumed", res["session"], s.ID)
+	}
+	if again := int64(res["moved"].(float64)); again >= size {
+		t.Errorf("the second send moved %d bytes: it started over", again)
+	}
+	recvd := jsonLines(t, rr.out)
+	moved := int64(recvd[len(recvd)-1]["moved"].(float64))
+	t.Logf("received %d bytes over the link for a %d-byte file (%.2f×)", moved, size, float64(moved)/size)
+	if moved >= size*16/10 {
+		t.Errorf("received %d bytes in all, want under 1.6 × %d", moved, size)
+	}
+}

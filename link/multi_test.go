@@ -326,3 +326,26 @@ func TestNoSpace(t *testing.T) {
 	}
 	assertEmpty(t, e.dir)
 }
+
+// Summarize, without a peer, gives what a transfer of the same entries
+// confirms.
+func TestSummarize(t *testing.T) {
+	for _, tr := range []tree{sampleTree(), {m: manifest("one", 70000), data: map[int][]byte{0: randomBytes(70000, 3)}}} {
+		e := newEnv(t)
+		recv, send := e.sendTree(tr, e.addr(), ReceiveOptions{})
+		if recv.err != nil || send.err != nil {
+			t.Fatalf("receive: %v; send: %v", recv.err, send.err)
+		}
+		got, err := Summarize(t.Context(), tr.m, tr.open)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != send.res.sum() {
+			t.Errorf("Summarize = %+v, transfer confirmed %+v", got, send.res.sum())
+		}
+	}
+	short := tree{m: manifest("short", 10), data: map[int][]byte{0: []byte("abc")}}
+	if _, err := Summarize(t.Context(), short.m, short.open); !errors.Is(err, ErrSourceSize) {
+		t.Errorf("a file shorter than declared: %v, want ErrSourceSize", err)
+	}
+}

@@ -277,3 +277,37 @@ func (c *Conn) readReply() reply {
 	}
 	return reply{err: fmt.Errorf("%w: receiver sent a %s record", ErrProtocol, t)}
 }
+
+// Summarize computes, without a peer, the Result a transfer of m would
+// confirm: each entry read through open and hashed. A sender whose
+// receiver confirmed everything before the sender could record it (the
+// sender stopped in between) uses it to check its files still match.
+func Summarize(ctx context.Context, m api.Manifest, open Opener) (Result, error) {
+	if err := checkManifest(m); err != nil {
+		return Result{}, err
+	}
+	per := make([]Result, len(m.Files))
+	for i, f := range m.Files {
+		if f.Dir {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return Result{}, err
+		}
+		r, err := open(i)
+		if err != nil {
+			return Result{}, fmt.Errorf("opening %q: %w", f.Name, err)
+		}
+		d := newDigest()
+		_, err = io.Copy(digestWriter{d}, r)
+		r.Close()
+		if err != nil {
+			return Result{}, fmt.Errorf("reading %q: %w", f.Name, err)
+		}
+		if f.Size != api.SizeUnknown && d.n != f.Size {
+			return Result{}, fmt.Errorf("%w: %q holds %d bytes, %d declared", ErrSourceSize, f.Name, d.n, f.Size)
+		}
+		per[i] = d.result()
+	}
+	return manifestSum(m, per), nil
+}
