@@ -1,6 +1,8 @@
 package session
 
 import (
+	"context"
+	"fmt"
 	"math"
 	"sync"
 	"time"
@@ -126,17 +128,42 @@ func (s *Service) checkManifest(m api.Manifest) error {
 	return nil
 }
 
-// checkOpen refuses a new session to a user who already started as many
-// live ones as allowed. Sessions others started with the user as responder
-// do not count, so nobody can use up someone else's allowance.
-func (s *Service) checkOpen(sessions []*api.Session, user string) error {
+// OpenCounter is a store that keeps count of each user's open sessions
+// (the live ones they initiated, up to their expiry), so that creating a
+// session reads one count instead of listing every session the user is in,
+// ended ones included while they are retained. Both state stores are; a
+// Store that is not is asked for the list.
+type OpenCounter interface {
+	OpenSessions(ctx context.Context, user string, now time.Time) (int, error)
+}
+
+// openSessions counts the live sessions user started.
+func (s *Service) openSessions(ctx context.Context, user string) (int, error) {
 	now := s.now()
+	if c, ok := s.o.Store.(OpenCounter); ok {
+		n, err := c.OpenSessions(ctx, user, now)
+		if err != nil {
+			return 0, fmt.Errorf("count open sessions: %w", err)
+		}
+		return n, nil
+	}
+	sessions, err := s.o.Store.ListSessions(ctx, user)
+	if err != nil {
+		return 0, fmt.Errorf("list sessions: %w", err)
+	}
 	open := 0
 	for _, sess := range sessions {
 		if sess.Initiator == user && !sess.State.Terminal() && now.Before(sess.ExpiresAt) {
 			open++
 		}
 	}
+	return open, nil
+}
+
+// checkOpen refuses a new session to a user who already started as many
+// live ones as allowed. Sessions others started with the user as responder
+// do not count, so nobody can use up someone else's allowance.
+func (s *Service) checkOpen(open int) error {
 	if open >= s.o.Limits.OpenSessions {
 		return api.Errorf(api.CodeThrottled, "you have %d open sessions, the limit: finish or cancel one (`sft-cli ls`, `sft-cli cancel`) first", open)
 	}

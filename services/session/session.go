@@ -48,6 +48,9 @@ type Options struct {
 	Retention     time.Duration // how long ended sessions stay readable
 	Limits        Limits
 	Logger        *slog.Logger
+	// Instances is how many requests of one endpoint this process serves
+	// at once (rpc.AddService); 0 means 1.
+	Instances int
 }
 
 // Service answers sft.v1.session.*.
@@ -84,12 +87,12 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 	if err := s.startTimers(ctx); err != nil {
 		return nil, err
 	}
-	svc, err := micro.AddService(nc, micro.Config{
+	svc, err := rpc.AddService(nc, micro.Config{
 		Name:        "sft-session",
 		Version:     "1.0.0",
 		Description: "SFT transfer sessions: state machine, events, watch relay",
 		QueueGroup:  api.QueueGroup,
-	})
+	}, s.o.Instances)
 	if err != nil {
 		return nil, fmt.Errorf("start session service: %w", err)
 	}
@@ -146,18 +149,25 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 		return nil, api.Errorf(api.CodeThrottled, "more than %d new sessions in a minute: retry in %s",
 			s.o.Limits.SessionsPerMinute, wait.Round(time.Second)+time.Second)
 	}
-	mine, err := s.o.Store.ListSessions(ctx, c.User)
+	// The two reads are independent: one round trip, not two.
+	var (
+		userErr error
+		read    sync.WaitGroup
+	)
+	read.Go(func() { _, userErr = s.o.Store.GetUser(ctx, r.Responder) })
+	open, err := s.openSessions(ctx, c.User)
+	read.Wait()
 	if err != nil {
-		return nil, fmt.Errorf("list sessions: %w", err)
-	}
-	if err := s.checkOpen(mine, c.User); err != nil {
 		return nil, err
 	}
-	if _, err := s.o.Store.GetUser(ctx, r.Responder); err != nil {
-		if errors.Is(err, store.ErrNotFound) {
+	if err := s.checkOpen(open); err != nil {
+		return nil, err
+	}
+	if userErr != nil {
+		if errors.Is(userErr, store.ErrNotFound) {
 			return nil, api.Errorf(api.CodeNotFound, "no user named %q", r.Responder)
 		}
-		return nil, fmt.Errorf("read user: %w", err)
+		return nil, fmt.Errorf("read user: %w", userErr)
 	}
 	id, err := newID()
 	if err != nil {
@@ -174,10 +184,21 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 	// The created event goes out before the record becomes visible: the
 	// responder may find the session by listing and join at once, and its
 	// joined event must not overtake this one.
-	if err := s.scheduleExpiry(ctx, sess); err != nil {
-		return nil, err
-	}
+	// Neither needs the other, so both are in flight at once.
+	var (
+		timerErr error
+		sent     sync.WaitGroup
+	)
+	sent.Go(func() { timerErr = s.scheduleExpiry(ctx, sess) })
 	s.publish(ctx, sess, 0, api.Event{Type: api.EventCreated, Actor: c.User})
+	sent.Wait()
+	if timerErr != nil {
+		// The created event is out; the failed one that follows tells
+		// watchers the session never came to be.
+		sess.State, sess.Reason = api.StateFailed, "the session's expiry could not be scheduled"
+		s.publish(ctx, sess, 0, api.Event{Type: api.EventFailed, Actor: c.User})
+		return nil, timerErr
+	}
 	if _, err := s.o.Store.CreateSession(ctx, sess, recordTTL(s.o.TTL+s.o.Retention)); err != nil {
 		sess.State, sess.Reason = api.StateFailed, "the session could not be stored"
 		s.publish(ctx, sess, 0, api.Event{Type: api.EventFailed, Actor: c.User})

@@ -7,10 +7,14 @@
 //
 //	s.<session-id>        the JSON session record
 //	m.<user>.<session-id> empty index entry, one per member, same TTL
+//	o.<user>              the user's open sessions: JSON {id: expiry in Unix ms}
 //
-// The index is what lets ListSessions find a user's sessions without
+// The member index is what lets ListSessions find a user's sessions without
 // scanning every record; because its entries carry the session's TTL they
-// vanish with it.
+// vanish with it. The open-session record is what lets OpenSessions answer
+// with one read: a session enters it when created live and leaves it when
+// written in an ended state; entries past their expiry are not counted and
+// are dropped at the next write, and the record expires with its last entry.
 package kvstore
 
 import (
@@ -167,20 +171,45 @@ func (s *Store) CreateSession(ctx context.Context, sess *api.Session, ttl time.D
 	if err != nil {
 		return 0, fmt.Errorf("create session %s: encode: %w", sess.ID, err)
 	}
+	// A live session is counted as open before its record exists, so two
+	// creations racing past a caller's limit check err towards counting
+	// one too many, never too few.
+	live := !sess.State.Terminal()
+	if live {
+		if err := s.setOpen(ctx, sess.Initiator, sess.ID, sess.ExpiresAt); err != nil {
+			return 0, fmt.Errorf("create session %s: open-session index: %w", sess.ID, err)
+		}
+	}
+	// The undo must run even when ctx is what failed.
+	undoOpen := func() {
+		if !live {
+			return
+		}
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+		defer cancel()
+		if err := s.setOpen(uctx, sess.Initiator, sess.ID, time.Time{}); err != nil {
+			s.log.Warn("kvstore: session not stored but still counted as open until it would have expired",
+				"session", sess.ID, "error", err)
+		}
+	}
 	rev, err := s.sessions.Create(ctx, sessionKey(sess.ID), data, jetstream.KeyTTL(ttl))
 	if err != nil {
+		if !errors.Is(mapCreateErr(err), store.ErrExists) {
+			undoOpen() // an existing session keeps its entry
+		}
 		return 0, fmt.Errorf("create session %s: %w", sess.ID, mapCreateErr(err))
 	}
 	if err := s.putIndex(ctx, sess, ttl); err != nil {
 		// Without its index the session would be invisible to ListSessions;
-		// undo so the caller's error means "nothing was stored". The undo
-		// must run even when ctx is what failed.
+		// undo so the caller's error means "nothing was stored".
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 		defer cancel()
 		if derr := s.sessions.Purge(uctx, sessionKey(sess.ID), jetstream.LastRevision(rev),
 			jetstream.PurgeTTL(s.markerTTL)); derr != nil {
 			s.log.Warn("kvstore: could not undo session after index failure",
 				"session", sess.ID, "error", derr)
+		} else {
+			undoOpen()
 		}
 		return 0, fmt.Errorf("create session %s: index: %w", sess.ID, err)
 	}
@@ -236,14 +265,115 @@ func (s *Store) UpdateSession(ctx context.Context, sess *api.Session, rev uint64
 		}
 		return 0, fmt.Errorf("update session %s: %w", sess.ID, err)
 	}
+	// The update itself is stored; failing in what follows would make the
+	// caller retry a write that already happened, so failures are logged.
 	if err := s.putIndex(ctx, sess, ttl); err != nil {
-		// The update itself is stored; failing here would make the caller
-		// retry a write that already happened. The cost is that the session
-		// may drop out of ListSessions before it expires.
+		// The session may drop out of ListSessions before it expires.
 		s.log.Warn("kvstore: session updated but its index TTL was not refreshed",
 			"session", sess.ID, "error", err)
 	}
+	if sess.State.Terminal() {
+		if err := s.setOpen(ctx, sess.Initiator, sess.ID, time.Time{}); err != nil {
+			// Counted as open until its expiry: errs towards the limit.
+			s.log.Warn("kvstore: session ended but still counted as open until its expiry",
+				"session", sess.ID, "error", err)
+		}
+	}
 	return ack.Sequence, nil
+}
+
+func openKey(user string) string { return "o." + user }
+
+// openSet is the stored form of a user's open sessions: id → expiry in
+// Unix milliseconds.
+type openSet map[string]int64
+
+// OpenSessions counts the sessions user initiated that are not ended and
+// whose expiry is after now. now should be close to the store's clock:
+// entries past their expiry may be forgotten at any time.
+func (s *Store) OpenSessions(ctx context.Context, user string, now time.Time) (int, error) {
+	if err := store.ValidateName("user", user); err != nil {
+		return 0, err
+	}
+	set, _, err := s.readOpen(ctx, user)
+	if err != nil {
+		return 0, fmt.Errorf("open sessions of %s: %w", user, err)
+	}
+	n := 0
+	for _, exp := range set {
+		if exp > now.UnixMilli() {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// readOpen returns user's open-session set and its revision (0: none).
+func (s *Store) readOpen(ctx context.Context, user string) (openSet, uint64, error) {
+	e, err := s.sessions.Get(ctx, openKey(user))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return openSet{}, 0, nil
+	}
+	if err != nil {
+		return nil, 0, err
+	}
+	set := openSet{}
+	if err := json.Unmarshal(e.Value(), &set); err != nil {
+		return nil, 0, fmt.Errorf("decode open-session record: %w", err)
+	}
+	return set, e.Revision(), nil
+}
+
+// setOpen adds id to user's open sessions with expiry exp, or removes it
+// when exp is zero, with compare-and-set against concurrent writers. The
+// record lives until its latest expiry.
+func (s *Store) setOpen(ctx context.Context, user, id string, exp time.Time) error {
+	for {
+		set, rev, err := s.readOpen(ctx, user)
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		_, had := set[id]
+		if exp.IsZero() && !had {
+			return nil
+		}
+		for k, e := range set {
+			if e <= now.UnixMilli() {
+				delete(set, k)
+			}
+		}
+		if exp.IsZero() {
+			delete(set, id)
+		} else {
+			set[id] = exp.UnixMilli()
+		}
+		last := now.UnixMilli()
+		for _, e := range set {
+			last = max(last, e)
+		}
+		ttl, _ := wholeSeconds(max(time.Duration(last-now.UnixMilli())*time.Millisecond, time.Second))
+		data, err := json.Marshal(set)
+		if err != nil {
+			return err
+		}
+		if rev == 0 {
+			_, err = s.sessions.Create(ctx, openKey(user), data, jetstream.KeyTTL(ttl))
+			if err != nil && errors.Is(mapCreateErr(err), store.ErrExists) {
+				continue
+			}
+			return err
+		}
+		msg := &nats.Msg{Subject: s.sessPre + openKey(user), Header: nats.Header{}, Data: data}
+		_, err = s.js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequencePerSubject(rev), jetstream.WithMsgTTL(ttl))
+		if isWrongLastSeq(err) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			continue
+		}
+		return err
+	}
 }
 
 // whyRejected tells a lost compare-and-set from a session that is gone.
@@ -261,10 +391,24 @@ func (s *Store) whyRejected(ctx context.Context, id string) error {
 // putIndex writes (or refreshes) the member index entries with ttl. They
 // are written after the record, so they never expire before it.
 func (s *Store) putIndex(ctx context.Context, sess *api.Session, ttl time.Duration) error {
-	for _, user := range members(sess) {
+	// Both entries are in flight at once: one round trip, not two.
+	users := members(sess)
+	acks := make([]jetstream.PubAckFuture, 0, len(users))
+	for _, user := range users {
 		subj := s.sessPre + memberKey(user, sess.ID)
-		if _, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: subj, Header: nats.Header{}}, jetstream.WithMsgTTL(ttl)); err != nil {
+		f, err := s.js.PublishMsgAsync(&nats.Msg{Subject: subj, Header: nats.Header{}}, jetstream.WithMsgTTL(ttl))
+		if err != nil {
 			return fmt.Errorf("index entry for %s: %w", user, err)
+		}
+		acks = append(acks, f)
+	}
+	for i, f := range acks {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("index entry for %s: %w", users[i], err)
+		case <-ctx.Done():
+			return fmt.Errorf("index entry for %s: %w", users[i], ctx.Err())
 		}
 	}
 	return nil

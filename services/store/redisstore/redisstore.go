@@ -6,6 +6,8 @@
 //	s:<session-id>  hash {rev, data}: revision and JSON record; expires with the session
 //	m:<user>        sorted set of the user's session ids, scored by expiry (Unix ms);
 //	                the set itself expires with the last of them
+//	o:<user>        sorted set of the live sessions the user initiated, scored by
+//	                the session's ExpiresAt (Unix ms); an ended one leaves it
 //	u:<user>        JSON user record, no expiry
 //	k:<session-id>  sealed session key, expires with its TTL
 //	rev             revision counter shared by all sessions
@@ -298,6 +300,7 @@ func (s *Store) memberKey(user string) string { return s.prefix + "m:" + user }
 func (s *Store) userKey(name string) string   { return s.prefix + "u:" + name }
 func (s *Store) keyKey(id string) string      { return s.prefix + "k:" + id }
 func (s *Store) revKey() string               { return s.prefix + "rev" }
+func (s *Store) openKey(user string) string   { return s.prefix + "o:" + user }
 
 // luaPrelude is shared by the scripts: the server's clock in ms, integers
 // formatted without exponents, and the index update.
@@ -317,11 +320,24 @@ local function index(first, id, exp, t)
 		redis.call('PEXPIREAT', KEYS[i], int(tonumber(top[2])))
 	end
 end
+-- open keeps the open-session set KEYS[3]: id scored by expires (Unix ms)
+-- while live is '1', removed otherwise; entries past their expiry go, and
+-- the set expires with its last entry.
+local function open(id, live, expires, t)
+	if live == '1' then
+		redis.call('ZADD', KEYS[3], expires, id)
+	else
+		redis.call('ZREM', KEYS[3], id)
+	end
+	redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', int(t))
+	local top = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+	if top[2] then redis.call('PEXPIREAT', KEYS[3], int(tonumber(top[2]))) end
+end
 `
 
-// createScript: KEYS = session, revision counter, member sets;
-// ARGV = record, TTL ms, id. Returns the new revision, or 0 if the session
-// exists.
+// createScript: KEYS = session, revision counter, initiator's open set,
+// member sets; ARGV = record, TTL ms, id, live ('1' or '0'), ExpiresAt
+// (Unix ms). Returns the new revision, or 0 if the session exists.
 var createScript = redis.NewScript(luaPrelude + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local rev = redis.call('INCR', KEYS[2])
@@ -329,25 +345,35 @@ local t = now()
 local exp = t + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'rev', int(rev), 'data', ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], int(exp))
-index(3, ARGV[3], exp, t)
+open(ARGV[3], ARGV[4], ARGV[5], t)
+index(4, ARGV[3], exp, t)
 return rev
 `)
 
-// updateScript: as createScript, plus ARGV[4] = expected revision.
+// updateScript: as createScript, plus ARGV[6] = expected revision.
 // Returns the new revision, 0 on a revision mismatch, -1 if the session is
 // gone.
 var updateScript = redis.NewScript(luaPrelude + `
 local cur = redis.call('HGET', KEYS[1], 'rev')
 if not cur then return -1 end
-if cur ~= ARGV[4] then return 0 end
+if cur ~= ARGV[6] then return 0 end
 local rev = redis.call('INCR', KEYS[2])
 local t = now()
 local exp = t + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'rev', int(rev), 'data', ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], int(exp))
-index(3, ARGV[3], exp, t)
+open(ARGV[3], ARGV[4], ARGV[5], t)
+index(4, ARGV[3], exp, t)
 return rev
 `)
+
+// openArgs are the open-set arguments of createScript and updateScript.
+func openArgs(sess *api.Session) (live string, expires int64) {
+	if sess.State.Terminal() {
+		return "0", 0
+	}
+	return "1", sess.ExpiresAt.UnixMilli()
+}
 
 // listScript: KEYS = member set. Drops expired entries and returns the
 // rest. (An entry scored exactly now is still live, as is its record.)
@@ -357,7 +383,7 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 `)
 
 func (s *Store) scriptKeys(sess *api.Session) []string {
-	keys := []string{s.sessionKey(sess.ID), s.revKey()}
+	keys := []string{s.sessionKey(sess.ID), s.revKey(), s.openKey(sess.Initiator)}
 	for _, m := range members(sess) {
 		keys = append(keys, s.memberKey(m))
 	}
@@ -384,7 +410,8 @@ func (s *Store) CreateSession(ctx context.Context, sess *api.Session, ttl time.D
 	if err != nil {
 		return 0, fmt.Errorf("create session %s: encode: %w", sess.ID, err)
 	}
-	rev, err := createScript.Run(ctx, s.rdb, s.scriptKeys(sess), data, ms, sess.ID).Int64()
+	live, expires := openArgs(sess)
+	rev, err := createScript.Run(ctx, s.rdb, s.scriptKeys(sess), data, ms, sess.ID, live, expires).Int64()
 	switch {
 	case err != nil:
 		return 0, fmt.Errorf("create session %s: %w", sess.ID, err)
@@ -442,7 +469,8 @@ func (s *Store) UpdateSession(ctx context.Context, sess *api.Session, rev uint64
 		return 0, fmt.Errorf("update session %s: encode: %w", sess.ID, err)
 	}
 	// Revisions are never 0, so "0" never matches a stored one.
-	newRev, err := updateScript.Run(ctx, s.rdb, s.scriptKeys(sess), data, ms, sess.ID,
+	live, expires := openArgs(sess)
+	newRev, err := updateScript.Run(ctx, s.rdb, s.scriptKeys(sess), data, ms, sess.ID, live, expires,
 		strconv.FormatUint(rev, 10)).Int64()
 	switch {
 	case err != nil:
@@ -490,6 +518,20 @@ func (s *Store) ListSessions(ctx context.Context, user string) ([]*api.Session, 
 		out = append(out, sess)
 	}
 	return out, nil
+}
+
+// OpenSessions counts the sessions user initiated that are not ended and
+// whose expiry is after now. now should be close to the server's clock:
+// entries past their expiry may be forgotten at any time.
+func (s *Store) OpenSessions(ctx context.Context, user string, now time.Time) (int, error) {
+	if err := store.ValidateName("user", user); err != nil {
+		return 0, err
+	}
+	n, err := s.rdb.ZCount(ctx, s.openKey(user), "("+strconv.FormatInt(now.UnixMilli(), 10), "+inf").Result()
+	if err != nil {
+		return 0, fmt.Errorf("open sessions of %s: %w", user, err)
+	}
+	return int(n), nil
 }
 
 // CreateUser stores a new user.

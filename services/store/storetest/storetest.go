@@ -30,6 +30,7 @@ type Store interface {
 	GetSession(ctx context.Context, id string) (*api.Session, uint64, error)
 	UpdateSession(ctx context.Context, s *api.Session, rev uint64, ttl time.Duration) (uint64, error)
 	ListSessions(ctx context.Context, user string) ([]*api.Session, error)
+	OpenSessions(ctx context.Context, user string, now time.Time) (int, error)
 	CreateUser(ctx context.Context, u *store.User) error
 	GetUser(ctx context.Context, name string) (*store.User, error)
 	UpdateUser(ctx context.Context, u *store.User) error
@@ -77,6 +78,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		{"SessionExpiry", testSessionExpiry},
 		{"SessionUpdateChangesTTL", testSessionUpdateChangesTTL},
 		{"ListSessions", testListSessions},
+		{"OpenSessions", testOpenSessions},
 		{"Users", testUsers},
 		{"Keys", testKeys},
 		{"KeyCreateRace", testKeyCreateRace},
@@ -446,6 +448,109 @@ func testListSessions(t *testing.T, s Store) {
 	}
 	requireSame(t, byID["s2"], upd)
 	requireSame(t, byID["s1"], newSession("s1", "alice", "bob"))
+}
+
+// testOpenSessions: a user's open sessions are the live ones they
+// initiated whose expiry is still ahead, whatever else they take part in.
+func testOpenSessions(t *testing.T, s Store) {
+	ctx := t.Context()
+	now := time.Now()
+	live := func(id, initiator, responder string, expires time.Duration) *api.Session {
+		sess := newSession(id, initiator, responder)
+		sess.Reports = nil
+		sess.ExpiresAt = now.Add(expires)
+		return sess
+	}
+	count := func(user string, at time.Time) int {
+		t.Helper()
+		n, err := s.OpenSessions(ctx, user, at)
+		if err != nil {
+			t.Fatalf("OpenSessions(%s): %v", user, err)
+		}
+		return n
+	}
+	o1 := live("o1", "alice", "bob", time.Hour)
+	rev1 := mustCreate(t, s, o1, longTTL)
+	o2 := live("o2", "alice", "carol", 30*time.Minute)
+	rev2 := mustCreate(t, s, o2, longTTL)
+	mustCreate(t, s, live("o3", "bob", "alice", time.Hour), longTTL)
+	done := live("o4", "alice", "bob", time.Hour)
+	done.State = api.StateCompleted
+	mustCreate(t, s, done, longTTL)
+	mustCreate(t, s, live("o5", "al", "bob", time.Hour), longTTL) // a prefix of alice
+
+	for _, tc := range []struct {
+		user string
+		at   time.Time
+		want int
+	}{
+		{"alice", now, 2},
+		{"alice", now.Add(45 * time.Minute), 1}, // o2's expiry passed
+		{"alice", now.Add(2 * time.Hour), 0},
+		{"bob", now, 1},
+		{"carol", now, 0},
+		{"al", now, 1},
+		{"dave", now, 0},
+	} {
+		if got := count(tc.user, tc.at); got != tc.want {
+			t.Errorf("OpenSessions(%s, now%+v) = %d, want %d", tc.user, tc.at.Sub(now).Round(time.Minute), got, tc.want)
+		}
+	}
+
+	// A live update keeps it open; an ended one frees its place; a lost
+	// compare-and-set changes nothing.
+	o1.State = api.StateJoined
+	rev1, err := s.UpdateSession(ctx, o1, rev1, longTTL)
+	if err != nil {
+		t.Fatalf("UpdateSession: %v", err)
+	}
+	if got := count("alice", now); got != 2 {
+		t.Errorf("after a live update: %d open, want 2", got)
+	}
+	o2.State = api.StateCancelled
+	if _, err := s.UpdateSession(ctx, o2, rev2+1000, longTTL); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale UpdateSession: %v, want ErrConflict", err)
+	}
+	if got := count("alice", now); got != 2 {
+		t.Errorf("after a lost compare-and-set: %d open, want 2", got)
+	}
+	o1.State = api.StateCompleted
+	if _, err := s.UpdateSession(ctx, o1, rev1, longTTL); err != nil {
+		t.Fatalf("UpdateSession: %v", err)
+	}
+	if got := count("alice", now); got != 1 {
+		t.Errorf("after ending o1: %d open, want 1", got)
+	}
+	if _, err := s.UpdateSession(ctx, o2, rev2, longTTL); err != nil {
+		t.Fatalf("UpdateSession: %v", err)
+	}
+	if got := count("alice", now); got != 0 {
+		t.Errorf("after ending both: %d open, want 0", got)
+	}
+	// A duplicate create does not count twice.
+	if _, err := s.CreateSession(ctx, live("o3", "bob", "alice", time.Hour), longTTL); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("duplicate CreateSession: %v, want ErrExists", err)
+	}
+	if got := count("bob", now); got != 1 {
+		t.Errorf("after a duplicate create: bob has %d open, want 1", got)
+	}
+
+	// Creations racing for one user are all counted.
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			if _, err := s.CreateSession(ctx, live(fmt.Sprintf("r%d", i), "erin", "bob", time.Hour), longTTL); err != nil {
+				t.Errorf("CreateSession: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := count("erin", now); got != 8 {
+		t.Errorf("after 8 concurrent creations: %d open, want 8", got)
+	}
+	if _, err := s.OpenSessions(ctx, "a.b", now); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("OpenSessions(a.b): %v, want ErrInvalid", err)
+	}
 }
 
 func testUsers(t *testing.T, s Store) {
