@@ -35,6 +35,9 @@ type Config struct {
 	SecretsDir string `mapstructure:"secrets_dir"`
 	// User is the SFT user sft-cli logs in as.
 	User string `mapstructure:"user"`
+	// Instances is how many instances of its service an sftd process runs
+	// in the queue group: how many requests to one endpoint it serves at once.
+	Instances int `mapstructure:"instances"`
 
 	NATS    NATS    `mapstructure:"nats"`
 	Store   Store   `mapstructure:"store"`
@@ -172,6 +175,7 @@ func Keys(env []string) []Key {
 		{"config_dir", defaultConfigDir(env), "sft-cli token cache and default config file (sft.yaml)"},
 		{"secrets_dir", "", "services' keys and NATS identities (empty: <data_dir>/secrets)"},
 		{"user", "", "SFT user name sft-cli logs in as"},
+		{"instances", 16, "instances of its service each sftd process runs (requests one endpoint serves at once)"},
 		{"nats.url", "tls://127.0.0.1:4222", "NATS server URL"},
 		{"nats.ca_file", "", "CA certificate for the NATS server (empty: <data_dir>/pki/ca.pem)"},
 		{"nats.cert_file", "", "client certificate for NATS mTLS (optional)"},
@@ -188,7 +192,7 @@ func Keys(env []string) []Key {
 		{"session.retention", time.Hour, "how long an ended session stays readable"},
 		{"peer.listen", "127.0.0.1:0", "address the sending side's peer link listens on"},
 		{"peer.advertise", "", "address the peer dials, when it differs from peer.listen (NAT, port forwarding)"},
-		{"peer.connect_timeout", time.Minute, "wait for the peer's connection once it joined"},
+		{"peer.connect_timeout", time.Minute, "wait for the peer's connection once it joined, or for it to come back after the link dropped"},
 		{"log.level", "info", "log level: debug, info, warn, error"},
 		{"log.format", "text", "log format: text or json"},
 		{"limits.open_sessions", 16, "live sessions one user may have started at once"},
@@ -299,6 +303,7 @@ func (c Config) validate() error {
 		}
 	}
 	for name, n := range map[string]int64{
+		"instances":                  int64(c.Instances),
 		"limits.open_sessions":       int64(c.Limits.OpenSessions),
 		"limits.sessions_per_minute": int64(c.Limits.SessionsPerMinute),
 		"limits.request_bytes":       int64(c.Limits.RequestBytes),

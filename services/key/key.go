@@ -53,6 +53,9 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxRequestBytes bounds a request body; 0 means rpc.MaxBody.
 	MaxRequestBytes int
+	// Instances is how many requests this process serves at once
+	// (rpc.AddService); 0 means 1.
+	Instances int
 }
 
 // Service answers sft.v1.key.get and reaps keys of ended sessions.
@@ -116,12 +119,12 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 		cc.Stop()
 	})
 
-	svc, err := micro.AddService(nc, micro.Config{
+	svc, err := rpc.AddService(nc, micro.Config{
 		Name:        "sft-key",
 		Version:     "1.0.0",
 		Description: "SFT session keys, sealed to each member",
 		QueueGroup:  api.QueueGroup,
-	})
+	}, s.o.Instances)
 	if err != nil {
 		return nil, fmt.Errorf("start key service: %w", err)
 	}
@@ -166,19 +169,22 @@ func (s *Service) get(ctx context.Context, c rpc.Caller, r *api.KeyRequest) (*ap
 		return nil, api.Errorf(api.CodeConflict, "session %s is %s: its key is gone", sess.ID, sess.State)
 	}
 
-	k, err := s.keyFor(ctx, &sess)
+	k, created, err := s.keyFor(ctx, &sess)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(k)
 	// The session may have ended while the key was being made; its reaper
 	// may then have run before the key existed. Look again, so no key
-	// outlives its session.
-	if err := rpc.Call(ctx, s.nc, api.SubjectSessionGet, c.Token, api.SessionRequest{SessionID: r.SessionID}, &sess); err != nil || sess.State != api.StateJoined {
-		if derr := s.o.Store.DeleteKey(ctx, sess.ID); derr != nil {
-			s.o.Logger.Warn("delete key of ended session failed", "session", sess.ID, "err", derr)
+	// outlives its session. A key found already made was checked this way
+	// by the request that made it, and the reaper deletes it at the end.
+	if created {
+		if err := rpc.Call(ctx, s.nc, api.SubjectSessionGet, c.Token, api.SessionRequest{SessionID: r.SessionID}, &sess); err != nil || sess.State != api.StateJoined {
+			if derr := s.o.Store.DeleteKey(ctx, sess.ID); derr != nil {
+				s.o.Logger.Warn("delete key of ended session failed", "session", sess.ID, "err", derr)
+			}
+			return nil, api.Errorf(api.CodeConflict, "session %s ended while its key was being issued", r.SessionID)
 		}
-		return nil, api.Errorf(api.CodeConflict, "session %s ended while its key was being issued", r.SessionID)
 	}
 	sealed, err := seal.Seal(r.ReplyKey, seal.SessionKeyInfo(sess.ID), k)
 	if err != nil {
@@ -190,31 +196,32 @@ func (s *Service) get(ctx context.Context, c rpc.Caller, r *api.KeyRequest) (*ap
 
 // keyFor returns the session's key, creating it on first use. Two members
 // asking at once both get the first writer's key.
-func (s *Service) keyFor(ctx context.Context, sess *api.Session) ([]byte, error) {
+func (s *Service) keyFor(ctx context.Context, sess *api.Session) (key []byte, created bool, err error) {
 	for range 3 {
 		enc, err := s.o.Store.GetKey(ctx, sess.ID)
 		if err == nil {
-			return s.decrypt(sess.ID, enc)
+			k, err := s.decrypt(sess.ID, enc)
+			return k, false, err
 		}
 		if !errors.Is(err, store.ErrNotFound) {
-			return nil, fmt.Errorf("read key: %w", err)
+			return nil, false, fmt.Errorf("read key: %w", err)
 		}
 		k := make([]byte, Size)
 		if _, err := rand.Read(k); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		enc = s.encrypt(sess.ID, k)
 		ttl := sess.ExpiresAt.Sub(s.now()) + s.grace
 		err = s.o.Store.CreateKey(ctx, sess.ID, enc, ttl)
 		if err == nil {
-			return k, nil
+			return k, true, nil
 		}
 		clear(k)
 		if !errors.Is(err, store.ErrExists) {
-			return nil, fmt.Errorf("store key: %w", err)
+			return nil, false, fmt.Errorf("store key: %w", err)
 		}
 	}
-	return nil, api.Errorf(api.CodeConflict, "key for session %s is being replaced; retry", sess.ID)
+	return nil, false, api.Errorf(api.CodeConflict, "key for session %s is being replaced; retry", sess.ID)
 }
 
 func (s *Service) encrypt(id string, k []byte) []byte {

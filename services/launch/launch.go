@@ -177,7 +177,7 @@ func Session(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, lo
 	svc := session.New(session.Options{
 		Store: st, Verifier: v, CheckManifest: link.CheckManifest,
 		TTL: cfg.Session.TTL, Retention: cfg.Session.Retention, Logger: log,
-		Instances: rpc.DefaultInstances,
+		Instances: cfg.Instances,
 		Limits: session.Limits{
 			OpenSessions: cfg.Limits.OpenSessions, SessionsPerMinute: cfg.Limits.SessionsPerMinute,
 			RequestBytes:    cfg.Limits.RequestBytes,
@@ -201,32 +201,15 @@ func Key(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *s
 	if err != nil {
 		return nil, err
 	}
-	// The key service keeps no state between requests, so instances are
-	// whole services: see rpc.AddService for why a process runs several.
-	var (
-		all  rpc.Instances
-		svcs []*key.Service
-	)
-	wait := func() {
-		for _, svc := range svcs {
-			svc.Wait()
-		}
-		waitRevoked()
+	svc, err := key.New(key.Options{Store: st, Verifier: v, KEK: kek, Logger: log, MaxRequestBytes: cfg.Limits.RequestBytes, Instances: cfg.Instances})
+	if err != nil {
+		return nil, err
 	}
-	for range rpc.DefaultInstances {
-		svc, err := key.New(key.Options{Store: st, Verifier: v, KEK: kek, Logger: log, MaxRequestBytes: cfg.Limits.RequestBytes})
-		if err != nil {
-			return nil, err
-		}
-		m, err := svc.Start(ctx, nc)
-		if err != nil {
-			// The ones started stop with ctx, which the caller ends.
-			_ = all.Stop()
-			return nil, err
-		}
-		all, svcs = append(all, m), append(svcs, svc)
+	m, err := svc.Start(ctx, nc)
+	if err != nil {
+		return nil, err
 	}
-	return &Running{Service: all, wait: wait}, nil
+	return &Running{Service: m, wait: func() { svc.Wait(); waitRevoked() }}, nil
 }
 
 // Starter starts one service.

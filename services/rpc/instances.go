@@ -9,10 +9,6 @@ import (
 	"github.com/nats-io/nats.go/micro"
 )
 
-// DefaultInstances is how many instances of a service one process runs
-// when its caller asks for none in particular (see AddService).
-const DefaultInstances = 16
-
 // AddService starts n instances of the micro service cfg describes on nc,
 // all in cfg's queue group, and returns them as one micro.Service.
 //
@@ -22,7 +18,7 @@ const DefaultInstances = 16
 // Each instance has its own subscriptions, hence its own goroutine: n
 // instances serve up to n requests of an endpoint at once. The server
 // spreads requests over the group's members at random, as it does over
-// replicas in other processes.
+// replicas in other processes. The count is configuration (instances).
 func AddService(nc *nats.Conn, cfg micro.Config, n int) (micro.Service, error) {
 	if n < 1 {
 		n = 1
