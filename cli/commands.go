@@ -132,7 +132,9 @@ func (a *app) sendCmd() *cobra.Command {
 					} else {
 						o.say("Session %s: waiting for %s to run `sft-cli recv %s`", s.ID, to, s.ID)
 					}
-					o.start(m, "sent")
+					if !m.Text {
+						o.start(m, "sent")
+					}
 				},
 				Progress: o.update, Notify: o.say, Logger: a.log,
 			})
@@ -228,7 +230,10 @@ func (a *app) recvCmd() *cobra.Command {
 					}
 				},
 				Confirm: func(s *api.Session, need, free int64) error {
-					if yes || s.Manifest.Text || !isTerminal(a.io.In) {
+					if s.Manifest.Text {
+						return nil // a few bytes, shown at once: no progress
+					}
+					if yes || !isTerminal(a.io.In) {
 						o.start(s.Manifest, "received")
 						return nil
 					}
@@ -267,7 +272,7 @@ func (a *app) recvCmd() *cobra.Command {
 			}
 			where := "standard output"
 			if !toStdout {
-				where = filepath.Join(dir, filepath.FromSlash(strings.SplitN(out.Session.Manifest.Files[0].Name, "/", 2)[0]))
+				where = destination(dir, out.Session.Manifest)
 			}
 			line := fmt.Sprintf("received %s (%s) from %s into %s: verified, crc32c %08x, sha256 %s, session %s completed",
 				out.Session.Manifest.Summary(), humanBytes(out.Result.Bytes), out.Session.Initiator, where, out.Result.CRC32C,
@@ -290,6 +295,20 @@ func (a *app) recvCmd() *cobra.Command {
 	of.add(cmd.Flags())
 	a.bind(cmd.Flags(), "peer.connect_timeout", "timeout", "", "how long to try reaching the sender, or to wait for it after a drop (default 1m)")
 	return cmd
+}
+
+// destination names where a transfer landed: the one top-level entry all
+// entries share, or the directory when there are several.
+func destination(dir string, m api.Manifest) string {
+	top := ""
+	for _, f := range m.Files {
+		t, _, _ := strings.Cut(f.Name, "/")
+		if top != "" && t != top {
+			return dir
+		}
+		top = t
+	}
+	return filepath.Join(dir, filepath.FromSlash(top))
 }
 
 // cleanTerminalText keeps a received text from driving the terminal:

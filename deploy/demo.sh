@@ -32,11 +32,13 @@ echo 'correct horse bob' | "$bin/sftd" user add bob
 
 as() { # as USER CMD...: run sft-cli with USER's own config dir (token cache)
   local u=$1; shift
-  SFT_CONFIG_DIR=$work/$u SFT_USER=$u "$bin/sft-cli" "$@"
+  # exec: run in the background, the subshell becomes sft-cli itself, so
+  # the pid cleanup kills is sft-cli's and nothing outlives the demo.
+  SFT_CONFIG_DIR=$work/$u SFT_USER=$u exec "$bin/sft-cli" "$@"
 }
 say "sft-cli login (each user caches a 0600 token)"
-echo 'correct horse alice' | as alice login
-echo 'correct horse bob' | as bob login
+echo 'correct horse alice' | (as alice login)
+echo 'correct horse bob' | (as bob login)
 
 head -c $((64 << 20)) /dev/urandom >"$work/report.bin"
 say "alice: sft-cli watch   (events of her sessions, live)"
@@ -47,12 +49,12 @@ sleep 0.5
 say "alice: sft-cli send report.bin --to bob"
 as alice send "$work/report.bin" --to bob >"$work/send.out" 2>"$work/send.err" &
 send=$!
-until as bob ls --state waiting 2>/dev/null | grep -q report.bin; do sleep 0.1; done
+until (as bob ls --state waiting) 2>/dev/null | grep -q report.bin; do sleep 0.1; done
 cat "$work/send.err"
 
 say "bob: sft-cli recv -o inbox"
 mkdir -p "$work/inbox"
-time as bob recv -o "$work/inbox"
+time (as bob recv -o "$work/inbox")
 wait "$send"
 cat "$work/send.out"
 
