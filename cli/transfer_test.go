@@ -511,3 +511,45 @@ func TestResumeAfterSenderKill(t *testing.T) {
 		t.Errorf("received %d bytes in all, want under 1.6 × %d", moved, size)
 	}
 }
+
+// Running the same send twice: the second resumes the session and carries
+// it; the first stops without touching it.
+func TestSecondSendTakesOver(t *testing.T) {
+	h := start(t, nil)
+	alice, bob := h.as("alice"), h.as("bob")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	src := randomFile(t, t.TempDir(), "twice.bin", 1<<20)
+	first := alice.runAsync(ctx, "send", src, "--to", "bob")
+	s := openSession(t, alice, "twice.bin")
+	second := alice.runAsync(ctx, "send", src, "--to", "bob")
+	// Bob joins once the second run announced its address.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		cur, err := bob.client().Get(ctx, s.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cur.PeerAddr != s.PeerAddr {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second send did not resume the session")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	out := t.TempDir()
+	if _, _, err := bob.run(ctx, "recv", s.ID, "-o", out); err != nil {
+		t.Fatalf("recv: %v", err)
+	}
+	if r := <-second; r.err != nil {
+		t.Fatalf("second send: %v", r.err)
+	}
+	if r := <-first; r.err == nil || !strings.Contains(r.err.Error(), "resumed by another sft-cli") {
+		t.Fatalf("first send: %v, want it to step aside", r.err)
+	}
+	sameFile(t, src, filepath.Join(out, "twice.bin"))
+	if final, _ := bob.client().Get(ctx, s.ID); final.State != api.StateCompleted {
+		t.Errorf("state %s, want completed", final.State)
+	}
+}

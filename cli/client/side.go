@@ -29,6 +29,7 @@ type side struct {
 	resumable bool // the transfer can continue after a drop (not a pipe or a text)
 
 	ln        net.Listener
+	addr      string // the address this side announced for the peer to dial
 	bound     string // the address the last listener had, reused so the peer's view stays valid
 	key       []byte
 	connected bool // a link was established at least once
@@ -78,7 +79,7 @@ func (s *side) startListening() (string, error) {
 		}
 		addr = ln.Addr().String()
 	}
-	s.ln = ln
+	s.ln, s.addr = ln, addr
 	return addr, nil
 }
 
@@ -100,6 +101,9 @@ func (s *side) transfer(ctx context.Context, moved *int64, fn func(*link.Conn) (
 		return link.Result{}, err
 	}
 	s.sess = sess
+	if sess.Listener == s.role && s.addr != "" && sess.PeerAddr != s.addr {
+		return link.Result{}, errors.New("another sft-cli resumed the session")
+	}
 	if s.key, err = s.c.Key(ctx, sess.ID); err != nil {
 		return link.Result{}, fmt.Errorf("get session key: %w", err)
 	}
@@ -216,6 +220,11 @@ func (s *side) relisten(ctx context.Context) error {
 func (s *side) fail(ctx context.Context, cause error) error {
 	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	if s.tookOver(bg) {
+		// Another run of the same command resumed the session and listens
+		// now: it is that run's to finish or fail, not ours.
+		return fmt.Errorf("session %s was resumed by another sft-cli, which carries on; this one stops", s.sess.ID)
+	}
 	if errors.Is(ctx.Err(), context.Canceled) {
 		_, _ = s.c.Cancel(bg, s.sess.ID, "interrupted")
 		return fmt.Errorf("interrupted: session %s cancelled", s.sess.ID)
@@ -242,4 +251,14 @@ func (s *side) fail(ctx context.Context, cause error) error {
 		}
 	}
 	return cause
+}
+
+// tookOver reports whether, this side being the listener, the session now
+// announces another address than ours: a second run resumed it.
+func (s *side) tookOver(ctx context.Context) bool {
+	if s.addr == "" || s.sess == nil || s.sess.Listener != s.role {
+		return false
+	}
+	cur, err := s.c.Get(ctx, s.sess.ID)
+	return err == nil && !cur.State.Terminal() && cur.Listener == s.role && cur.PeerAddr != s.addr
 }
