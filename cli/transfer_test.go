@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sftproject/sft/cli"
+	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/link"
 	"github.com/sftproject/sft/services/api"
 )
@@ -551,5 +552,77 @@ func TestSecondSendTakesOver(t *testing.T) {
 	sameFile(t, src, filepath.Join(out, "twice.bin"))
 	if final, _ := bob.client().Get(ctx, s.ID); final.State != api.StateCompleted {
 		t.Errorf("state %s, want completed", final.State)
+	}
+}
+
+// A receiver that stopped after putting the files in place but before
+// reporting: running recv again checks the files against what the sender
+// confirmed and completes the session.
+func TestRecvAfterPlacedNotReported(t *testing.T) {
+	h := start(t, nil)
+	alice, bob := h.as("alice"), h.as("bob")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bc := bob.client()
+	out := t.TempDir()
+
+	src := randomFile(t, t.TempDir(), "placed.bin", 3<<20)
+	sendRes := alice.runAsync(ctx, "send", src, "--to", "bob")
+	s := openSession(t, alice, "placed.bin")
+	receiveUnreported(t, ctx, bc, s.ID, out)
+	sameFile(t, src, filepath.Join(out, "placed.bin"))
+	if _, _, err := bob.run(ctx, "recv", s.ID, "-o", out); err != nil {
+		t.Fatalf("second recv: %v", err)
+	}
+	if r := <-sendRes; r.err != nil {
+		t.Fatalf("send: %v", r.err)
+	}
+	if final, _ := bc.Get(ctx, s.ID); final.State != api.StateCompleted {
+		t.Errorf("state %s, want completed", final.State)
+	}
+
+	// Files that no longer match are not confirmed.
+	src2 := randomFile(t, t.TempDir(), "changed.bin", 1<<20)
+	sendRes = alice.runAsync(ctx, "send", src2, "--to", "bob", "--timeout", "2s")
+	s2 := openSession(t, alice, "changed.bin")
+	receiveUnreported(t, ctx, bc, s2.ID, out)
+	os.WriteFile(filepath.Join(out, "changed.bin"), []byte("tampered"), 0o600)
+	if _, _, err := bob.run(ctx, "recv", s2.ID, "-o", out, "--timeout", "2s"); err == nil {
+		t.Fatal("recv confirmed files that differ from what was sent")
+	}
+	cancel()
+	<-sendRes
+}
+
+// receiveUnreported is a receiver that stops just before reporting: it
+// joins, fetches the key, receives into out, and returns once the sender
+// has reported.
+func receiveUnreported(t *testing.T, ctx context.Context, c *client.Client, id, out string) {
+	t.Helper()
+	sess, err := c.Join(ctx, id, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := c.Key(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := link.Dial(ctx, sess.PeerAddr, key, id, link.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Receive(ctx, sess.Manifest, out, link.ReceiveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		cur, err := c.Get(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := cur.Reports[api.RoleInitiator]; ok {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -179,8 +179,7 @@ func (c *Client) Receive(ctx context.Context, o ReceiveOptions) (*Outcome, error
 		if err != nil {
 			return nil, err
 		}
-		res := link.Result{Bytes: rep.Bytes, CRC32C: rep.CRC32C}
-		hex.Decode(res.SHA256[:], []byte(rep.SHA256))
+		res := link.Result{Bytes: rep.Bytes, CRC32C: rep.CRC32C, SHA256: decodeSHA(rep.SHA256)}
 		out := &Outcome{Session: final, Result: res}
 		if o.Out == nil && !sess.Manifest.Text {
 			out.Paths = link.Paths(o.Dir, sess.Manifest)
@@ -190,6 +189,11 @@ func (c *Client) Receive(ctx context.Context, o ReceiveOptions) (*Outcome, error
 	m := sess.Manifest
 	if err := link.CheckManifest(m); err != nil {
 		return nil, fmt.Errorf("refusing session %s: %w", sess.ID, err)
+	}
+	if resuming && o.Out == nil && !m.Text {
+		if out, err := c.confirmPlaced(ctx, sess, o); out != nil || err != nil {
+			return out, err
+		}
 	}
 	var need, free int64 = 0, -1
 	switch {
@@ -266,6 +270,40 @@ func (c *Client) Receive(ctx context.Context, o ReceiveOptions) (*Outcome, error
 		out.Paths = link.Paths(o.Dir, m)
 	}
 	return out, nil
+}
+
+// confirmPlaced finishes a session whose files an earlier run of this
+// receive put in place but could not report (it stopped in between): when
+// the sender has confirmed, and the files in o.Dir hash to what it sent,
+// this side reports them. It returns nil, nil when that is not the case.
+func (c *Client) confirmPlaced(ctx context.Context, sess *api.Session, o ReceiveOptions) (*Outcome, error) {
+	sent, ok := sess.Reports[api.RoleInitiator]
+	if _, mine := sess.Reports[api.RoleResponder]; mine || !ok || !sent.OK {
+		return nil, nil
+	}
+	paths := link.Paths(o.Dir, sess.Manifest)
+	got, err := link.Summarize(ctx, sess.Manifest, func(i int) (io.ReadCloser, error) { return os.Open(paths[i]) })
+	if err != nil || okReport(got) != okReport(link.Result{Bytes: sent.Bytes, CRC32C: sent.CRC32C, SHA256: decodeSHA(sent.SHA256)}) {
+		return nil, nil
+	}
+	if o.OnSession != nil {
+		o.OnSession(sess, true)
+	}
+	w := c.watchSession(ctx, sess.ID)
+	defer w.stop()
+	if _, err := c.Report(ctx, sess.ID, okReport(got)); err != nil {
+		return nil, fmt.Errorf("report result: %w", err)
+	}
+	final, err := c.awaitEnd(ctx, w, sess.ID)
+	if err != nil {
+		return nil, err
+	}
+	return &Outcome{Session: final, Result: got, Paths: paths}, nil
+}
+
+func decodeSHA(h string) (sum [32]byte) {
+	hex.Decode(sum[:], []byte(h))
+	return sum
 }
 
 // checkDestination refuses, before joining, a transfer that cannot land in
