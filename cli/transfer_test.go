@@ -285,6 +285,52 @@ func sftCLI(t *testing.T) string {
 
 type buildError struct{ out string }
 
+// cliProc is an sft-cli process run with --json.
+type cliProc struct {
+	cmd    *exec.Cmd
+	stdout io.Reader
+	stderr bytes.Buffer
+}
+
+// startCLI starts the sft-cli binary bin as e's user.
+func startCLI(t *testing.T, ctx context.Context, bin string, e *env, args ...string) *cliProc {
+	t.Helper()
+	p := &cliProc{cmd: exec.CommandContext(ctx, bin, args...)}
+	p.cmd.Env = append(os.Environ(), e.vars...)
+	p.cmd.Stderr = &p.stderr
+	var err error
+	if p.stdout, err = p.cmd.StdoutPipe(); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// killAtProgress reads p's progress lines and SIGKILLs it once a file has
+// reached n bytes; it fails the test if p ends first.
+func killAtProgress(t *testing.T, p *cliProc, n int64, who string) {
+	t.Helper()
+	sc := bufio.NewScanner(p.stdout)
+	killed := false
+	for sc.Scan() {
+		var ev struct {
+			Type  string `json:"type"`
+			Bytes int64  `json:"bytes"`
+		}
+		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Type == "progress" && ev.Bytes >= n {
+			p.cmd.Process.Signal(syscall.SIGKILL)
+			killed = true
+			break
+		}
+	}
+	p.cmd.Wait()
+	if !killed {
+		t.Fatalf("the %s finished before it could be killed: %s", who, p.stderr.String())
+	}
+}
+
 func (e *buildError) Error() string { return "go build sft-cli: " + e.out }
 
 // The receiver is killed (SIGKILL) half-way through a 256 MiB file and run
@@ -305,34 +351,7 @@ func TestResumeAfterKill(t *testing.T) {
 	s := openSession(t, alice, "big.bin")
 	out := t.TempDir()
 
-	cmd := exec.CommandContext(ctx, bin, "recv", s.ID, "-o", out, "--json")
-	cmd.Env = append(os.Environ(), bob.vars...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sc := bufio.NewScanner(stdout)
-	killed := false
-	for sc.Scan() {
-		var ev struct {
-			Type  string `json:"type"`
-			Bytes int64  `json:"bytes"`
-		}
-		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Type == "progress" && ev.Bytes >= size/2 {
-			cmd.Process.Signal(syscall.SIGKILL)
-			killed = true
-			break
-		}
-	}
-	cmd.Wait()
-	if !killed {
-		t.Fatalf("the receiver finished before it could be killed: %s", stderr.String())
-	}
+	killAtProgress(t, startCLI(t, ctx, bin, bob, "recv", s.ID, "-o", out, "--json"), size/2, "receiver")
 	if _, err := os.Stat(filepath.Join(out, "big.bin")); err == nil {
 		t.Fatal("the file is in place after the receiver was killed")
 	}
@@ -453,36 +472,10 @@ func TestResumeAfterSenderKill(t *testing.T) {
 	src := randomFile(t, t.TempDir(), "big.bin", size)
 	out := t.TempDir()
 
-	cmd := exec.CommandContext(ctx, bin, "send", src, "--to", "bob", "--json")
-	cmd.Env = append(os.Environ(), alice.vars...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	sender := startCLI(t, ctx, bin, alice, "send", src, "--to", "bob", "--json")
 	s := openSession(t, alice, "big.bin")
 	recvRes := bob.runAsync(ctx, "recv", s.ID, "-o", out, "--json", "--timeout", "1m")
-	sc := bufio.NewScanner(stdout)
-	killed := false
-	for sc.Scan() {
-		var ev struct {
-			Type  string `json:"type"`
-			Bytes int64  `json:"bytes"`
-		}
-		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Type == "progress" && ev.Bytes >= size/4 {
-			cmd.Process.Signal(syscall.SIGKILL)
-			killed = true
-			break
-		}
-	}
-	cmd.Wait()
-	if !killed {
-		t.Fatalf("the sender finished before it could be killed: %s", stderr.String())
-	}
+	killAtProgress(t, sender, size/4, "sender")
 
 	sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
 	defer scancel()

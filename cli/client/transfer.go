@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -283,7 +282,7 @@ func (c *Client) confirmPlaced(ctx context.Context, sess *api.Session, o Receive
 	}
 	paths := link.Paths(o.Dir, sess.Manifest)
 	got, err := link.Summarize(ctx, sess.Manifest, func(i int) (io.ReadCloser, error) { return os.Open(paths[i]) })
-	if err != nil || okReport(got) != okReport(link.Result{Bytes: sent.Bytes, CRC32C: sent.CRC32C, SHA256: decodeSHA(sent.SHA256)}) {
+	if mine := okReport(got); err != nil || mine.Bytes != sent.Bytes || mine.CRC32C != sent.CRC32C || mine.SHA256 != sent.SHA256 {
 		return nil, nil
 	}
 	if o.OnSession != nil {
@@ -313,8 +312,9 @@ func checkDestination(dir string, sess *api.Session, overwrite bool) (need, free
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return 0, 0, fmt.Errorf("destination %s is not a directory", dir)
 	}
-	for _, f := range sess.Manifest.Files {
-		p := filepath.Join(dir, filepath.FromSlash(f.Name))
+	paths := link.Paths(dir, sess.Manifest)
+	for i, f := range sess.Manifest.Files {
+		p := paths[i]
 		fi, err := os.Lstat(p)
 		switch {
 		case err != nil:
