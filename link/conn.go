@@ -145,8 +145,10 @@ func (c *Conn) writeRecord(t recType, p []byte) error {
 // valid until the next call.
 func (c *Conn) readRecord() (recType, []byte, error) { return c.readRecordInto(c.rbuf) }
 
-// readRecordInto reads one frame into buf (maxFrame bytes) and decrypts it
-// in place. Memory use is bounded by buf whatever length the peer declares.
+// readRecordInto reads one frame and decrypts it into buf (maxFrame
+// bytes), straight out of the read buffer so the bytes are copied only by
+// the cipher. Memory use is bounded by buf whatever length the peer
+// declares.
 func (c *Conn) readRecordInto(buf []byte) (recType, []byte, error) {
 	if _, err := io.ReadFull(c.br, c.hdr[:]); err != nil {
 		return 0, nil, readErr(err)
@@ -155,11 +157,12 @@ func (c *Conn) readRecordInto(buf []byte) (recType, []byte, error) {
 	if n < tagLen+1 {
 		return 0, nil, fmt.Errorf("%w: frame of %d bytes is too short to be a record", ErrTampered, n)
 	}
-	ct := buf[:n]
-	if _, err := io.ReadFull(c.br, ct); err != nil {
+	ct, err := c.br.Peek(n) // the read buffer holds several frames
+	if err != nil {
 		return 0, nil, readErr(err)
 	}
-	pt, err := c.dec.Decrypt(ct[:0], nil, ct)
+	pt, err := c.dec.Decrypt(buf[:0], nil, ct)
+	c.br.Discard(n)
 	if err != nil {
 		return 0, nil, fmt.Errorf("%w (record failed authentication)", ErrTampered)
 	}
