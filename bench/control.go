@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,7 +25,7 @@ func benchLifecycleEmbedded(ctx context.Context, o options, dir string) *Case {
 	}
 	defer st.Close()
 	c.Notes["limits"] = "per-user session creation rate limit lifted for the load"
-	return lifecycles(ctx, o, c, tgt)
+	return lifecycles(ctx, o, c, tgt, nil)
 }
 
 // pair is one simulated initiator and responder, each on its own connection.
@@ -34,7 +35,11 @@ type pair struct {
 
 // lifecycles drives o.pairs pairs through create → join → key (both) →
 // report (both) → completed for o.cpDuration per run, with no file bytes.
-func lifecycles(ctx context.Context, o options, c *Case, tgt target) *Case {
+// With serverCPU (the CPU time the server side has used so far, when it
+// runs in processes of its own), it also reports the server side's CPU per
+// lifecycle and the rate that CPU would allow on this machine's cores if
+// the clients ran elsewhere.
+func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU func() (time.Duration, error)) *Case {
 	pairs := make([]pair, o.pairs)
 	var conns []*nats.Conn
 	defer func() {
@@ -73,6 +78,13 @@ func lifecycles(ctx context.Context, o options, c *Case, tgt target) *Case {
 			firstMu sync.Mutex
 			first   error
 		)
+		var cpu0 time.Duration
+		if serverCPU != nil {
+			var err error
+			if cpu0, err = serverCPU(); err != nil {
+				return err
+			}
+		}
 		t0 := time.Now()
 		for _, p := range pairs {
 			wg.Go(func() {
@@ -112,6 +124,15 @@ func lifecycles(ctx context.Context, o options, c *Case, tgt target) *Case {
 			c.add("join p50", "ms", percentile(steps.join, 0.5))
 			c.add("keys (both) p50", "ms", percentile(steps.keys, 0.5))
 			c.add("reports (both) p50", "ms", percentile(steps.reports, 0.5))
+			if serverCPU != nil && done.Load() > 0 {
+				cpu1, err := serverCPU()
+				if err != nil {
+					return err
+				}
+				per := (cpu1 - cpu0) / time.Duration(done.Load())
+				c.add("server CPU per lifecycle", "ms", float64(per)/1e6)
+				c.add("server-side capacity", "/s", float64(runtime.NumCPU())*float64(time.Second)/float64(per))
+			}
 		}
 		return nil
 	})

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -57,7 +58,7 @@ func benchLifecycleRedis(ctx context.Context, o options, dir string, env []strin
 	}
 	c.Notes["limits"] = "per-user session creation rate limit lifted for the load"
 	c.Notes["topology"] = fmt.Sprintf("redis-server (appendfsync always), nats-server (deploy/nats-server.conf), sftd auth, %d x sftd session, %d x sftd key", o.replicas, o.replicas)
-	return lifecycles(ctx, o, c, tgt)
+	return lifecycles(ctx, o, c, tgt, procs.cpu)
 }
 
 func startTopology(ctx context.Context, dir, redisBin, natsBin, confSrc string, env []string, replicas int, procs *procGroup) (target, error) {
@@ -173,6 +174,7 @@ func (g *procGroup) start(ctx context.Context, name, dir string, env []string, b
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	g.procs = append(g.procs, p)
 	g.onStop(func() {
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -184,6 +186,47 @@ func (g *procGroup) start(ctx context.Context, name, dir string, env []string, b
 	})
 	return p, nil
 }
+
+// cpu is the CPU time (user+system) the group's processes used so far.
+func (g *procGroup) cpu() (time.Duration, error) {
+	var total time.Duration
+	for _, p := range g.procs {
+		d, err := procCPU(p.cmd.Process.Pid)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", p.name, err)
+		}
+		total += d
+	}
+	return total, nil
+}
+
+// procCPU reads a live process's user and system time from /proc.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name, which is in parentheses and may
+	// hold spaces: state is field 3, utime 14, stime 15.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("unexpected /proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
+// Linux architecture Go supports.
+const clockTicks = 100
 
 func (g *procGroup) stop() {
 	for i := len(g.stops) - 1; i >= 0; i-- {

@@ -37,17 +37,60 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream
 	return s, nil
 }
 
-// Publish stores ev in the stream. The event id is the de-duplication id,
-// so a retried publish after a lost acknowledgement is stored once.
-func Publish(ctx context.Context, js jetstream.JetStream, ev api.Event) error {
-	b, err := json.Marshal(ev)
-	if err != nil {
-		return fmt.Errorf("encode event: %w", err)
+// Publish stores evs in the stream, in order. They are sent together and
+// their acknowledgements awaited together, so a request that records
+// several events waits about one round trip, not one per event. The event
+// id is the de-duplication id, so an event retried after a lost
+// acknowledgement is stored once. Publish returns the first failure after
+// trying every event.
+func Publish(ctx context.Context, js jetstream.JetStream, evs ...api.Event) error {
+	msgs := make([][]byte, len(evs))
+	acks := make([]jetstream.PubAckFuture, len(evs))
+	var errs []error
+	for i, ev := range evs {
+		b, err := json.Marshal(ev)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("encode event: %w", err))
+			continue
+		}
+		msgs[i] = b
+		acks[i], err = js.PublishAsync(api.EventSubject(ev.Session, ev.Type), b, jetstream.WithMsgID(ev.ID))
+		if err != nil {
+			acks[i] = nil // published again below
+		}
 	}
-	subj := api.EventSubject(ev.Session, ev.Type)
+	for i, ev := range evs {
+		if msgs[i] == nil {
+			continue
+		}
+		if acks[i] != nil {
+			select {
+			case <-acks[i].Ok():
+				continue
+			case <-acks[i].Err():
+			case <-ctx.Done():
+			}
+		}
+		if err := publishOne(ctx, js, ev, msgs[i]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return errs[0]
+	}
+	return nil
+}
+
+// publishOne retries one event synchronously, a few times.
+func publishOne(ctx context.Context, js jetstream.JetStream, ev api.Event, b []byte) error {
+	var err error
 	for attempt := 0; ; attempt++ {
-		_, err = js.Publish(ctx, subj, b, jetstream.WithMsgID(ev.ID))
-		if err == nil || attempt == 2 || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+			break
+		}
+		_, err = js.Publish(ctx, api.EventSubject(ev.Session, ev.Type), b, jetstream.WithMsgID(ev.ID))
+		if err == nil || attempt == 2 {
 			break
 		}
 		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)

@@ -190,18 +190,18 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 		sent     sync.WaitGroup
 	)
 	sent.Go(func() { timerErr = s.scheduleExpiry(ctx, sess) })
-	s.publish(ctx, sess, 0, api.Event{Type: api.EventCreated, Actor: c.User})
+	s.publish(ctx, s.event(sess, 0, api.Event{Type: api.EventCreated, Actor: c.User}))
 	sent.Wait()
 	if timerErr != nil {
 		// The created event is out; the failed one that follows tells
 		// watchers the session never came to be.
 		sess.State, sess.Reason = api.StateFailed, "the session's expiry could not be scheduled"
-		s.publish(ctx, sess, 0, api.Event{Type: api.EventFailed, Actor: c.User})
+		s.publish(ctx, s.event(sess, 0, api.Event{Type: api.EventFailed, Actor: c.User}))
 		return nil, timerErr
 	}
 	if _, err := s.o.Store.CreateSession(ctx, sess, recordTTL(s.o.TTL+s.o.Retention)); err != nil {
 		sess.State, sess.Reason = api.StateFailed, "the session could not be stored"
-		s.publish(ctx, sess, 0, api.Event{Type: api.EventFailed, Actor: c.User})
+		s.publish(ctx, s.event(sess, 0, api.Event{Type: api.EventFailed, Actor: c.User}))
 		return nil, fmt.Errorf("store session: %w", err)
 	}
 	s.o.Logger.Info("session created", "session", id, "initiator", c.User, "responder", r.Responder)
@@ -261,8 +261,7 @@ func (s *Service) load(ctx context.Context, id string) (*api.Session, uint64, er
 		if err != nil {
 			return nil, 0, err
 		}
-		s.publishPast(ctx, prior)
-		s.publish(ctx, sess, newRev, api.Event{Type: api.EventExpired, Reason: sess.Reason})
+		s.publish(ctx, append(s.past(prior), s.event(sess, newRev, api.Event{Type: api.EventExpired, Reason: sess.Reason}))...)
 		return sess, newRev, nil
 	}
 	return nil, 0, api.Errorf(api.CodeConflict, "session %s is changing too fast; retry", id)
@@ -293,12 +292,13 @@ func (s *Service) mutate(ctx context.Context, c rpc.Caller, id string, change fu
 		if err != nil {
 			return nil, err
 		}
-		s.publishPast(ctx, prior)
+		out := s.past(prior)
 		for i, ev := range evs {
 			ev.Actor = c.User
 			// Several events from one write share the revision; the index keeps ids unique.
-			s.publish(ctx, sess, newRev*8+uint64(i), ev)
+			out = append(out, s.event(sess, newRev*8+uint64(i), ev))
 		}
+		s.publish(ctx, out...)
 		return sess, nil
 	}
 	return nil, api.Errorf(api.CodeConflict, "session %s is changing too fast; retry", id)
@@ -388,10 +388,13 @@ func listener(sess *api.Session) api.Role {
 	return sess.Listener
 }
 
-func (s *Service) publishPast(ctx context.Context, evs []pastEvent) {
+// past makes the events of earlier writes.
+func (s *Service) past(evs []pastEvent) []api.Event {
+	out := make([]api.Event, 0, len(evs))
 	for _, p := range evs {
-		s.publish(ctx, &p.sess, p.seq, p.ev)
+		out = append(out, s.event(&p.sess, p.seq, p.ev))
 	}
+	return out
 }
 
 // write stores sess if it still has revision rev. A live session keeps its
@@ -415,10 +418,9 @@ func (s *Service) write(ctx context.Context, sess *api.Session, rev uint64) (uin
 // reaches its expiry, would otherwise be refused by the store.
 func recordTTL(d time.Duration) time.Duration { return max(d, time.Second) }
 
-// publish records an event. A failure is logged, not returned: the state
-// change is already durable, and failing the request would invite a retry
-// that the state machine then refuses.
-func (s *Service) publish(ctx context.Context, sess *api.Session, seq uint64, ev api.Event) {
+// event fills in what every event of sess carries. seq orders the writes
+// of one session and makes the event id, the stream's de-duplication id.
+func (s *Service) event(sess *api.Session, seq uint64, ev api.Event) api.Event {
 	ev.ID = fmt.Sprintf("%s.%d.%s", sess.ID, seq, ev.Type)
 	ev.Session, ev.State = sess.ID, sess.State
 	ev.Initiator, ev.Responder = sess.Initiator, sess.Responder
@@ -428,8 +430,15 @@ func (s *Service) publish(ctx context.Context, sess *api.Session, seq uint64, ev
 	if ev.At.IsZero() {
 		ev.At = s.now().UTC()
 	}
-	if err := events.Publish(ctx, s.js, ev); err != nil {
-		s.o.Logger.Error("event lost", "session", sess.ID, "type", ev.Type, "err", err)
+	return ev
+}
+
+// publish records events, in order. A failure is logged, not returned: the
+// state change is already durable, and failing the request would invite a
+// retry that the state machine then refuses.
+func (s *Service) publish(ctx context.Context, evs ...api.Event) {
+	if err := events.Publish(ctx, s.js, evs...); err != nil {
+		s.o.Logger.Error("event lost", "err", err)
 	}
 }
 

@@ -10,8 +10,10 @@
 //	o.<user>              the user's open sessions: JSON {id: expiry in Unix ms}
 //
 // The member index is what lets ListSessions find a user's sessions without
-// scanning every record; because its entries carry the session's TTL they
-// vanish with it. The open-session record is what lets OpenSessions answer
+// scanning every record; its entries live at least as long as the record,
+// so they vanish with it. A live session's later writes keep its record's
+// expiry or bring it forward, so the store rewrites the entries only when a
+// write takes the record past the expiry it last gave them. The open-session record is what lets OpenSessions answer
 // with one read: a session enters it when created live and leaves it when
 // written in an ended state; entries past their expiry are not counted and
 // are dropped at the next write, and the record expires with its last entry.
@@ -24,6 +26,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -89,6 +92,7 @@ type Store struct {
 	sessPre   string // "$KV.<sessions bucket>." for the publishes KeyValue cannot express
 	markerTTL time.Duration
 	log       *slog.Logger
+	indexed   indexExpiries
 }
 
 // Open creates the buckets, or binds to them when they exist. It fails when
@@ -259,6 +263,7 @@ func (s *Store) UpdateSession(ctx context.Context, sess *api.Session, rev uint64
 	ack, err := s.js.PublishMsg(ctx, msg,
 		jetstream.WithExpectLastSequencePerSubject(rev),
 		jetstream.WithMsgTTL(ttl))
+	expiry := time.Now().Add(ttl) // the record's, or a little later
 	if err != nil {
 		if isWrongLastSeq(err) {
 			return 0, fmt.Errorf("update session %s at revision %d: %w", sess.ID, rev, s.whyRejected(ctx, sess.ID))
@@ -267,7 +272,9 @@ func (s *Store) UpdateSession(ctx context.Context, sess *api.Session, rev uint64
 	}
 	// The update itself is stored; failing in what follows would make the
 	// caller retry a write that already happened, so failures are logged.
-	if err := s.putIndex(ctx, sess, ttl); err != nil {
+	if s.indexed.covers(sess.ID, expiry) {
+		// The index outlives the record already.
+	} else if err := s.putIndex(ctx, sess, ttl); err != nil {
 		// The session may drop out of ListSessions before it expires.
 		s.log.Warn("kvstore: session updated but its index TTL was not refreshed",
 			"session", sess.ID, "error", err)
@@ -391,6 +398,7 @@ func (s *Store) whyRejected(ctx context.Context, id string) error {
 // putIndex writes (or refreshes) the member index entries with ttl. They
 // are written after the record, so they never expire before it.
 func (s *Store) putIndex(ctx context.Context, sess *api.Session, ttl time.Duration) error {
+	start := time.Now() // the entries expire ttl after this, or later
 	// Both entries are in flight at once: one round trip, not two.
 	users := members(sess)
 	acks := make([]jetstream.PubAckFuture, 0, len(users))
@@ -411,7 +419,46 @@ func (s *Store) putIndex(ctx context.Context, sess *api.Session, ttl time.Durati
 			return fmt.Errorf("index entry for %s: %w", users[i], ctx.Err())
 		}
 	}
+	s.indexed.set(sess.ID, start.Add(ttl))
 	return nil
+}
+
+// indexExpiries remembers, per session, the earliest time the member
+// index entries this process last wrote can expire. It only saves writes:
+// a session it does not know (written by another replica, or forgotten)
+// gets its entries rewritten, which is always safe.
+type indexExpiries struct {
+	mu    sync.Mutex
+	until map[string]time.Time
+	swept time.Time
+}
+
+// indexSweepAt is the size past which set drops entries already expired.
+const indexSweepAt = 4096
+
+func (x *indexExpiries) covers(id string, expiry time.Time) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	u, ok := x.until[id]
+	return ok && !u.Before(expiry)
+}
+
+func (x *indexExpiries) set(id string, until time.Time) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.until == nil {
+		x.until = map[string]time.Time{}
+	}
+	now := time.Now()
+	if len(x.until) >= indexSweepAt && now.Sub(x.swept) > time.Second {
+		for k, u := range x.until {
+			if u.Before(now) {
+				delete(x.until, k)
+			}
+		}
+		x.swept = now
+	}
+	x.until[id] = until
 }
 
 func members(sess *api.Session) []string {

@@ -79,21 +79,28 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// withSession opens a store on a fresh server and creates session s1
+// (alice to bob) with ttl, returning what the test needs of it.
+func withSession(t *testing.T, ttl time.Duration) (jetstream.JetStream, Options, *Store, *api.Session, uint64) {
+	t.Helper()
+	js := startJetStream(t)
+	opts := uniqueOptions()
+	s := openStore(t, js, opts)
+	sess := &api.Session{ID: "s1", State: api.StateWaiting, Initiator: "alice", Responder: "bob"}
+	rev, err := s.CreateSession(t.Context(), sess, ttl)
+	if err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	return js, opts, s, sess, rev
+}
+
 // TestNoLeakAfterExpiry checks that an expired session leaves nothing
 // behind: no record, no index entry, and, once the marker TTL has passed,
 // not even the server's delete markers.
 func TestNoLeakAfterExpiry(t *testing.T) {
 	t.Parallel()
-	js := startJetStream(t)
-	opts := uniqueOptions()
-	s := openStore(t, js, opts)
+	js, opts, s, sess, rev := withSession(t, time.Second)
 	ctx := t.Context()
-
-	sess := &api.Session{ID: "s1", State: api.StateWaiting, Initiator: "alice", Responder: "bob"}
-	rev, err := s.CreateSession(ctx, sess, time.Second)
-	if err != nil {
-		t.Fatalf("CreateSession: %v", err)
-	}
 	// Exercise the index refresh path too.
 	if _, err := s.UpdateSession(ctx, sess, rev, time.Second); err != nil {
 		t.Fatalf("UpdateSession: %v", err)
@@ -131,6 +138,53 @@ func TestNoLeakAfterExpiry(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
+	}
+}
+
+// TestIndexRewrittenOnlyWhenExpiryGrows checks that an update rewrites the
+// member index only when the record would otherwise outlive it, and that a
+// replica that did not write the index rewrites it.
+func TestIndexRewrittenOnlyWhenExpiryGrows(t *testing.T) {
+	t.Parallel()
+	js, opts, s, sess, rev := withSession(t, time.Hour)
+	ctx := t.Context()
+	indexRevs := func() [2]uint64 {
+		t.Helper()
+		var revs [2]uint64
+		for i, user := range []string{"alice", "bob"} {
+			e, err := s.sessions.Get(ctx, memberKey(user, sess.ID))
+			if err != nil {
+				t.Fatalf("index entry of %s: %v", user, err)
+			}
+			revs[i] = e.Revision()
+		}
+		return revs
+	}
+	steps := []struct {
+		name    string
+		store   *Store
+		ttl     time.Duration
+		rewrite bool
+	}{
+		{"earlier expiry", s, 50 * time.Minute, false},
+		{"the same expiry, a moment later", s, time.Hour - time.Second, false},
+		{"later expiry", s, 2 * time.Hour, true},
+		{"shorter again", s, time.Hour, false},
+		{"another replica", openStore(t, js, opts), time.Hour, true},
+	}
+	for _, st := range steps {
+		before := indexRevs()
+		sess.Reason = st.name
+		var err error
+		if rev, err = st.store.UpdateSession(ctx, sess, rev, st.ttl); err != nil {
+			t.Fatalf("%s: UpdateSession: %v", st.name, err)
+		}
+		if rewrote := indexRevs() != before; rewrote != st.rewrite {
+			t.Errorf("%s: index rewritten = %v, want %v", st.name, rewrote, st.rewrite)
+		}
+	}
+	if list, err := s.ListSessions(ctx, "bob"); err != nil || len(list) != 1 {
+		t.Errorf("ListSessions(bob) = %v, %v; want s1", list, err)
 	}
 }
 
