@@ -37,24 +37,33 @@ func runAll(ctx context.Context, o options, env []string, stdout io.Writer) erro
 	say := func(format string, a ...any) { fmt.Fprintf(stdout, format+"\n", a...) }
 	say("SFT bench: %s file, %d run(s) after a warm-up, %d pairs; scratch in %s", human(o.size), o.runs, o.pairs, dir)
 
-	src, err := randomFile(ctx, dir, o.size)
-	if err != nil {
-		return err
+	// The test file is made once, when the first data-path case needs it.
+	var src string
+	withFile := func(name string, run func(src string) *Case) func() *Case {
+		return func() *Case {
+			if src == "" {
+				var err error
+				if src, err = randomFile(ctx, dir, o.size); err != nil {
+					return &Case{Name: name, Skipped: "no test file: " + err.Error()}
+				}
+			}
+			return run(src)
+		}
 	}
 	type step struct {
 		name string
 		run  func() *Case
 	}
 	steps := []step{
-		{caseRawTCP, func() *Case { return benchRawTCP(ctx, o, dir, src) }},
-		{caseSFT, func() *Case { return benchSFT(ctx, o, dir, src, env) }},
+		{caseRawTCP, withFile(caseRawTCP, func(src string) *Case { return benchRawTCP(ctx, o, dir, src) })},
+		{caseSFT, withFile(caseSFT, func(src string) *Case { return benchSFT(ctx, o, dir, src, env) })},
 	}
 	if o.skipCroc {
 		res.Cases = append(res.Cases, &Case{Name: caseCroc, Skipped: "--skip-croc"}, &Case{Name: caseCrocNoCompress, Skipped: "--skip-croc"})
 	} else {
 		steps = append(steps,
-			step{caseCroc, func() *Case { return benchCroc(ctx, o, dir, src, env, false, say) }},
-			step{caseCrocNoCompress, func() *Case { return benchCroc(ctx, o, dir, src, env, true, say) }})
+			step{caseCroc, withFile(caseCroc, func(src string) *Case { return benchCroc(ctx, o, dir, src, env, false, say) })},
+			step{caseCrocNoCompress, withFile(caseCrocNoCompress, func(src string) *Case { return benchCroc(ctx, o, dir, src, env, true, say) })})
 	}
 	steps = append(steps,
 		step{caseLifecycleEmbedded, func() *Case { return benchLifecycleEmbedded(ctx, o, dir) }},
