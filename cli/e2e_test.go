@@ -64,6 +64,13 @@ func (e *env) run(ctx context.Context, args ...string) (string, string, error) {
 // does not expose one by one.
 func (e *env) client() *client.Client { return e.h.Login(e.user) }
 
+// within is the test's context, ended after d at the latest.
+func within(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 func randomFile(t *testing.T, dir, name string, size int) string {
 	t.Helper()
 	p := filepath.Join(dir, name)
@@ -146,8 +153,7 @@ func dirEntries(t *testing.T, dir string) []string {
 func TestEndToEnd(t *testing.T) {
 	h := start(t, nil)
 	alice, bob := h.as("alice"), h.as("bob")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := within(t, 2*time.Minute)
 
 	// A watcher that starts before anything happens sees every event live.
 	var mu sync.Mutex
@@ -314,8 +320,7 @@ func TestLinkAttacks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
+			ctx := within(t, time.Minute)
 			src := randomFile(t, t.TempDir(), "data.bin", size)
 			port := freePort(t)
 			p := proxy(t, "127.0.0.1:"+port, tt.mangle)
@@ -368,8 +373,7 @@ func freePort(t *testing.T) string {
 func TestGarbageBeforePeer(t *testing.T) {
 	h := start(t, nil)
 	alice, bob := h.as("alice"), h.as("bob")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := within(t, time.Minute)
 	src := randomFile(t, t.TempDir(), "g.bin", 100<<10)
 	sendRes := alice.runAsync(ctx, "send", src, "--to", "bob")
 	sess := waitingSession(t, bob.client(), "g.bin")
@@ -395,8 +399,7 @@ func TestGarbageBeforePeer(t *testing.T) {
 func TestBadInput(t *testing.T) {
 	h := start(t, nil)
 	alice, bob, carol := h.as("alice"), h.as("bob"), h.as("carol")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	ctx := within(t, 2*time.Minute)
 	ac, bc, cc := alice.client(), bob.client(), carol.client()
 
 	newSession := func(t *testing.T) *api.Session {

@@ -2,7 +2,6 @@ package cli_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -51,8 +50,7 @@ func (tp *tap) contains(secret []byte) string {
 
 func TestNoSecretOnTheBus(t *testing.T) {
 	h := start(t, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := within(t, time.Minute)
 
 	// Each service identity's whole view: the requests it serves, its own
 	// replies, and for auth the callout's exchange with the server (which

@@ -67,8 +67,7 @@ func jsonLines(t *testing.T, out string) []map[string]any {
 func TestSendFolders(t *testing.T) {
 	h := start(t, nil)
 	alice, bob := h.as("alice"), h.as("bob")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := within(t, time.Minute)
 
 	src := t.TempDir()
 	mtime := time.Date(2023, 1, 2, 3, 4, 5, 0, time.UTC)
@@ -138,8 +137,7 @@ func slicesContainsType(lines []map[string]any, typ string) bool {
 func TestPipesAndText(t *testing.T) {
 	h := start(t, nil)
 	alice, bob := h.as("alice"), h.as("bob")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := within(t, time.Minute)
 
 	t.Run("stdin to stdout", func(t *testing.T) {
 		data := bytes.Repeat([]byte("tar bytes "), 50000)
@@ -192,8 +190,7 @@ func TestPipesAndText(t *testing.T) {
 func TestReceiverListens(t *testing.T) {
 	h := start(t, nil)
 	alice, bob := h.as("alice"), h.as("bob")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := within(t, time.Minute)
 	src := randomFile(t, t.TempDir(), "nat.bin", 1<<20)
 	sendRes := alice.runAsync(ctx, "send", src, "--to", "bob")
 	s := openSession(t, alice, "nat.bin")
@@ -219,8 +216,7 @@ func TestReceiverListens(t *testing.T) {
 func TestInterrupt(t *testing.T) {
 	h := start(t, nil)
 	alice, bob := h.as("alice"), h.as("bob")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := within(t, time.Minute)
 	src := randomFile(t, t.TempDir(), "big.bin", 512<<20)
 	sendRes := alice.runAsync(ctx, "send", src, "--to", "bob")
 	s := openSession(t, alice, "big.bin")
@@ -343,8 +339,7 @@ func TestResumeAfterKill(t *testing.T) {
 	bin := sftCLI(t)
 	h := start(t, nil)
 	alice, bob := h.as("alice"), h.as("bob")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx := within(t, 3*time.Minute)
 	const size = 256 << 20
 	src := randomFile(t, t.TempDir(), "big.bin", size)
 	sendRes := alice.runAsync(ctx, "send", src, "--to", "bob", "--json", "--timeout", "1m")
@@ -386,8 +381,7 @@ func TestResumeAfterKill(t *testing.T) {
 func TestInterruptSender(t *testing.T) {
 	h := start(t, nil)
 	alice, bob := h.as("alice"), h.as("bob")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := within(t, time.Minute)
 	src := randomFile(t, t.TempDir(), "big.bin", 512<<20)
 	sctx, interrupt := context.WithCancel(ctx)
 	defer interrupt()
@@ -421,8 +415,7 @@ func TestInterruptSender(t *testing.T) {
 func TestNoSpace(t *testing.T) {
 	h := start(t, nil)
 	alice, bob := h.as("alice"), h.as("bob")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := within(t, time.Minute)
 	// A sparse file larger than any test machine's free space.
 	src := filepath.Join(t.TempDir(), "huge.img")
 	f, err := os.Create(src)
@@ -466,7 +459,7 @@ func TestResumeAfterSenderKill(t *testing.T) {
 	bin := sftCLI(t)
 	h := start(t, nil)
 	alice, bob := h.as("alice"), h.as("bob")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	const size = 256 << 20
 	src := randomFile(t, t.TempDir(), "big.bin", size)
@@ -511,8 +504,7 @@ func TestResumeAfterSenderKill(t *testing.T) {
 func TestSecondSendTakesOver(t *testing.T) {
 	h := start(t, nil)
 	alice, bob := h.as("alice"), h.as("bob")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	ctx := within(t, time.Minute)
 	src := randomFile(t, t.TempDir(), "twice.bin", 1<<20)
 	first := alice.runAsync(ctx, "send", src, "--to", "bob")
 	s := openSession(t, alice, "twice.bin")
@@ -554,7 +546,7 @@ func TestSecondSendTakesOver(t *testing.T) {
 func TestRecvAfterPlacedNotReported(t *testing.T) {
 	h := start(t, nil)
 	alice, bob := h.as("alice"), h.as("bob")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	bc := bob.client()
 	out := t.TempDir()
