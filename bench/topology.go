@@ -15,11 +15,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/sftproject/sft/config"
+	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/daemon"
 	"github.com/sftproject/sft/services/launch"
 )
@@ -158,7 +158,7 @@ type procGroup struct {
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  syncBuffer
+	out  syncbuf.Buffer
 	done chan struct{}
 }
 
@@ -250,23 +250,6 @@ func (p *proc) waitFor(ctx context.Context, want string) error {
 		}
 	}
 	return nil
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func freePort() (string, error) {

@@ -2,7 +2,6 @@ package broker
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,6 +19,7 @@ import (
 	"github.com/nats-io/nkeys"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/api"
 )
 
@@ -29,23 +28,6 @@ func TestMain(m *testing.M) {
 	// second under the race detector; the hash format is the same.
 	bcryptCost = bcrypt.MinCost
 	os.Exit(m.Run())
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 type testBroker struct {
@@ -148,7 +130,7 @@ func startBrokerWith(t *testing.T, verifyClients bool) *testBroker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: levelNATSDebug}))
 	keys := newCalloutKeys(t)
 	svcKeys := newServiceKeys(t)
@@ -708,7 +690,7 @@ func TestReconnect(t *testing.T) {
 	b := startBroker(t)
 	port := b.Server().Addr().(*net.TCPAddr).Port
 
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	ctx, cancel := context.WithCancel(t.Context())
 	nc, err := Connect(ctx, ConnOptions{
 		URL: b.ClientURL(), CAFile: b.pki.CAFile, Service: ServiceSession, NKey: b.svcKeys[ServiceSession],
@@ -750,7 +732,7 @@ func TestReconnect(t *testing.T) {
 }
 
 func TestNATSLoggerLevels(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	nl := newNATSLogger(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: levelNATSDebug})))
 	nl.Noticef("Server is ready")
 	nl.Warnf("Plaintext passwords detected, use nkeys or bcrypt")

@@ -21,6 +21,7 @@ import (
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/config"
+	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/daemon"
 	"github.com/sftproject/sft/services/secrets"
@@ -543,14 +544,14 @@ func containerFS(t *testing.T, s types.ServiceConfig, hostPath func(string) stri
 // sftdProc is one sftd service running in this process.
 type sftdProc struct {
 	name string
-	out  *syncBuffer
+	out  *syncbuf.Buffer
 	done chan struct{}
 	err  error // set before done closes
 }
 
 // startSftd runs sftd with args and env until ctx ends.
 func startSftd(ctx context.Context, name string, args, env []string) *sftdProc {
-	pr := &sftdProc{name: name, out: &syncBuffer{}, done: make(chan struct{})}
+	pr := &sftdProc{name: name, out: &syncbuf.Buffer{}, done: make(chan struct{})}
 	go func() {
 		defer close(pr.done)
 		pr.err = daemon.Run(ctx, daemon.IO{In: strings.NewReader(""), Out: pr.out, Err: pr.out}, args, env)

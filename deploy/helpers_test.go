@@ -11,11 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/daemon"
 )
 
@@ -99,7 +99,7 @@ func natsBinary(t testing.TB) string {
 type natsProc struct {
 	URL     string // client URL, tls://127.0.0.1:port
 	Monitor string // monitoring URL, http://127.0.0.1:port
-	log     *syncBuffer
+	log     *syncbuf.Buffer
 }
 
 // startNATS runs the nats-server binary with the configuration conf and the
@@ -110,7 +110,7 @@ func startNATS(t testing.TB, conf, dir string) *natsProc {
 	t.Helper()
 	bin := natsBinary(t)
 	portsDir := t.TempDir()
-	p := &natsProc{log: &syncBuffer{}}
+	p := &natsProc{log: &syncbuf.Buffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "-c", conf,
 		"-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", portsDir)
@@ -189,27 +189,9 @@ func healthy(monitor string) bool {
 	return resp.StatusCode == http.StatusOK
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers and readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // waitForOutput waits until out contains want, or done closes (the writer
 // has stopped), or startTimeout passes.
-func waitForOutput(out *syncBuffer, want string, done <-chan struct{}) error {
+func waitForOutput(out *syncbuf.Buffer, want string, done <-chan struct{}) error {
 	deadline := time.After(startTimeout)
 	tick := time.NewTicker(25 * time.Millisecond)
 	defer tick.Stop()

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/store/redisstore/redistest"
 )
 
@@ -145,7 +146,7 @@ func TestMain(m *testing.M) {
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  syncBuffer
+	out  syncbuf.Buffer
 	done chan struct{}
 	err  error
 }

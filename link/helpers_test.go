@@ -1,7 +1,6 @@
 package link
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"fmt"
@@ -16,26 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/api"
 )
-
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // env is one session: a key, an id, a listener on loopback and a
 // destination directory.
@@ -45,7 +27,7 @@ type env struct {
 	sid  string
 	ln   net.Listener
 	dir  string
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 	opts Options
 }
 
@@ -56,7 +38,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	return &env{
 		t:    t,
 		key:  randomKey(t),

@@ -14,33 +14,16 @@ import (
 	"time"
 
 	"github.com/sftproject/sft/cli/client"
+	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/devstack/devstacktest"
 )
-
-// lockedBuffer collects logs written from many goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // TestNoSecretInLogs runs a whole transfer with every log, the services',
 // the broker's and both clients', at debug level, and looks for the
 // passwords, the tokens and the session key in any common encoding.
 func TestNoSecretInLogs(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	h := devstacktest.Start(t, nil, devstacktest.WithLog(logs, slog.LevelDebug))
 	clientLog := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)

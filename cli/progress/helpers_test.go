@@ -1,13 +1,13 @@
 package progress
 
 import (
-	"bytes"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/api"
 )
 
@@ -33,36 +33,18 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// syncBuffer is written by mpb's goroutine and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // harness drives a Reporter without its renderer goroutine: each step
 // moves the fake clock, applies updates and renders once.
 type harness struct {
 	t     *testing.T
 	r     *Reporter
 	clock *fakeClock
-	out   *syncBuffer
+	out   *syncbuf.Buffer
 }
 
 func newHarness(t *testing.T, o Options, files []api.File) *harness {
 	t.Helper()
-	h := &harness{t: t, clock: newClock(), out: &syncBuffer{}}
+	h := &harness{t: t, clock: newClock(), out: &syncbuf.Buffer{}}
 	o.Out = h.out
 	o.Now = h.clock.Now
 	h.r = newReporter(o, files, false)

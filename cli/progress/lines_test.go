@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/api"
 )
 
@@ -313,7 +314,7 @@ func TestQuiet(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out := &syncBuffer{}
+			out := &syncbuf.Buffer{}
 			if tt.o.Mode == Quiet {
 				tt.o.Out = out
 			}
@@ -354,7 +355,7 @@ func TestModes(t *testing.T) {
 		{Options{Mode: bars}, Plain},
 	}
 	for _, tt := range tests {
-		tt.o.Out = &syncBuffer{}
+		tt.o.Out = &syncbuf.Buffer{}
 		r := newReporter(tt.o, nil, false)
 		r.Close()
 		if r.mode != tt.want {
@@ -380,7 +381,7 @@ func TestUpdateIgnoresBadInput(t *testing.T) {
 }
 
 func TestUpdateDoesNotAllocate(t *testing.T) {
-	r := New(Options{Mode: Plain, Out: &syncBuffer{}}, []api.File{{Name: "a", Size: 1 << 40}})
+	r := New(Options{Mode: Plain, Out: &syncbuf.Buffer{}}, []api.File{{Name: "a", Size: 1 << 40}})
 	defer r.Close()
 	var n int64
 	if a := testing.AllocsPerRun(1000, func() { n++; r.Update(0, n) }); a != 0 {
@@ -389,7 +390,7 @@ func TestUpdateDoesNotAllocate(t *testing.T) {
 }
 
 func BenchmarkUpdate(b *testing.B) {
-	r := New(Options{Mode: Plain, Out: &syncBuffer{}, Interval: time.Millisecond}, []api.File{{Name: "a", Size: 1 << 62}})
+	r := New(Options{Mode: Plain, Out: &syncbuf.Buffer{}, Interval: time.Millisecond}, []api.File{{Name: "a", Size: 1 << 62}})
 	defer r.Close()
 	var n int64
 	for b.Loop() {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/api"
 	"github.com/vbauerster/mpb/v8/decor"
 )
@@ -202,7 +203,7 @@ func TestCloseStopsRendering(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out := &syncBuffer{}
+			out := &syncbuf.Buffer{}
 			tt.o.Out = out
 			r := New(tt.o, []api.File{{Name: "a", Size: 1 * mib}, {Name: "b", Size: 1 * mib}})
 			r.Update(0, 0)
@@ -246,7 +247,7 @@ func TestConcurrentUpdate(t *testing.T) {
 		{Mode: JSON, Interval: time.Millisecond},
 	} {
 		t.Run(fmt.Sprint(o.Terminal, o.Mode), func(t *testing.T) {
-			o.Out = &syncBuffer{}
+			o.Out = &syncbuf.Buffer{}
 			files := []api.File{{Name: "a", Size: 1 << 30}, {Name: "b", Size: api.SizeUnknown}, {Name: "c", Size: 1 << 30}}
 			r := New(o, files)
 			var wg sync.WaitGroup

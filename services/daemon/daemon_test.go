@@ -1,7 +1,6 @@
 package daemon_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -10,7 +9,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/cli/client"
+	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/daemon"
 	"github.com/sftproject/sft/services/secrets"
@@ -25,25 +24,6 @@ import (
 	"github.com/sftproject/sft/services/store/kvstore"
 	"github.com/sftproject/sft/services/token"
 )
-
-// syncBuffer is an io.Writer a running command writes to while the test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // install is one machine's sftd environment: its own home and data dir.
 type install struct {
@@ -66,7 +46,7 @@ func testCtx(t *testing.T) context.Context {
 
 // sftd runs one command to its end.
 func (in *install) sftd(stdin string, extraEnv []string, args ...string) (string, error) {
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	err := daemon.Run(testCtx(in.t), daemon.IO{In: strings.NewReader(stdin), Out: &out, Err: &errb}, args, append(in.env[:len(in.env):len(in.env)], extraEnv...))
 	if errb.String() != "" {
 		in.t.Logf("sftd %s stderr:\n%s", strings.Join(args, " "), errb.String())
@@ -77,7 +57,7 @@ func (in *install) sftd(stdin string, extraEnv []string, args ...string) (string
 // dev is a running `sftd dev`.
 type dev struct {
 	url    string
-	out    *syncBuffer // what sftd dev printed
+	out    *syncbuf.Buffer // what sftd dev printed
 	cancel context.CancelFunc
 	done   chan error
 	store  *kvstore.Store // opened by install.user
@@ -88,7 +68,7 @@ var natsAt = regexp.MustCompile(`NATS at (\S+)`)
 // startDev runs `sftd dev` in the background until stop.
 func (in *install) startDev() *dev {
 	in.t.Helper()
-	var out, errb syncBuffer
+	var out, errb syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &dev{cancel: cancel, done: make(chan error, 1), out: &out}
 	go func() {

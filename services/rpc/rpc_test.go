@@ -1,7 +1,6 @@
 package rpc_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -17,27 +16,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/rpc"
 	"github.com/sftproject/sft/services/token"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // startNATS runs a plain NATS server on a random port for the test.
 func startNATS(t *testing.T) string {
@@ -75,7 +58,7 @@ type fixture struct {
 	nc      *nats.Conn // the caller's connection
 	issuer  *token.Issuer
 	key     ed25519.PrivateKey
-	log     *syncBuffer
+	log     *syncbuf.Buffer
 	revoked *revokedSet // the service's revoked token ids
 }
 
@@ -95,7 +78,7 @@ func startService(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	revoked := &revokedSet{}
 	h := rpc.Handler{
 		Ctx:      t.Context(),

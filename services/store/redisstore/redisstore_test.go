@@ -17,13 +17,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/store"
 	"github.com/sftproject/sft/services/store/redisstore/redistest"
@@ -565,7 +565,7 @@ func TestConfigWarnings(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	rc := rawClient(t, srv)
 	ctx := t.Context()
-	var buf syncBuffer
+	var buf syncbuf.Buffer
 	logger := slog.New(slog.NewTextHandler(&buf, nil))
 
 	openStore(t, Options{URL: srv.URL(), Logger: logger})
@@ -583,21 +583,4 @@ func TestConfigWarnings(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, buf.String())
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sftproject/sft/internal/syncbuf"
 )
 
 // Timeouts for the server's lifecycle. Generous: the machine may be busy
@@ -61,7 +63,7 @@ type Server struct {
 	dir  string
 	port int
 	opts Options
-	log  *syncBuffer
+	log  *syncbuf.Buffer
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -81,7 +83,7 @@ func Start(t testing.TB, o Options) *Server {
 		}
 		t.Skip(msg)
 	}
-	s := &Server{t: t, bin: bin, dir: t.TempDir(), opts: o, log: &syncBuffer{}}
+	s := &Server{t: t, bin: bin, dir: t.TempDir(), opts: o, log: &syncbuf.Buffer{}}
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
@@ -303,23 +305,4 @@ func freePort(t testing.TB) int {
 func quote(s string) string {
 	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`)
 	return `"` + r.Replace(s) + `"`
-}
-
-// syncBuffer collects the server's output, written by exec's copier
-// goroutines and read by the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
