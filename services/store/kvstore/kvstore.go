@@ -6,17 +6,19 @@
 // creates the buckets that way. Layout of the sessions bucket:
 //
 //	s.<session-id>        the JSON session record
-//	m.<user>.<session-id> empty index entry, one per member, same TTL
+//	m.<user>.<session-id> empty index entry, one per member
 //	o.<user>              the user's open sessions: JSON {id: expiry in Unix ms}
 //
 // The member index is what lets ListSessions find a user's sessions without
-// scanning every record; its entries live at least as long as the record,
-// so they vanish with it. A live session's later writes keep its record's
-// expiry or bring it forward, so the store rewrites the entries only when a
-// write takes the record past the expiry it last gave them. The open-session record is what lets OpenSessions answer
-// with one read: a session enters it when created live and leaves it when
-// written in an ended state; entries past their expiry are not counted and
-// are dropped at the next write, and the record expires with its last entry.
+// scanning every record; its entries never expire before the record. A
+// live session's later writes keep its record's expiry or bring it forward,
+// so the store rewrites the entries only when a write takes the record past
+// the expiry it last gave them.
+//
+// The open-session record is what lets OpenSessions answer with one read:
+// a session enters it when created live and leaves it when written in an
+// ended state; entries past their expiry are not counted and are dropped at
+// the next write, and the record expires with its last entry.
 package kvstore
 
 import (
@@ -272,12 +274,12 @@ func (s *Store) UpdateSession(ctx context.Context, sess *api.Session, rev uint64
 	}
 	// The update itself is stored; failing in what follows would make the
 	// caller retry a write that already happened, so failures are logged.
-	if s.indexed.covers(sess.ID, expiry) {
-		// The index outlives the record already.
-	} else if err := s.putIndex(ctx, sess, ttl); err != nil {
-		// The session may drop out of ListSessions before it expires.
-		s.log.Warn("kvstore: session updated but its index TTL was not refreshed",
-			"session", sess.ID, "error", err)
+	if !s.indexed.covers(sess.ID, expiry) {
+		if err := s.putIndex(ctx, sess, ttl); err != nil {
+			// The session may drop out of ListSessions before it expires.
+			s.log.Warn("kvstore: session updated but its index TTL was not refreshed",
+				"session", sess.ID, "error", err)
+		}
 	}
 	if sess.State.Terminal() {
 		if err := s.setOpen(ctx, sess.Initiator, sess.ID, time.Time{}); err != nil {
