@@ -126,17 +126,7 @@ func TestLoginFailuresPerAddress(t *testing.T) {
 		{"file", nil, "limits:\n  login_failures_per_address: 7\n", 7},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var file string
-			if tc.file != "" {
-				file = filepath.Join(t.TempDir(), "sft.yaml")
-				if err := os.WriteFile(file, []byte(tc.file), 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
-			c, err := Load(append([]string{"HOME=" + home}, tc.env...), file, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := loadWith(t, home, tc.env, tc.file)
 			if c.Limits.LoginFailuresPerAddress != tc.want {
 				t.Errorf("limits.login_failures_per_address = %d, want %d", c.Limits.LoginFailuresPerAddress, tc.want)
 			}
@@ -161,20 +151,28 @@ func TestMutualTLSSettings(t *testing.T) {
 		{name: "environment turns the file's off", env: []string{"SFT_NATS_VERIFY_CLIENTS=false"}, file: "nats:\n  verify_clients: true\n", verify: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var file string
-			if tc.file != "" {
-				file = filepath.Join(t.TempDir(), "sft.yaml")
-				if err := os.WriteFile(file, []byte(tc.file), 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
-			c, err := Load(append([]string{"HOME=" + home}, tc.env...), file, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := loadWith(t, home, tc.env, tc.file)
 			if c.NATS.VerifyClients != tc.verify || c.NATS.CertFile != tc.cert || c.NATS.KeyFile != tc.key {
 				t.Errorf("nats = %+v, want verify_clients %v, cert_file %q, key_file %q", c.NATS, tc.verify, tc.cert, tc.key)
 			}
 		})
 	}
+}
+
+// loadWith loads the configuration with env (and HOME=home) and, unless
+// empty, a configuration file holding yaml.
+func loadWith(t *testing.T, home string, env []string, yaml string) Config {
+	t.Helper()
+	var file string
+	if yaml != "" {
+		file = filepath.Join(t.TempDir(), "sft.yaml")
+		if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := Load(append([]string{"HOME=" + home}, env...), file, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
