@@ -438,6 +438,20 @@ func permissionError(t *testing.T, nc *nats.Conn) error {
 	return err
 }
 
+// answerSessionGet serves session.get with "ok" on svc, as the session
+// service's identity may, for as long as the test runs.
+func answerSessionGet(t *testing.T, svc *nats.Conn) {
+	t.Helper()
+	sub, err := svc.QueueSubscribe(api.SubjectSessionGet, api.QueueGroup, func(m *nats.Msg) { _ = m.Respond([]byte("ok")) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sub.Unsubscribe() })
+	if err := permissionError(t, svc); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestClientPermissions(t *testing.T) {
 	b := startBroker(t)
 	tests := []struct {
@@ -599,14 +613,7 @@ func TestInProcessConn(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer svc.Close()
-	sub, err := svc.QueueSubscribe(api.SubjectSessionGet, api.QueueGroup, func(m *nats.Msg) { _ = m.Respond([]byte("ok")) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	if err := permissionError(t, svc); err != nil {
-		t.Fatal(err)
-	}
+	answerSessionGet(t, svc)
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
 	if _, err := b.client(t).RequestWithContext(ctx, api.SubjectSessionGet, nil); err != nil {

@@ -48,14 +48,7 @@ func TestVerifyClients(t *testing.T) {
 			t.Errorf("%s: TLS %s with %v, want TLS 1.3 with X25519MLKEM768", name, tls.VersionName(st.Version), st.CurveID)
 		}
 	}
-	sub, err := svc.QueueSubscribe(api.SubjectSessionGet, api.QueueGroup, func(m *nats.Msg) { _ = m.Respond([]byte("ok")) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	if err := permissionError(t, svc); err != nil {
-		t.Fatal(err)
-	}
+	answerSessionGet(t, svc)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if rep, err := client.RequestWithContext(ctx, api.SubjectSessionGet, nil); err != nil || string(rep.Data) != "ok" {
@@ -165,14 +158,7 @@ func TestVerifyClientsOff(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	svc := b.service(t)
-	sub, err := svc.QueueSubscribe(api.SubjectSessionGet, api.QueueGroup, func(m *nats.Msg) { _ = m.Respond([]byte("ok")) })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
-	if err := permissionError(t, svc); err != nil {
-		t.Fatal(err)
-	}
+	answerSessionGet(t, svc)
 	cert, key := clientCert(t, filepath.Dir(b.pki.CAFile), "alice-laptop")
 	otherCA := t.TempDir()
 	if _, err := EnsureDevPKI(otherCA); err != nil {
