@@ -46,6 +46,10 @@ func TestAddServiceConcurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The subscriptions must reach the server before the other connection asks.
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	const requests = 16
 	client := connect(t, url)
 	var wg sync.WaitGroup
@@ -60,9 +64,17 @@ func TestAddServiceConcurrent(t *testing.T) {
 	if most.Load() < 2 {
 		t.Errorf("at most %d request served at once, want several", most.Load())
 	}
+	// micro counts a request once its handler has returned, which may be
+	// just after the caller has the reply.
 	total := 0
-	for _, e := range svc.Stats().Endpoints {
-		total += e.NumRequests
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		total = 0
+		for _, e := range svc.Stats().Endpoints {
+			total += e.NumRequests
+		}
+		if total == requests || time.Now().After(deadline) {
+			break
+		}
 	}
 	if total != requests {
 		t.Errorf("stats count %d requests, want %d", total, requests)
