@@ -397,9 +397,13 @@ func (a *app) lsCmd() *cobra.Command {
 				return err
 			}
 			defer closeFn()
-			all, err := c.List(ctx, api.State(state))
+			rep, err := c.ListReply(ctx, api.State(state))
 			if err != nil {
 				return err
+			}
+			all := rep.Sessions
+			if rep.Omitted > 0 {
+				fmt.Fprintf(a.io.Err, "%d older sessions not shown: their manifests do not fit in one reply\n", rep.Omitted)
 			}
 			if asJSON {
 				return json.NewEncoder(a.io.Out).Encode(all)

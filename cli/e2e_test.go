@@ -451,6 +451,27 @@ func TestBadInput(t *testing.T) {
 		_, _, err = bob.run(ctx, "recv", "../../etc", "-o", t.TempDir())
 		wantCode(t, err, api.CodeInvalid)
 	})
+	t.Run("folder too large for one session", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "tree")
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 1000 { // ≈ 100 KB of manifest, over the default 64 KiB request limit
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%04d-%s.txt", i, strings.Repeat("n", 50))), nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_, _, err := alice.run(ctx, "send", dir, "--to", "bob")
+		if err == nil || !strings.Contains(err.Error(), "1001 entries is too long for one session") || !strings.Contains(err.Error(), "tar c DIR") {
+			t.Fatalf("err = %v", err)
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Fatalf("error spans lines: %q", err)
+		}
+		if s, _ := bc.List(ctx, api.StateWaiting); len(s) != 0 {
+			t.Fatalf("a refused send left sessions: %v", s)
+		}
+	})
 	t.Run("join by a non-responder", func(t *testing.T) {
 		s := newSession(t)
 		_, err := cc.Join(ctx, s.ID, "")

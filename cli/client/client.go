@@ -98,9 +98,19 @@ func (c *Client) Get(ctx context.Context, id string) (*api.Session, error) {
 }
 
 // List returns the user's sessions, newest first; state filters when set.
+// The oldest may be left out when they do not fit in one reply (ListReply).
 func (c *Client) List(ctx context.Context, state api.State) ([]api.Session, error) {
+	rep, err := c.ListReply(ctx, state)
+	if err != nil {
+		return nil, err
+	}
+	return rep.Sessions, nil
+}
+
+// ListReply is List with the count of sessions left out.
+func (c *Client) ListReply(ctx context.Context, state api.State) (*api.ListReply, error) {
 	var rep api.ListReply
-	return rep.Sessions, c.call(ctx, api.SubjectSessionList, api.ListRequest{State: state}, &rep)
+	return &rep, c.call(ctx, api.SubjectSessionList, api.ListRequest{State: state}, &rep)
 }
 
 // Report records this member's outcome.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sftproject/sft/link"
@@ -69,7 +70,7 @@ func (c *Client) Send(ctx context.Context, o SendOptions) (*Outcome, error) {
 		if prior == nil {
 			sess, err = c.Create(ctx, api.CreateRequest{Responder: o.To, Manifest: m, PeerAddr: addr})
 			if err != nil {
-				return nil, fmt.Errorf("create session: %w", err)
+				return nil, fmt.Errorf("create session: %w%s", err, tooLargeHint(err, m))
 			}
 		} else if sess, err = c.Resume(ctx, prior.ID, addr); err != nil {
 			return nil, fmt.Errorf("resume session %s: %w", prior.ID, err)
@@ -382,4 +383,16 @@ func (c *Client) awaitEnd(ctx context.Context, w *sessionEvents, id string) (*ap
 
 func okReport(r link.Result) api.Report {
 	return api.Report{OK: true, Bytes: r.Bytes, CRC32C: r.CRC32C, SHA256: hex.EncodeToString(r.SHA256[:])}
+}
+
+// tooLargeHint says what to do when the server refused a manifest of many
+// entries for its size (limits.request_bytes): the list of entries travels
+// in the create request, while a stream's size does not matter.
+func tooLargeHint(err error, m api.Manifest) string {
+	var e *api.Error
+	if len(m.Files) < 2 || !errors.As(err, &e) || e.Code != api.CodeInvalid || !strings.Contains(e.Message, "byte limit") {
+		return ""
+	}
+	return fmt.Sprintf("; the list of %d entries is too long for one session here: send the folder in parts, "+
+		"or as one stream (tar c DIR | sft-cli send - --name DIR.tar)", len(m.Files))
 }

@@ -60,9 +60,12 @@ type ListRequest struct {
 	State State `json:"state,omitempty"`
 }
 
-// ListReply is the caller's sessions, newest first.
+// ListReply is the caller's sessions, newest first. A reply must fit in
+// one broker message, so when the sessions (whose manifests may be large)
+// do not, the oldest are left out and Omitted counts them.
 type ListReply struct {
 	Sessions []Session `json:"sessions"`
+	Omitted  int       `json:"omitted,omitempty"`
 }
 
 // ReportRequest carries a member's outcome.

@@ -1,6 +1,8 @@
 package session_test
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -81,4 +83,41 @@ func TestCreateRateLimit(t *testing.T) {
 	}
 	// Each user has a bucket of their own.
 	w.create(t, "bob", "alice")
+}
+
+// A user's sessions may hold large manifests; list answers with the newest
+// that fit in one broker message and counts the others, instead of a reply
+// the broker would refuse.
+func TestListFitsOneMessage(t *testing.T) {
+	w := newWorld(t, func(c *config.Config) { c.Limits.RequestBytes = 512 << 10 })
+	ctx := testCtx(t)
+	req := createReq("bob")
+	req.Manifest.Files = nil
+	for i := range 3500 { // ≈ 400 KB of JSON: two fit in the embedded server's 1 MiB, three do not
+		req.Manifest.Files = append(req.Manifest.Files, api.File{Name: fmt.Sprintf("tree/%05d-%s", i, strings.Repeat("x", 80)), Size: 1})
+	}
+	var ids []string
+	for range 3 {
+		s, err := w.alice.Create(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, s.ID)
+	}
+	rep, err := w.alice.ListReply(ctx, "")
+	if err != nil {
+		t.Fatalf("list: %v", err)
+	}
+	var got []string
+	for _, s := range rep.Sessions {
+		got = append(got, s.ID)
+	}
+	if want := []string{ids[2], ids[1]}; !slices.Equal(got, want) || rep.Omitted != 1 {
+		t.Fatalf("list gave %v and %d omitted, want the newest two %v and 1 omitted", got, rep.Omitted, want)
+	}
+	// Small lists are whole.
+	rep, err = w.bob.ListReply(ctx, api.StateCompleted)
+	if err != nil || len(rep.Sessions) != 0 || rep.Omitted != 0 {
+		t.Fatalf("bob's completed sessions: %v, %+v", err, rep)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base32"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -527,7 +528,34 @@ func (s *Service) list(ctx context.Context, c rpc.Caller, r *api.ListRequest) (*
 		}
 	}
 	slices.SortFunc(out, func(a, b api.Session) int { return b.CreatedAt.Compare(a.CreatedAt) })
-	return &api.ListReply{Sessions: out}, nil
+	return fitList(out, s.replyBudget())
+}
+
+// replyBudget is the largest reply body the broker carries, less room for
+// headers.
+func (s *Service) replyBudget() int {
+	const headroom = 4 << 10
+	if s.nc == nil || s.nc.MaxPayload() <= 2*headroom {
+		return 64 << 10
+	}
+	return int(s.nc.MaxPayload()) - headroom
+}
+
+// fitList keeps the newest sessions whose encoding fits in budget bytes and
+// counts the rest as omitted, so a user with many large manifests still
+// gets an answer rather than a reply the broker refuses.
+func fitList(sessions []api.Session, budget int) (*api.ListReply, error) {
+	used := len(`{"sessions":[],"omitted":1234567890}`)
+	for i, sess := range sessions {
+		b, err := json.Marshal(sess)
+		if err != nil {
+			return nil, fmt.Errorf("encode session %s: %w", sess.ID, err)
+		}
+		if used += len(b) + 1; used > budget {
+			return &api.ListReply{Sessions: sessions[:i], Omitted: len(sessions) - i}, nil
+		}
+	}
+	return &api.ListReply{Sessions: sessions}, nil
 }
 
 // maxReason bounds free text a client puts into a session and its events.
