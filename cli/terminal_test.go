@@ -134,25 +134,17 @@ func TestProgressOutput(t *testing.T) {
 			release := holdLink(t, 8<<20)
 			port := freePort(t)
 
-			sideErr := func() (*os.File, *syncbuf.Buffer) {
-				if tt.terminal {
-					p := openPTY(t)
-					return p.tty, p.out
-				}
-				return nil, &syncbuf.Buffer{}
-			}
 			type side struct {
 				verb   string
-				errOut *syncbuf.Buffer
+				errOut *syncbuf.Buffer // what the side's standard error showed
 				res    chan result
 			}
 			run := func(e *env, verb string, args ...string) *side {
-				s := &side{verb: verb, res: make(chan result, 1)}
-				tty, buf := sideErr()
-				s.errOut = buf
-				var errW io.Writer = buf
-				if tty != nil {
-					errW = tty
+				s := &side{verb: verb, errOut: &syncbuf.Buffer{}, res: make(chan result, 1)}
+				var errW io.Writer = s.errOut
+				if tt.terminal {
+					p := openPTY(t)
+					errW, s.errOut = p.tty, p.out
 				}
 				go func() {
 					var out syncbuf.Buffer

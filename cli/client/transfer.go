@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/sftproject/sft/link"
@@ -389,8 +388,7 @@ func okReport(r link.Result) api.Report {
 // entries for its size (limits.request_bytes): the list of entries travels
 // in the create request, while a stream's size does not matter.
 func tooLargeHint(err error, m api.Manifest) string {
-	var e *api.Error
-	if len(m.Files) < 2 || !errors.As(err, &e) || e.Code != api.CodeInvalid || !strings.Contains(e.Message, "byte limit") {
+	if len(m.Files) < 2 || !api.IsBodyTooLarge(err) {
 		return ""
 	}
 	return fmt.Sprintf("; the list of %d entries is too long for one session here: send the folder in parts, "+

@@ -3,6 +3,7 @@ package api
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Code is a stable, machine-readable error code. Codes never change meaning;
@@ -32,6 +33,25 @@ func (e *Error) Error() string { return fmt.Sprintf("%s: %s", e.Code, e.Message)
 // Errorf builds an *Error.
 func Errorf(code Code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// bodyTooLarge is the wording of BodyTooLarge, which IsBodyTooLarge
+// recognises on the other side of the bus.
+const bodyTooLarge = "request body of %d bytes exceeds the %d byte limit"
+
+// BodyTooLarge is the error for a request body over the service's limit
+// (limits.request_bytes).
+func BodyTooLarge(n, limit int) *Error { return Errorf(CodeInvalid, bodyTooLarge, n, limit) }
+
+// IsBodyTooLarge reports whether err is a BodyTooLarge error.
+func IsBodyTooLarge(err error) bool {
+	var e *Error
+	var n, limit int
+	if !errors.As(err, &e) || e.Code != CodeInvalid {
+		return false
+	}
+	_, serr := fmt.Sscanf(e.Message, bodyTooLarge, &n, &limit)
+	return serr == nil && strings.HasSuffix(e.Message, "limit")
 }
 
 // CodeOf returns the API code of err, or "" when err is not an API error.

@@ -132,7 +132,7 @@ func (h Handler) serve(ctx context.Context, authed bool, r micro.Request, fn fun
 		limit = MaxBody
 	}
 	if len(r.Data()) > limit {
-		return nil, api.Errorf(api.CodeInvalid, "request body of %d bytes exceeds the %d byte limit", len(r.Data()), limit)
+		return nil, api.BodyTooLarge(len(r.Data()), limit)
 	}
 	var c Caller
 	if authed {

@@ -535,10 +535,7 @@ func (s *Service) list(ctx context.Context, c rpc.Caller, r *api.ListRequest) (*
 // headers.
 func (s *Service) replyBudget() int {
 	const headroom = 4 << 10
-	if s.nc == nil || s.nc.MaxPayload() <= 2*headroom {
-		return 64 << 10
-	}
-	return int(s.nc.MaxPayload()) - headroom
+	return max(int(s.nc.MaxPayload())-headroom, headroom)
 }
 
 // fitList keeps the newest sessions whose encoding fits in budget bytes and
