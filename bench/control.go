@@ -12,8 +12,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli/client"
-	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/auth"
 )
 

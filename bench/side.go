@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli/client"
-	"github.com/sftproject/sft/services/api"
 )
 
 // runSide is one transfer side, in a process of its own: it logs in, says

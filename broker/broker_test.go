@@ -19,8 +19,8 @@ import (
 	"github.com/nats-io/nkeys"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/internal/syncbuf"
-	"github.com/sftproject/sft/services/api"
 )
 
 func TestMain(m *testing.M) {

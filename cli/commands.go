@@ -16,9 +16,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli/client"
-	"github.com/sftproject/sft/cli/prompt"
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/internal/prompt"
 )
 
 func (a *app) loginCmd() *cobra.Command {

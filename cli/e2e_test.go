@@ -18,10 +18,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli"
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/config"
-	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/devstack/devstacktest"
 	"github.com/sftproject/sft/services/store"
 )

@@ -8,9 +8,9 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/cli/progress"
-	"github.com/sftproject/sft/services/api"
 )
 
 // output is how a transfer command talks to its user: progress (bars on a

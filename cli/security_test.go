@@ -15,8 +15,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
-	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/seal"
 )
 

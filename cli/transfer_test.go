@@ -15,10 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli"
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/link"
-	"github.com/sftproject/sft/services/api"
 )
 
 // runIn is run with in as standard input.

@@ -18,11 +18,11 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/config"
 	"github.com/sftproject/sft/internal/syncbuf"
-	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/daemon"
 	"github.com/sftproject/sft/services/secrets"
 	"github.com/sftproject/sft/services/store/redisstore/redistest"

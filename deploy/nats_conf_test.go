@@ -18,9 +18,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/cli/client"
-	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/auth"
 	"github.com/sftproject/sft/services/daemon"
 	"github.com/sftproject/sft/services/secrets"

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/internal/syncbuf"
-	"github.com/sftproject/sft/services/api"
 )
 
 // env is one session: a key, an id, a listener on loopback and a

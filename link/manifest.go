@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 )
 
 // MaxText is the largest text message, in bytes: it is shown, not saved.

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 )
 
 func FuzzSafePath(f *testing.F) {

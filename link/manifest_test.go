@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 )
 
 func mfFile(name string, size int64) api.File { return api.File{Name: name, Size: size} }

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 )
 
 // tree is a set of entries to send, with their contents.

@@ -15,7 +15,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 )
 
 // Partial transfers. While a session's files arrive, each lives beside its

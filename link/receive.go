@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 )
 
 // ReceiveOptions tunes Receive.

@@ -15,7 +15,7 @@ import (
 
 	"github.com/flynn/noise"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 )
 
 type recType byte

@@ -7,7 +7,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 )
 
 // Opener opens entry i of the manifest being sent, positioned at its

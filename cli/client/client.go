@@ -12,7 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/services/rpc"
 	"github.com/sftproject/sft/services/seal"
 )

@@ -7,8 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
-	"github.com/sftproject/sft/services/api"
 )
 
 // refusedError is a connection the auth callout refused: an API error with

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/internal/syncbuf"
-	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/devstack/devstacktest"
 )
 

@@ -8,8 +8,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/link"
-	"github.com/sftproject/sft/services/api"
 )
 
 // side is one member's part in a transfer: it connects the peer link —

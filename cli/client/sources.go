@@ -10,8 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/link"
-	"github.com/sftproject/sft/services/api"
 )
 
 // Sources is what a send offers: the manifest, and how to read each entry.

@@ -11,8 +11,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/link"
-	"github.com/sftproject/sft/services/api"
 )
 
 // SendOptions describe one outgoing transfer.

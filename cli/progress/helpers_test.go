@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/internal/syncbuf"
-	"github.com/sftproject/sft/services/api"
 )
 
 // fakeClock is Options.Now under a test's control.

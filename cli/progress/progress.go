@@ -64,7 +64,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 )
 
 // Mode selects how progress is shown.

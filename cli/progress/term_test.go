@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/internal/syncbuf"
-	"github.com/sftproject/sft/services/api"
 	"github.com/vbauerster/mpb/v8/decor"
 )
 

@@ -15,8 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
-	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/rpc"
 	"github.com/sftproject/sft/services/seal"
 	"github.com/sftproject/sft/services/store"

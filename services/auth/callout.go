@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
-	"github.com/sftproject/sft/services/api"
 )
 
 // errRefused refuses a connection; the client sees only "authorization

@@ -10,9 +10,9 @@ import (
 
 	"github.com/nats-io/nkeys"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/cli/client"
-	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/devstack/devstacktest"
 	"github.com/sftproject/sft/services/secrets"
 	"github.com/sftproject/sft/services/token"

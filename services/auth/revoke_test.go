@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/cli/client"
-	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/auth"
 	"github.com/sftproject/sft/services/devstack/devstacktest"
 	"github.com/sftproject/sft/services/secrets"

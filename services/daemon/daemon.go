@@ -14,10 +14,10 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
-	"github.com/sftproject/sft/cli/prompt"
 	"github.com/sftproject/sft/config"
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/internal/prompt"
 	"github.com/sftproject/sft/services/auth"
 	"github.com/sftproject/sft/services/devstack"
 	"github.com/sftproject/sft/services/launch"

@@ -15,11 +15,11 @@ import (
 
 	"github.com/nats-io/nkeys"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/cli"
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/config"
-	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/devstack/devstacktest"
 	"github.com/sftproject/sft/services/launch"
 	"github.com/sftproject/sft/services/secrets"

@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/services/launch"
 	"github.com/sftproject/sft/services/store"
 )

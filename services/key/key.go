@@ -25,8 +25,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
-	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/events"
 	"github.com/sftproject/sft/services/rpc"
 	"github.com/sftproject/sft/services/seal"

@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 )
 
 func TestDecode(t *testing.T) {

@@ -18,7 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/services/token"
 )
 

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/config"
-	"github.com/sftproject/sft/services/api"
 )
 
 // TestExpiry leaves sessions alone past a short TTL: the JetStream timer,

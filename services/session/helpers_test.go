@@ -18,9 +18,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/config"
-	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/devstack/devstacktest"
 	"github.com/sftproject/sft/services/rpc"
 	"github.com/sftproject/sft/services/secrets"

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 )
 
 // Limits bound what one user can make the service do. A zero field takes

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/config"
-	"github.com/sftproject/sft/services/api"
 )
 
 func TestManifestLimits(t *testing.T) {

@@ -16,10 +16,10 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nkeys"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/link"
-	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/rpc"
 	"github.com/sftproject/sft/services/session"
 	"github.com/sftproject/sft/services/store"

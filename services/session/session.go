@@ -23,7 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/services/events"
 	"github.com/sftproject/sft/services/rpc"
 	"github.com/sftproject/sft/services/store"

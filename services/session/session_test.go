@@ -9,9 +9,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/config"
-	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/auth"
 	"github.com/sftproject/sft/services/devstack/devstacktest"
 	"github.com/sftproject/sft/services/rpc"

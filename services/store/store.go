@@ -13,7 +13,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 )
 
 // Sentinel errors. Implementations wrap them with %w, so callers test with

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/services/store"
 	"github.com/sftproject/sft/services/store/storetest"
 )

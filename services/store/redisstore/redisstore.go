@@ -40,7 +40,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/services/store"
 )
 

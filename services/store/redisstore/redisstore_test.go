@@ -23,8 +23,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/internal/syncbuf"
-	"github.com/sftproject/sft/services/api"
 	"github.com/sftproject/sft/services/store"
 	"github.com/sftproject/sft/services/store/redisstore/redistest"
 	"github.com/sftproject/sft/services/store/storetest"

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sftproject/sft/services/api"
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/services/store"
 )
 
