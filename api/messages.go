@@ -26,28 +26,47 @@ type LoginReply struct {
 	ExpiresAt   time.Time `json:"expires_at"`
 }
 
-// CreateRequest opens a session: the caller is the initiator.
+// CreateRequest opens a session: the caller is the initiator, and listens
+// at PeerAddrs (none: it is reachable only through a relay).
 type CreateRequest struct {
 	Responder string   `json:"responder"`
 	Manifest  Manifest `json:"manifest"`
-	PeerAddr  string   `json:"peer_addr"`
+	PeerAddrs []string `json:"peer_addrs,omitempty"`
+	PeerHost  string   `json:"peer_host,omitempty"`
 }
 
-// JoinRequest joins a waiting session as its responder. With PeerAddr the
+// JoinRequest joins a waiting session as its responder. With PeerAddrs the
 // responder listens there and the initiator dials it (the session's
 // Listener becomes the responder); without, the responder dials the
 // initiator.
 type JoinRequest struct {
-	SessionID string `json:"session_id"`
-	PeerAddr  string `json:"peer_addr,omitempty"`
+	SessionID string   `json:"session_id"`
+	PeerAddrs []string `json:"peer_addrs,omitempty"`
+	PeerHost  string   `json:"peer_host,omitempty"`
 }
 
 // ResumeRequest re-attaches a member to a waiting or joined session, after
 // its peer link dropped or its process restarted. The listening member
-// gives the address it listens at now; the dialing member gives none.
+// gives the addresses it listens at now (none: only through a relay), which
+// replace the recorded ones; the dialing member gives none.
 type ResumeRequest struct {
+	SessionID string   `json:"session_id"`
+	PeerAddrs []string `json:"peer_addrs,omitempty"`
+	PeerHost  string   `json:"peer_host,omitempty"`
+}
+
+// RelayRequest asks for a ticket to the relay for one connection attempt
+// of the caller's side of a joined session.
+type RelayRequest struct {
 	SessionID string `json:"session_id"`
-	PeerAddr  string `json:"peer_addr,omitempty"`
+}
+
+// RelayReply names the relays to try, best first, and the caller's
+// admission ticket: valid for one connection, to any of them, until the
+// session expires.
+type RelayReply struct {
+	Addrs  []string `json:"addrs"`
+	Ticket string   `json:"ticket"`
 }
 
 // SessionRequest names a session (get).

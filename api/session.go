@@ -105,7 +105,25 @@ type Report struct {
 	SHA256 string    `json:"sha256,omitempty"` // hex
 	Error  string    `json:"error,omitempty"`  // why the member's side failed
 	At     time.Time `json:"at"`
+	// Path is how the last peer link went (PathDirect or PathRelay) and
+	// Via the address it went to: the listener's or the relay's.
+	Path Path   `json:"path,omitempty"`
+	Via  string `json:"via,omitempty"`
 }
+
+// Path is the way the peer link reached the other member.
+type Path string
+
+const (
+	PathDirect Path = "direct" // a TCP connection between the peers
+	PathRelay  Path = "relay"  // through the relay, which sees only ciphertext
+)
+
+// Valid reports whether p is a known path (or none).
+func (p Path) Valid() bool { return p == "" || p == PathDirect || p == PathRelay }
+
+// MaxPeerAddrs bounds the candidate addresses a listener may announce.
+const MaxPeerAddrs = 16
 
 // Session is the record the session service keeps and returns to members.
 // It never holds a secret: the key lives with the key service.
@@ -115,11 +133,15 @@ type Session struct {
 	Initiator string   `json:"initiator"`
 	Responder string   `json:"responder"`
 	Manifest  Manifest `json:"manifest"`
-	// Listener is the member whose peer link listens at PeerAddr (host:port)
-	// for the other to dial: the initiator, unless the responder asked to
-	// listen when it joined.
-	Listener  Role            `json:"listener,omitempty"`
-	PeerAddr  string          `json:"peer_addr"`
+	// Listener is the member whose peer link listens for the other to dial:
+	// the initiator, unless the responder asked to listen when it joined.
+	Listener Role `json:"listener,omitempty"`
+	// PeerAddrs are the listener's candidate addresses (host:port), best
+	// first; empty when the listener is reachable only through a relay.
+	PeerAddrs []string `json:"peer_addrs,omitempty"`
+	// PeerHost identifies the listener's host and network namespace
+	// (opaque), so a dialer on the same one may also try loopback.
+	PeerHost  string          `json:"peer_host,omitempty"`
 	Reports   map[Role]Report `json:"reports,omitempty"`
 	Reason    string          `json:"reason,omitempty"` // why it failed, was cancelled or expired
 	CreatedAt time.Time       `json:"created_at"`
@@ -172,6 +194,10 @@ type Event struct {
 	Reason    string    `json:"reason,omitempty"`
 	Report    *Report   `json:"report,omitempty"` // with EventReported
 	Role      Role      `json:"role,omitempty"`   // with EventReported: whose report
-	At        time.Time `json:"at"`
-	Seq       uint64    `json:"seq,omitempty"` // stream sequence, set by the watch relay
+	// Path and Via say how the bytes went (with EventCompleted), from the
+	// dialing member's report.
+	Path Path      `json:"path,omitempty"`
+	Via  string    `json:"via,omitempty"`
+	At   time.Time `json:"at"`
+	Seq  uint64    `json:"seq,omitempty"` // stream sequence, set by the watch relay
 }

@@ -25,6 +25,7 @@ const (
 	SubjectSessionReport = Prefix + ".session.report"
 	SubjectSessionCancel = Prefix + ".session.cancel"
 	SubjectSessionWatch  = Prefix + ".session.watch"
+	SubjectSessionRelay  = Prefix + ".session.relay"
 
 	SubjectKeyGet = Prefix + ".key.get"
 )

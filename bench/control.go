@@ -142,14 +142,14 @@ func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU f
 // (create → both keys in hand).
 func lifecycle(ctx context.Context, p pair, st *stepTimes) (time.Duration, error) {
 	t0 := time.Now()
-	s, err := p.a.Create(ctx, api.CreateRequest{Responder: p.b.User(), PeerAddr: "127.0.0.1:9",
+	s, err := p.a.Create(ctx, api.CreateRequest{Responder: p.b.User(), PeerAddrs: []string{"127.0.0.1:9"},
 		Manifest: api.Manifest{Files: []api.File{{Name: "nothing.bin", Size: 0}}}})
 	if err != nil {
 		return 0, fmt.Errorf("create: %w", err)
 	}
 	t1 := time.Now()
 	st.create = append(st.create, t1.Sub(t0))
-	if _, err := p.b.Join(ctx, s.ID, ""); err != nil {
+	if _, err := p.b.Join(ctx, s.ID, nil); err != nil {
 		return 0, fmt.Errorf("join: %w", err)
 	}
 	t2 := time.Now()

@@ -52,12 +52,12 @@ func runSide(ctx context.Context, args, env []string, stdout io.Writer) error {
 			return serr
 		}
 		_, err = c.Send(ctx, client.SendOptions{
-			To: "bob", Sources: src, Listen: "127.0.0.1:0", ConnectTimeout: time.Minute, Logger: slog.New(slog.DiscardHandler),
+			To: "bob", Sources: src, Peer: client.PeerOptions{Listen: "127.0.0.1:0", Timeout: time.Minute, Relay: client.RelayNever}, Logger: slog.New(slog.DiscardHandler),
 			OnSession: func(s *api.Session, _ bool) { fmt.Fprintln(stdout, "session "+s.ID) },
 		})
 	case "recv":
 		t0 = time.Now()
-		_, err = c.Receive(ctx, client.ReceiveOptions{SessionID: word, Dir: path, Overwrite: true, ConnectTimeout: time.Minute, Logger: slog.New(slog.DiscardHandler)})
+		_, err = c.Receive(ctx, client.ReceiveOptions{SessionID: word, Dir: path, Overwrite: true, Peer: client.PeerOptions{Timeout: time.Minute, Relay: client.RelayNever}, Logger: slog.New(slog.DiscardHandler)})
 	default:
 		return fmt.Errorf("side: unknown role %q", role)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli/client"
@@ -96,6 +97,7 @@ func (a *app) logoutCmd() *cobra.Command {
 func (a *app) sendCmd() *cobra.Command {
 	var to, name, text string
 	var of outputFlags
+	var pf pathFlags
 	cmd := &cobra.Command{
 		Use:   "send FILE|FOLDER... --to USER",
 		Short: "Offer files, folders, standard input (-) or a text to a user, and send them once they accept",
@@ -113,6 +115,10 @@ func (a *app) sendCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			peer, err := a.peerOptions(pf)
+			if err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			c, closeFn, err := a.session(ctx)
 			if err != nil {
@@ -125,7 +131,7 @@ func (a *app) sendCmd() *cobra.Command {
 			}
 			m := src.Manifest
 			out, err := c.Send(ctx, client.SendOptions{
-				To: to, Sources: src, Listen: a.cfg.Peer.Listen, Advertise: a.cfg.Peer.Advertise, ConnectTimeout: a.cfg.Peer.ConnectTimeout,
+				To: to, Sources: src, Peer: peer,
 				OnSession: func(s *api.Session, resumed bool) {
 					if resumed {
 						o.say("Session %s: resuming the transfer to %s", s.ID, to)
@@ -142,8 +148,8 @@ func (a *app) sendCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			o.result(fmt.Sprintf("sent %s (%s) to %s: verified, crc32c %08x, sha256 %s, session %s completed",
-				m.Summary(), humanBytes(out.Result.Bytes), to, out.Result.CRC32C,
+			o.result(fmt.Sprintf("sent %s (%s) to %s%s: verified, crc32c %08x, sha256 %s, session %s completed",
+				m.Summary(), humanBytes(out.Result.Bytes), to, pathNote(out), out.Result.CRC32C,
 				hex.EncodeToString(out.Result.SHA256[:]), out.Session.ID), newResult(out))
 			return nil
 		},
@@ -152,8 +158,9 @@ func (a *app) sendCmd() *cobra.Command {
 	cmd.Flags().StringVar(&name, "name", "", "name to give standard input (with -)")
 	cmd.Flags().StringVar(&text, "text", "", "send this text instead of files; the receiver sees it")
 	of.add(cmd.Flags())
-	a.bind(cmd.Flags(), "peer.listen", "listen", "", "address to accept the peer on (default 127.0.0.1:0)")
-	a.bind(cmd.Flags(), "peer.advertise", "advertise", "", "address the receiver should dial, if not the listen address (NAT, port forwarding)")
+	pf.add(cmd.Flags())
+	a.bind(cmd.Flags(), "peer.listen", "listen", "", "address to accept the peer on (default :0, every interface)")
+	a.bind(cmd.Flags(), "peer.advertise", "advertise", "", "addresses (comma-separated) the receiver should try first (NAT, port forwarding)")
 	a.bind(cmd.Flags(), "peer.connect_timeout", "timeout", "", "how long to wait for the peer to connect, or to come back after a drop (default 1m)")
 	return cmd
 }
@@ -182,9 +189,10 @@ func (a *app) sources(args []string, name, text string) (*client.Sources, error)
 }
 
 func (a *app) recvCmd() *cobra.Command {
-	var dir, listen, advertise string
+	var dir, listen string
 	var overwrite, yes bool
 	var of outputFlags
+	var pf pathFlags
 	cmd := &cobra.Command{
 		Use:   "recv [SESSION_ID]",
 		Short: "Receive a transfer; without an id, the one session waiting for you",
@@ -199,6 +207,10 @@ func (a *app) recvCmd() *cobra.Command {
 			toStdout := dir == "-"
 			if toStdout && of.json {
 				return usageErr("-o - writes the file to standard output; it cannot be combined with --json")
+			}
+			peer, err := a.peerOptions(pf)
+			if err != nil {
+				return err
 			}
 			ctx := cmd.Context()
 			c, closeFn, err := a.session(ctx)
@@ -216,8 +228,7 @@ func (a *app) recvCmd() *cobra.Command {
 			}
 			var m api.Manifest
 			ro := client.ReceiveOptions{
-				SessionID: id, Dir: dir, Overwrite: overwrite, ConnectTimeout: a.cfg.Peer.ConnectTimeout,
-				Listen: listen, Advertise: advertise,
+				SessionID: id, Dir: dir, Overwrite: overwrite, Listen: listen, Peer: peer,
 				OnSession: func(s *api.Session, resumed bool) {
 					m = s.Manifest
 					verb := "receiving"
@@ -274,8 +285,8 @@ func (a *app) recvCmd() *cobra.Command {
 			if !toStdout {
 				where = destination(dir, out.Session.Manifest)
 			}
-			line := fmt.Sprintf("received %s (%s) from %s into %s: verified, crc32c %08x, sha256 %s, session %s completed",
-				out.Session.Manifest.Summary(), humanBytes(out.Result.Bytes), out.Session.Initiator, where, out.Result.CRC32C,
+			line := fmt.Sprintf("received %s (%s) from %s%s into %s: verified, crc32c %08x, sha256 %s, session %s completed",
+				out.Session.Manifest.Summary(), humanBytes(out.Result.Bytes), out.Session.Initiator, pathNote(out), where, out.Result.CRC32C,
 				hex.EncodeToString(out.Result.SHA256[:]), out.Session.ID)
 			if toStdout {
 				if !of.quiet {
@@ -291,8 +302,9 @@ func (a *app) recvCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace existing files of the same names")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "accept without asking (the question is asked only on a terminal)")
 	cmd.Flags().StringVar(&listen, "listen", "", "listen for the sender on HOST:PORT instead of dialing it (the sender dials out)")
-	cmd.Flags().StringVar(&advertise, "advertise", "", "address the sender should dial, if not the --listen address")
+	a.bind(cmd.Flags(), "peer.advertise", "advertise", "", "with --listen: addresses (comma-separated) the sender should try first")
 	of.add(cmd.Flags())
+	pf.add(cmd.Flags())
 	a.bind(cmd.Flags(), "peer.connect_timeout", "timeout", "", "how long to try reaching the sender, or to wait for it after a drop (default 1m)")
 	return cmd
 }
@@ -377,6 +389,9 @@ func formatEvent(ev api.Event) string {
 			fmt.Fprintf(&b, "  %s: failed", ev.Role)
 		}
 	}
+	if ev.Path != "" {
+		fmt.Fprintf(&b, "  %s via %s", ev.Path, ev.Via)
+	}
 	if ev.Reason != "" {
 		fmt.Fprintf(&b, "  (%s)", ev.Reason)
 	}
@@ -453,4 +468,39 @@ func lookupEnv(env []string, name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// pathFlags are the flags that choose how the peers connect.
+type pathFlags struct{ relay, noRelay bool }
+
+func (f *pathFlags) add(fs *pflag.FlagSet) {
+	fs.BoolVar(&f.relay, "relay", false, "go through the relay only (for networks where direct attempts are slow to fail)")
+	fs.BoolVar(&f.noRelay, "no-relay", false, "never use the relay: the bytes go only over a direct connection")
+}
+
+// peerOptions is how this run connects to its peer: the configuration,
+// with --relay or --no-relay over peer.relay.
+func (a *app) peerOptions(f pathFlags) (client.PeerOptions, error) {
+	p := a.cfg.Peer
+	mode := client.RelayMode(p.Relay)
+	switch {
+	case f.relay && f.noRelay:
+		return client.PeerOptions{}, usageErr("--relay and --no-relay contradict each other: give one")
+	case f.relay:
+		mode = client.RelayAlways
+	case f.noRelay:
+		mode = client.RelayNever
+	}
+	return client.PeerOptions{Listen: p.Listen, Advertise: p.Advertise, Timeout: p.ConnectTimeout, Relay: mode, RelayDelay: p.RelayDelay}, nil
+}
+
+// pathNote says how the bytes went, for the result line.
+func pathNote(out *client.Outcome) string {
+	switch out.Path {
+	case api.PathRelay:
+		return " through the relay at " + out.Via
+	case api.PathDirect:
+		return " directly (" + out.Via + ")"
+	}
+	return ""
 }

@@ -379,7 +379,7 @@ func TestGarbageBeforePeer(t *testing.T) {
 	sess := waitingSession(t, bob.client(), "g.bin")
 	// Anyone may knock on the announced port; garbage must not end the session.
 	for _, junk := range [][]byte{[]byte("GET / HTTP/1.0\r\n\r\n"), bytes.Repeat([]byte{0xff}, 70000), {0, 0}} {
-		c, err := net.Dial("tcp", sess.PeerAddr)
+		c, err := net.Dial("tcp", sess.PeerAddrs[0])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -404,7 +404,7 @@ func TestBadInput(t *testing.T) {
 
 	newSession := func(t *testing.T) *api.Session {
 		t.Helper()
-		s, err := ac.Create(ctx, api.CreateRequest{Responder: "bob", PeerAddr: "127.0.0.1:9", Manifest: api.Manifest{Files: []api.File{{Name: "x.txt", Size: 1}}}})
+		s, err := ac.Create(ctx, api.CreateRequest{Responder: "bob", PeerAddrs: []string{"127.0.0.1:9"}, Manifest: api.Manifest{Files: []api.File{{Name: "x.txt", Size: 1}}}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -474,26 +474,26 @@ func TestBadInput(t *testing.T) {
 	})
 	t.Run("join by a non-responder", func(t *testing.T) {
 		s := newSession(t)
-		_, err := cc.Join(ctx, s.ID, "")
+		_, err := cc.Join(ctx, s.ID, nil)
 		wantCode(t, err, api.CodeForbidden)
-		_, err = ac.Join(ctx, s.ID, "")
+		_, err = ac.Join(ctx, s.ID, nil)
 		wantCode(t, err, api.CodeForbidden)
 		_, err = cc.Get(ctx, s.ID)
 		wantCode(t, err, api.CodeForbidden)
 	})
 	t.Run("second join", func(t *testing.T) {
 		s := newSession(t)
-		if _, err := bc.Join(ctx, s.ID, ""); err != nil {
+		if _, err := bc.Join(ctx, s.ID, nil); err != nil {
 			t.Fatal(err)
 		}
-		_, err := bc.Join(ctx, s.ID, "")
+		_, err := bc.Join(ctx, s.ID, nil)
 		wantCode(t, err, api.CodeConflict)
 	})
 	t.Run("key before join and by a non-member", func(t *testing.T) {
 		s := newSession(t)
 		_, err := ac.Key(ctx, s.ID)
 		wantCode(t, err, api.CodeConflict)
-		if _, err := bc.Join(ctx, s.ID, ""); err != nil {
+		if _, err := bc.Join(ctx, s.ID, nil); err != nil {
 			t.Fatal(err)
 		}
 		_, err = cc.Key(ctx, s.ID)
@@ -509,7 +509,7 @@ func TestBadInput(t *testing.T) {
 	})
 	t.Run("unsafe name", func(t *testing.T) {
 		for _, name := range []string{"../evil", "/abs", "a//b", "..", "x\x1b[2J", "C:x", ""} {
-			_, err := ac.Create(ctx, api.CreateRequest{Responder: "bob", PeerAddr: "127.0.0.1:9", Manifest: api.Manifest{Files: []api.File{{Name: name, Size: 1}}}})
+			_, err := ac.Create(ctx, api.CreateRequest{Responder: "bob", PeerAddrs: []string{"127.0.0.1:9"}, Manifest: api.Manifest{Files: []api.File{{Name: name, Size: 1}}}})
 			wantCode(t, err, api.CodeInvalid)
 		}
 	})
@@ -546,7 +546,7 @@ func TestBadInput(t *testing.T) {
 		src := randomFile(t, t.TempDir(), "lonely.txt", 10)
 		sendRes := alice.runAsync(ctx, "send", src, "--to", "bob", "--timeout", "2s")
 		s := waitingSession(t, bc, "lonely.txt")
-		if _, err := bc.Join(ctx, s.ID, ""); err != nil {
+		if _, err := bc.Join(ctx, s.ID, nil); err != nil {
 			t.Fatal(err)
 		}
 		sr := <-sendRes
@@ -578,7 +578,7 @@ func TestBadInput(t *testing.T) {
 		if got.State != api.StateCancelled || !strings.Contains(got.Reason, "not now") {
 			t.Fatalf("state = %s (%s)", got.State, got.Reason)
 		}
-		_, err := bc.Join(ctx, s.ID, "")
+		_, err := bc.Join(ctx, s.ID, nil)
 		wantCode(t, err, api.CodeConflict)
 	})
 	t.Run("garbage on every subject", func(t *testing.T) {

@@ -48,6 +48,8 @@ type resultJSON struct {
 	SHA256  string   `json:"sha256"`
 	Paths   []string `json:"paths,omitempty"`
 	Text    string   `json:"text,omitempty"`
+	Path    string   `json:"path,omitempty"` // "direct" or "relay"
+	Via     string   `json:"via,omitempty"`  // the address the link went to
 }
 
 func newResult(out *client.Outcome) resultJSON {
@@ -56,7 +58,7 @@ func newResult(out *client.Outcome) resultJSON {
 		Type: "result", Session: s.ID, State: string(s.State), From: s.Initiator, To: s.Responder,
 		Entries: len(s.Manifest.Files), Bytes: out.Result.Bytes, Moved: out.Moved,
 		CRC32C: fmt.Sprintf("%08x", out.Result.CRC32C), SHA256: hex.EncodeToString(out.Result.SHA256[:]),
-		Paths: out.Paths, Text: out.Text,
+		Paths: out.Paths, Text: out.Text, Path: string(out.Path), Via: out.Via,
 	}
 }
 

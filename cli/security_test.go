@@ -99,11 +99,11 @@ func TestNoSecretOnTheBus(t *testing.T) {
 	}
 
 	alice, bob := h.as("alice").client(), h.as("bob").client()
-	s, err := alice.Create(ctx, api.CreateRequest{Responder: "bob", PeerAddr: "127.0.0.1:9", Manifest: api.Manifest{Files: []api.File{{Name: "x", Size: 1}}}})
+	s, err := alice.Create(ctx, api.CreateRequest{Responder: "bob", PeerAddrs: []string{"127.0.0.1:9"}, Manifest: api.Manifest{Files: []api.File{{Name: "x", Size: 1}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.Join(ctx, s.ID, ""); err != nil {
+	if _, err := bob.Join(ctx, s.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	key, err := bob.Key(ctx, s.ID)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -516,7 +517,7 @@ func TestSecondSendTakesOver(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if cur.PeerAddr != s.PeerAddr {
+		if !slices.Equal(cur.PeerAddrs, s.PeerAddrs) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -584,7 +585,7 @@ func TestRecvAfterPlacedNotReported(t *testing.T) {
 // has reported.
 func receiveUnreported(t *testing.T, ctx context.Context, c *client.Client, id, out string) {
 	t.Helper()
-	sess, err := c.Join(ctx, id, "")
+	sess, err := c.Join(ctx, id, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -592,7 +593,7 @@ func receiveUnreported(t *testing.T, ctx context.Context, c *client.Client, id, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := link.Dial(ctx, sess.PeerAddr, key, id, link.Options{})
+	conn, err := link.Dial(ctx, sess.PeerAddrs[0], key, id, link.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

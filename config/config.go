@@ -103,14 +103,19 @@ type Session struct {
 
 // Peer configures sft-cli's peer link.
 type Peer struct {
-	// Listen is where the sending side accepts its peer (port 0: any free port).
+	// Listen is where the sending side accepts its peer (port 0: any free
+	// port; no host: every interface, each of whose addresses is announced).
 	Listen string `mapstructure:"listen"`
-	// Advertise is the address the peer dials when it differs from Listen
-	// (behind NAT or a port forward); empty means Listen's actual address.
+	// Advertise lists addresses (comma-separated host:port) the peer tries
+	// before this host's own (behind NAT or a port forward).
 	Advertise string `mapstructure:"advertise"`
 	// ConnectTimeout bounds the wait for the peer's connection once it joined,
 	// and the dial to a listening peer.
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+	// Relay is auto (the relay when no direct connection works within
+	// RelayDelay), always, or never.
+	Relay      string        `mapstructure:"relay"`
+	RelayDelay time.Duration `mapstructure:"relay_delay"`
 }
 
 // Limits bound what one user (or one client address) can make the
@@ -190,9 +195,11 @@ func Keys(env []string) []Key {
 		{"auth.token_ttl", 12 * time.Hour, "lifetime of a login token"},
 		{"session.ttl", 15 * time.Minute, "time a session has from creation to its end"},
 		{"session.retention", time.Hour, "how long an ended session stays readable"},
-		{"peer.listen", "127.0.0.1:0", "address the sending side's peer link listens on"},
-		{"peer.advertise", "", "address the peer dials, when it differs from peer.listen (NAT, port forwarding)"},
+		{"peer.listen", ":0", "address the sending side's peer link listens on (no host: every interface, each address announced to the peer)"},
+		{"peer.advertise", "", "addresses (comma-separated host:port) the peer tries before this host's own (NAT, port forwarding)"},
 		{"peer.connect_timeout", time.Minute, "wait for the peer's connection once it joined, or for it to come back after the link dropped"},
+		{"peer.relay", "auto", "relay use: auto (when no direct connection works within peer.relay_delay), always, never"},
+		{"peer.relay_delay", 2500 * time.Millisecond, "how long direct connection attempts get before the relay is tried too"},
 		{"log.level", "info", "log level: debug, info, warn, error"},
 		{"log.format", "text", "log format: text or json"},
 		{"limits.open_sessions", 16, "live sessions one user may have started at once"},
@@ -315,6 +322,14 @@ func (c Config) validate() error {
 		if n <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, n))
 		}
+	}
+	if c.Peer.RelayDelay < 0 {
+		errs = append(errs, fmt.Errorf("peer.relay_delay must not be negative, got %s", c.Peer.RelayDelay))
+	}
+	switch c.Peer.Relay {
+	case "auto", "always", "never":
+	default:
+		errs = append(errs, fmt.Errorf("peer.relay must be auto, always or never, got %q", c.Peer.Relay))
 	}
 	switch c.Store.Backend {
 	case "jetstream", "redis":

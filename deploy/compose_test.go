@@ -500,11 +500,11 @@ func testComposeStack(t *testing.T, verifyClients bool) {
 			t.Errorf("login without a certificate: %v, want a refusal that asks for one", err)
 		}
 	}
-	s, err := alice.Create(cctx, api.CreateRequest{Responder: "bob", PeerAddr: "127.0.0.1:9", Manifest: api.Manifest{Files: []api.File{{Name: "x", Size: 1}}}})
+	s, err := alice.Create(cctx, api.CreateRequest{Responder: "bob", PeerAddrs: []string{"127.0.0.1:9"}, Manifest: api.Manifest{Files: []api.File{{Name: "x", Size: 1}}}})
 	if err != nil {
 		t.Fatalf("create session: %v", err)
 	}
-	if _, err := bob.Join(cctx, s.ID, ""); err != nil {
+	if _, err := bob.Join(cctx, s.ID, nil); err != nil {
 		t.Fatalf("join: %v", err)
 	}
 	ka, err := alice.Key(cctx, s.ID)

@@ -77,18 +77,30 @@ func (c *Client) Create(ctx context.Context, req api.CreateRequest) (*api.Sessio
 	return &s, c.call(ctx, api.SubjectSessionCreate, req, &s)
 }
 
-// Join joins a session as its responder; with peerAddr the responder
-// listens there and the initiator dials.
-func (c *Client) Join(ctx context.Context, id, peerAddr string) (*api.Session, error) {
+// Join joins a session as its responder; with peerAddrs the responder
+// listens there and the initiator dials it.
+func (c *Client) Join(ctx context.Context, id string, peerAddrs []string) (*api.Session, error) {
 	var s api.Session
-	return &s, c.call(ctx, api.SubjectSessionJoin, api.JoinRequest{SessionID: id, PeerAddr: peerAddr}, &s)
+	req := api.JoinRequest{SessionID: id, PeerAddrs: peerAddrs}
+	if len(peerAddrs) > 0 {
+		req.PeerHost = HostID()
+	}
+	return &s, c.call(ctx, api.SubjectSessionJoin, req, &s)
 }
 
-// Resume re-attaches to a session after its peer link dropped or this
-// process restarted; the listening member gives its new address.
-func (c *Client) Resume(ctx context.Context, id, peerAddr string) (*api.Session, error) {
+// Resume re-attaches to a session after a dropped link or a restart. The
+// listening member gives the addresses it listens at now (none: only
+// through the relay); the dialing member gives nil.
+func (c *Client) Resume(ctx context.Context, id string, peerAddrs []string) (*api.Session, error) {
 	var s api.Session
-	return &s, c.call(ctx, api.SubjectSessionResume, api.ResumeRequest{SessionID: id, PeerAddr: peerAddr}, &s)
+	return &s, c.call(ctx, api.SubjectSessionResume, api.ResumeRequest{SessionID: id, PeerAddrs: peerAddrs, PeerHost: HostID()}, &s)
+}
+
+// RelayTicket asks for the relay addresses and a ticket for one
+// connection of this member's side of a joined session.
+func (c *Client) RelayTicket(ctx context.Context, id string) (*api.RelayReply, error) {
+	var r api.RelayReply
+	return &r, c.call(ctx, api.SubjectSessionRelay, api.RelayRequest{SessionID: id}, &r)
 }
 
 // Get reads a session.

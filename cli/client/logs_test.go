@@ -51,14 +51,14 @@ func TestNoSecretInLogs(t *testing.T) {
 	}
 	go func() {
 		_, err := alice.Send(ctx, client.SendOptions{
-			To: "bob", Sources: sources, Listen: "127.0.0.1:0", ConnectTimeout: 30 * time.Second, Logger: clientLog,
+			To: "bob", Sources: sources, Peer: client.PeerOptions{Listen: "127.0.0.1:0", Timeout: 30 * time.Second}, Logger: clientLog,
 			OnSession: func(s *api.Session, _ bool) { sessions <- s.ID },
 		})
 		sent <- err
 	}()
 	id = <-sessions
 	out, err := bob.Receive(ctx, client.ReceiveOptions{
-		SessionID: id, Dir: t.TempDir(), ConnectTimeout: 30 * time.Second, Logger: clientLog,
+		SessionID: id, Dir: t.TempDir(), Peer: client.PeerOptions{Timeout: 30 * time.Second}, Logger: clientLog,
 		OnSession: func(*api.Session, bool) {
 			wg.Go(func() {
 				for ctx.Err() == nil {

@@ -6,33 +6,81 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/link"
+	"github.com/sftproject/sft/services/relay"
 )
 
 // side is one member's part in a transfer: it connects the peer link —
-// listening or dialing, as the session says — runs the transfer over it,
-// and when the link drops, re-establishes it with the peer (a new listen
-// address is announced through the session) and lets the transfer resume.
+// listening or dialing, as the session says, directly or through the
+// relay — runs the transfer over it, and when the link drops,
+// re-establishes it with the peer (new listen addresses are announced
+// through the session) and lets the transfer resume, on whichever path
+// works then.
 type side struct {
 	c         *Client
 	sess      *api.Session
 	role      api.Role
 	w         *sessionEvents
-	listen    string // where to listen when this side listens
-	advertise string
-	timeout   time.Duration // for the peer to connect, or to come back after a drop
+	listen    string   // where to listen when this side listens
+	advertise []string // addresses to announce before the interfaces' own
+	peer      PeerOptions
 	notify    func(string, ...any)
 	log       *slog.Logger
 	resumable bool // the transfer can continue after a drop (not a pipe or a text)
 
 	ln        net.Listener
-	addr      string // the address this side announced for the peer to dial
-	bound     string // the address the last listener had, reused so the peer's view stays valid
+	addrs     []string // the addresses this side announced for the peer to dial
+	bound     string   // the address the last listener had, reused so the peer's view stays valid
 	key       []byte
 	connected bool // a link was established at least once
+	noRelay   bool // the server offers no relay
+	path      api.Path
+	via       string
+}
+
+// RelayMode says whether a transfer may go through the relay.
+type RelayMode string
+
+const (
+	RelayAuto   RelayMode = "auto"   // when no direct connection works within the relay delay
+	RelayAlways RelayMode = "always" // only through the relay (networks where direct attempts are slow to fail)
+	RelayNever  RelayMode = "never"  // never: the bytes must not touch a server
+)
+
+// PeerOptions tune how the peers find each other.
+type PeerOptions struct {
+	// Listen is where this side listens when it is the listener
+	// (host:port, port 0 = any; ":0" = every interface).
+	Listen string
+	// Advertise lists addresses (comma-separated) the peer should try
+	// before this host's own: a NAT's public address, a port forward.
+	Advertise string
+	// Timeout bounds the wait for the peer to connect, or to come back
+	// after a drop.
+	Timeout time.Duration
+	// Relay says whether the relay may be used; RelayDelay is how long
+	// direct attempts get before it is tried too.
+	Relay      RelayMode
+	RelayDelay time.Duration
+}
+
+func newSide(c *Client, role api.Role, listen string, peer PeerOptions, notify func(string, ...any), log *slog.Logger, resumable bool) *side {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &side{c: c, role: role, listen: listen, advertise: splitAddrs(peer.Advertise), peer: peer, notify: notify, log: log, resumable: resumable}
+}
+
+// report is this side's successful report: the checks, and the path the
+// last link took.
+func (s *side) report(r link.Result) api.Report {
+	rep := okReport(r)
+	rep.Path, rep.Via = s.path, s.via
+	return rep
 }
 
 func (s *side) close() {
@@ -55,9 +103,13 @@ func (s *side) peerName() string {
 	return s.sess.Initiator
 }
 
-// startListening opens the peer link listener and returns the address the
-// peer should dial.
-func (s *side) startListening() (string, error) {
+// startListening opens the peer link listener and returns the addresses
+// the peer should try. Forced through the relay, it listens nowhere.
+func (s *side) startListening() ([]string, error) {
+	if s.peer.Relay == RelayAlways {
+		s.addrs = []string{}
+		return nil, nil
+	}
 	var ln net.Listener
 	var err error
 	if s.bound != "" {
@@ -67,20 +119,12 @@ func (s *side) startListening() (string, error) {
 	}
 	if ln == nil {
 		if ln, err = net.Listen("tcp", s.listen); err != nil {
-			return "", fmt.Errorf("listen for the peer on %s: %w", s.listen, err)
+			return nil, fmt.Errorf("listen for the peer on %s: %w", s.listen, err)
 		}
 	}
 	s.bound = ln.Addr().String()
-	addr := s.advertise
-	if addr == "" {
-		if tcp, ok := ln.Addr().(*net.TCPAddr); ok && tcp.IP.IsUnspecified() {
-			ln.Close()
-			return "", fmt.Errorf("listen address %s does not say where the peer should connect: give a host (--listen HOST:PORT) or --advertise HOST:PORT", s.listen)
-		}
-		addr = ln.Addr().String()
-	}
-	s.ln, s.addr = ln, addr
-	return addr, nil
+	s.ln, s.addrs = ln, Candidates(ln.Addr().(*net.TCPAddr), s.advertise)
+	return s.addrs, nil
 }
 
 // transfer waits until the session is joined, then runs fn over the peer
@@ -101,13 +145,13 @@ func (s *side) transfer(ctx context.Context, moved *int64, fn func(*link.Conn) (
 		return link.Result{}, err
 	}
 	s.sess = sess
-	if sess.Listener == s.role && s.addr != "" && sess.PeerAddr != s.addr {
+	if sess.Listener == s.role && s.addrs != nil && !slices.Equal(sess.PeerAddrs, s.addrs) {
 		return link.Result{}, errors.New("another sft-cli resumed the session")
 	}
 	if s.key, err = s.c.Key(ctx, sess.ID); err != nil {
 		return link.Result{}, fmt.Errorf("get session key: %w", err)
 	}
-	if s.sess.Listener == s.role && s.ln == nil {
+	if s.sess.Listener == s.role && s.addrs == nil {
 		// Joined as the listener elsewhere, or a stale record: listen anew.
 		if err := s.relisten(ctx); err != nil {
 			return link.Result{}, err
@@ -139,7 +183,7 @@ func (s *side) transfer(ctx context.Context, moved *int64, fn func(*link.Conn) (
 		case linkErr && !link.Resumable(err):
 			return link.Result{}, err
 		}
-		s.say("link to %s lost: %v; waiting up to %s for it to come back", s.peerName(), err, s.timeout)
+		s.say("link to %s lost: %v; waiting up to %s for it to come back", s.peerName(), err, s.peer.Timeout)
 		if err := s.reconnect(ctx); err != nil {
 			return link.Result{}, err
 		}
@@ -147,23 +191,90 @@ func (s *side) transfer(ctx context.Context, moved *int64, fn func(*link.Conn) (
 	}
 }
 
-// connect establishes the peer link for one attempt.
+// connect establishes the peer link for one attempt: the dialer tries the
+// listener's addresses and, failing them, the relay; the listener accepts
+// on its socket and, failing that, meets the dialer at the relay.
 func (s *side) connect(ctx context.Context) (*link.Conn, error) {
-	opts := link.Options{Logger: s.log, DialTimeout: s.timeout, HandshakeTimeout: s.timeout}
-	if s.sess.Listener != s.role {
-		return link.Dial(ctx, s.sess.PeerAddr, s.key, s.sess.ID, opts)
-	}
-	actx, cancel := context.WithTimeout(ctx, s.timeout)
+	actx, cancel := context.WithTimeout(ctx, s.peer.Timeout)
 	defer cancel()
-	conn, err := link.Accept(actx, s.ln, s.key, s.sess.ID, opts)
-	s.ln = nil // Accept closed it
-	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		if !s.connected {
-			return nil, fmt.Errorf("%s joined but did not connect to %s within %s", s.peerName(), s.bound, s.timeout)
+	opts := link.Options{Logger: s.log, DialTimeout: s.peer.Timeout, HandshakeTimeout: s.peer.Timeout, RelayDelay: s.peer.RelayDelay}
+	relayDial := s.relayDialer()
+	var (
+		conn *link.Conn
+		err  error
+	)
+	if s.sess.Listener != s.role {
+		var cands []link.Candidate
+		if s.peer.Relay != RelayAlways {
+			for _, a := range dialOrder(s.sess.PeerAddrs, s.sess.PeerHost) {
+				cands = append(cands, link.Candidate{Path: link.PathDirect, Addr: a})
+			}
 		}
-		return nil, fmt.Errorf("%w: %s did not connect again within %s", ErrLeftForResume, s.peerName(), s.timeout)
+		if relayDial != nil {
+			cands = append(cands, link.Candidate{Path: link.PathRelay, Addr: "relay", Dial: relayDial})
+		}
+		if len(cands) == 0 {
+			return nil, fmt.Errorf("%s listens only through the relay, and %s", s.peerName(), s.noRelayWhy())
+		}
+		conn, err = link.Connect(actx, cands, s.key, s.sess.ID, opts)
+	} else {
+		opts.Relay = relayDial
+		ln := s.ln
+		s.ln = nil // Accept closes it
+		if ln == nil && relayDial == nil {
+			return nil, fmt.Errorf("this side listens only through the relay, and %s", s.noRelayWhy())
+		}
+		conn, err = link.Accept(actx, ln, s.key, s.sess.ID, opts)
 	}
-	return conn, err
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		if !s.connected {
+			return nil, fmt.Errorf("%s joined but no connection with it completed within %s: %w", s.peerName(), s.peer.Timeout, err)
+		}
+		return nil, fmt.Errorf("%w: %s did not connect again within %s", ErrLeftForResume, s.peerName(), s.peer.Timeout)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.path, s.via = api.Path(conn.Path()), conn.PeerAddr()
+	s.log.Info("peer link up", "session", s.sess.ID, "path", s.path, "via", s.via)
+	return conn, nil
+}
+
+func (s *side) noRelayWhy() string {
+	if s.peer.Relay == RelayNever {
+		return "--no-relay forbids the relay"
+	}
+	return "this server offers no relay"
+}
+
+// relayDialer returns how this side reaches the relay for one attempt, or
+// nil when it may not (RelayNever) or the server has none. Every call asks
+// the session service for a fresh ticket, good for one connection.
+func (s *side) relayDialer() func(context.Context) (net.Conn, error) {
+	if s.peer.Relay == RelayNever || s.noRelay {
+		return nil
+	}
+	return func(ctx context.Context) (net.Conn, error) {
+		rep, err := s.c.RelayTicket(ctx, s.sess.ID)
+		if api.CodeOf(err) == api.CodeUnavailable {
+			s.noRelay = true
+		}
+		if err != nil {
+			return nil, fmt.Errorf("relay ticket: %w", err)
+		}
+		var errs []error
+		for _, addr := range rep.Addrs {
+			nc, err := relay.Dial(ctx, addr, rep.Ticket)
+			if err == nil {
+				return nc, nil
+			}
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		return nil, fmt.Errorf("no relay answered: %w", errors.Join(errs...))
+	}
 }
 
 // reconnect prepares the next attempt after a drop. The listener listens
@@ -174,7 +285,7 @@ func (s *side) reconnect(ctx context.Context) error {
 	if s.sess.Listener == s.role {
 		return s.relisten(ctx)
 	}
-	wctx, cancel := context.WithTimeout(ctx, s.timeout)
+	wctx, cancel := context.WithTimeout(ctx, s.peer.Timeout)
 	defer cancel()
 	other := api.RoleResponder
 	if s.role == api.RoleResponder {
@@ -185,7 +296,7 @@ func (s *side) reconnect(ctx context.Context) error {
 	})
 	switch {
 	case err != nil && ctx.Err() == nil:
-		return fmt.Errorf("%w: %s did not come back within %s", ErrLeftForResume, s.peerName(), s.timeout)
+		return fmt.Errorf("%w: %s did not come back within %s", ErrLeftForResume, s.peerName(), s.peer.Timeout)
 	case err != nil:
 		return err
 	case ev.State.Terminal():
@@ -200,11 +311,11 @@ func (s *side) reconnect(ctx context.Context) error {
 }
 
 func (s *side) relisten(ctx context.Context) error {
-	addr, err := s.startListening()
+	addrs, err := s.startListening()
 	if err != nil {
 		return err
 	}
-	sess, err := s.c.Resume(ctx, s.sess.ID, addr)
+	sess, err := s.c.Resume(ctx, s.sess.ID, addrs)
 	if err != nil {
 		return fmt.Errorf("resume session %s: %w", s.sess.ID, err)
 	}
@@ -254,11 +365,11 @@ func (s *side) fail(ctx context.Context, cause error) error {
 }
 
 // tookOver reports whether, this side being the listener, the session now
-// announces another address than ours: a second run resumed it.
+// announces other addresses than ours: a second run resumed it.
 func (s *side) tookOver(ctx context.Context) bool {
-	if s.addr == "" || s.sess == nil || s.sess.Listener != s.role {
+	if s.addrs == nil || s.sess == nil || s.sess.Listener != s.role {
 		return false
 	}
 	cur, err := s.c.Get(ctx, s.sess.ID)
-	return err == nil && !cur.State.Terminal() && cur.Listener == s.role && cur.PeerAddr != s.addr
+	return err == nil && !cur.State.Terminal() && cur.Listener == s.role && !slices.Equal(cur.PeerAddrs, s.addrs)
 }

@@ -17,11 +17,9 @@ import (
 
 // SendOptions describe one outgoing transfer.
 type SendOptions struct {
-	To             string   // the responder's user name
-	Sources        *Sources // what to send
-	Listen         string   // peer link listen address (host:port, port 0 = any)
-	Advertise      string   // address the peer dials, when it differs from Listen (NAT, port forwarding)
-	ConnectTimeout time.Duration
+	To      string   // the responder's user name
+	Sources *Sources // what to send
+	Peer    PeerOptions
 	// OnSession is told the session as soon as it exists (or was found
 	// again, resumed), so a user can pass its id to the receiver.
 	OnSession func(s *api.Session, resumed bool)
@@ -37,6 +35,11 @@ type Outcome struct {
 	Moved   int64    // file bytes this side moved over the link, over every attempt
 	Paths   []string // where the receiver stored the entries
 	Text    string   // a received text message
+	// Path and Via say how this run's last peer link went: direct or
+	// through the relay, and the address it reached (empty when this run
+	// only confirmed an earlier one's transfer).
+	Path api.Path
+	Via  string
 }
 
 // ErrLeftForResume marks a transfer that stopped with its session still
@@ -58,25 +61,25 @@ func (c *Client) Send(ctx context.Context, o SendOptions) (*Outcome, error) {
 			return nil, err
 		}
 	}
-	sd := &side{c: c, role: api.RoleInitiator, listen: o.Listen, advertise: o.Advertise, timeout: o.ConnectTimeout, notify: o.Notify, log: o.Logger, resumable: o.Sources.Resumable()}
+	sd := newSide(c, api.RoleInitiator, o.Peer.Listen, o.Peer, o.Notify, o.Logger, o.Sources.Resumable())
 	defer sd.close()
 	var sess *api.Session
 	if prior == nil || prior.Listener != api.RoleResponder {
-		addr, err := sd.startListening()
+		addrs, err := sd.startListening()
 		if err != nil {
 			return nil, err
 		}
 		if prior == nil {
-			sess, err = c.Create(ctx, api.CreateRequest{Responder: o.To, Manifest: m, PeerAddr: addr})
+			sess, err = c.Create(ctx, api.CreateRequest{Responder: o.To, Manifest: m, PeerAddrs: addrs, PeerHost: HostID()})
 			if err != nil {
 				return nil, fmt.Errorf("create session: %w%s", err, tooLargeHint(err, m))
 			}
-		} else if sess, err = c.Resume(ctx, prior.ID, addr); err != nil {
+		} else if sess, err = c.Resume(ctx, prior.ID, addrs); err != nil {
 			return nil, fmt.Errorf("resume session %s: %w", prior.ID, err)
 		}
 	} else {
 		var err error
-		if sess, err = c.Resume(ctx, prior.ID, ""); err != nil {
+		if sess, err = c.Resume(ctx, prior.ID, nil); err != nil {
 			return nil, fmt.Errorf("resume session %s: %w", prior.ID, err)
 		}
 	}
@@ -102,14 +105,14 @@ func (c *Client) Send(ctx context.Context, o SendOptions) (*Outcome, error) {
 	if err != nil {
 		return nil, sd.fail(ctx, err)
 	}
-	if _, err := c.Report(ctx, sess.ID, okReport(res)); err != nil {
+	if _, err := c.Report(ctx, sess.ID, sd.report(res)); err != nil {
 		return nil, fmt.Errorf("report result: %w", err)
 	}
 	final, err := c.awaitEnd(ctx, sd.w, sess.ID)
 	if err != nil {
 		return nil, err
 	}
-	return &Outcome{Session: final, Result: res, Moved: moved}, nil
+	return &Outcome{Session: final, Result: res, Moved: moved, Path: sd.path, Via: sd.via}, nil
 }
 
 // findOwnSession returns the caller's open session to `to` offering exactly
@@ -135,10 +138,10 @@ type ReceiveOptions struct {
 	Out       io.Writer // instead of Dir: where a single file's bytes go (-o -)
 	Text      io.Writer // where a text message is shown
 	Overwrite bool
-	// Listen, when set, makes this side the one that listens (host:port);
-	// Advertise is the address to give the sender, if not Listen's.
-	Listen, Advertise string
-	ConnectTimeout    time.Duration
+	// Listen, when set, makes this side the one that listens (host:port)
+	// instead of the sender; Peer.Listen is not used.
+	Listen string
+	Peer   PeerOptions
 	// Confirm, if set, is asked before joining, with what the transfer
 	// needs and the free space at the destination (-1: unknown); an error
 	// declines without touching the session.
@@ -215,24 +218,27 @@ func (c *Client) Receive(ctx context.Context, o ReceiveOptions) (*Outcome, error
 		}
 	}
 
-	sd := &side{c: c, role: api.RoleResponder, listen: o.Listen, advertise: o.Advertise, timeout: o.ConnectTimeout, notify: o.Notify, log: o.Logger, resumable: o.Out == nil && !m.Text}
+	sd := newSide(c, api.RoleResponder, o.Listen, o.Peer, o.Notify, o.Logger, o.Out == nil && !m.Text)
 	defer sd.close()
-	addr := ""
+	var addrs []string
 	if o.Listen != "" || (resuming && sess.Listener == api.RoleResponder) {
 		if o.Listen == "" {
 			return nil, fmt.Errorf("in session %s you are the side that listens: resume with --listen HOST:PORT", sess.ID)
 		}
-		if addr, err = sd.startListening(); err != nil {
+		if o.Peer.Relay == RelayAlways {
+			return nil, errors.New("--listen and --relay contradict each other: a side forced through the relay listens nowhere")
+		}
+		if addrs, err = sd.startListening(); err != nil {
 			return nil, err
 		}
 	}
 	if resuming {
-		if addr != "" && sess.Listener != api.RoleResponder {
+		if addrs != nil && sess.Listener != api.RoleResponder {
 			return nil, fmt.Errorf("in session %s the sender listens; resume without --listen", sess.ID)
 		}
-		sess, err = c.Resume(ctx, sess.ID, addr)
+		sess, err = c.Resume(ctx, sess.ID, addrs)
 	} else {
-		sess, err = c.Join(ctx, sess.ID, addr)
+		sess, err = c.Join(ctx, sess.ID, addrs)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("join session: %w", err)
@@ -257,14 +263,14 @@ func (c *Client) Receive(ctx context.Context, o ReceiveOptions) (*Outcome, error
 		}
 		return nil, err
 	}
-	if _, err := c.Report(ctx, sess.ID, okReport(res)); err != nil {
+	if _, err := c.Report(ctx, sess.ID, sd.report(res)); err != nil {
 		return nil, fmt.Errorf("report result: %w", err)
 	}
 	final, err := c.awaitEnd(ctx, sd.w, sess.ID)
 	if err != nil {
 		return nil, err
 	}
-	out := &Outcome{Session: final, Result: res, Moved: moved, Text: text.String()}
+	out := &Outcome{Session: final, Result: res, Moved: moved, Text: text.String(), Path: sd.path, Via: sd.via}
 	if lo.Out == nil {
 		out.Paths = link.Paths(o.Dir, m)
 	}

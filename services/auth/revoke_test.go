@@ -24,7 +24,7 @@ func TestRevokedTokenRefusedPerRequest(t *testing.T) {
 	alice := h.Login("alice") // connection 1, opened before the logout
 	bob := h.Login("bob")
 	s, err := alice.Create(t.Context(), api.CreateRequest{
-		Responder: "bob", PeerAddr: "127.0.0.1:9", Manifest: api.Manifest{Files: []api.File{{Name: "x", Size: 1}}},
+		Responder: "bob", PeerAddrs: []string{"127.0.0.1:9"}, Manifest: api.Manifest{Files: []api.File{{Name: "x", Size: 1}}},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -105,7 +105,7 @@ func FuzzDecode(f *testing.F) {
 	for _, s := range []string{
 		`{}`,
 		`{"user":"alice","sealed_password":"AAEC","reply_key":"AwQF"}`,
-		`{"responder":"bob","manifest":{"files":[{"name":"a.txt","size":12}]},"peer_addr":"127.0.0.1:4000"}`,
+		`{"responder":"bob","manifest":{"files":[{"name":"a.txt","size":12}]},"peer_addrs":["127.0.0.1:4000"]}`,
 		`{"session_id":"abcdefghijklmnop"}`,
 		`{"state":"waiting"}`,
 		`{"session_id":"abcdefghijklmnop","report":{"ok":true,"bytes":5,"crc32c":4294967295,"sha256":"00","at":"2030-01-02T03:04:05.123456789+01:00"}}`,

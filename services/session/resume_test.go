@@ -17,17 +17,28 @@ import (
 // joinAt joins as responder; with addr the responder listens there.
 func joinAt(ctx context.Context, c *client.Client, id, addr string) (*api.Session, error) {
 	var s api.Session
-	return &s, rpc.Call(ctx, c.Conn(), api.SubjectSessionJoin, c.Token(), api.JoinRequest{SessionID: id, PeerAddr: addr}, &s)
+	return &s, rpc.Call(ctx, c.Conn(), api.SubjectSessionJoin, c.Token(), api.JoinRequest{SessionID: id, PeerAddrs: addrList(addr)}, &s)
 }
 
 // resume re-attaches c to a session; addr is the listener's new address.
 func resume(ctx context.Context, c *client.Client, id, addr string) (*api.Session, error) {
 	var s api.Session
-	return &s, rpc.Call(ctx, c.Conn(), api.SubjectSessionResume, c.Token(), api.ResumeRequest{SessionID: id, PeerAddr: addr}, &s)
+	return &s, rpc.Call(ctx, c.Conn(), api.SubjectSessionResume, c.Token(), api.ResumeRequest{SessionID: id, PeerAddrs: addrList(addr)}, &s)
 }
 
+// addrList is the address list of one comma-separated string ("": none).
+func addrList(addrs string) []string {
+	if addrs == "" {
+		return nil
+	}
+	return strings.Split(addrs, ",")
+}
+
+// peerAddr is a session's announced addresses, comma-separated.
+func peerAddr(s *api.Session) string { return strings.Join(s.PeerAddrs, ",") }
+
 // createdAddr is the initiator's address in every session createReq opens.
-var createdAddr = createReq("bob").PeerAddr
+var createdAddr = strings.Join(createReq("bob").PeerAddrs, ",")
 
 func (w *world) testJoinListener(t *testing.T) {
 	tests := []struct {
@@ -40,6 +51,8 @@ func (w *world) testJoinListener(t *testing.T) {
 		{"initiator listens", "", "", api.RoleInitiator, createdAddr},
 		{"responder listens", "192.0.2.7:5000", "", api.RoleResponder, "192.0.2.7:5000"},
 		{"responder listens on IPv6", "[::1]:1", "", api.RoleResponder, "[::1]:1"},
+		{"responder listens at several", "192.0.2.7:5000,[2001:db8::7]:5000", "", api.RoleResponder, "192.0.2.7:5000,[2001:db8::7]:5000"},
+		{"too many addresses", strings.Repeat("192.0.2.7:5000,", api.MaxPeerAddrs) + "192.0.2.7:5000", api.CodeInvalid, "", ""},
 		{"no port", "192.0.2.7", api.CodeInvalid, "", ""},
 		{"port 0", "192.0.2.7:0", api.CodeInvalid, "", ""},
 		{"port 70000", "192.0.2.7:70000", api.CodeInvalid, "", ""},
@@ -60,8 +73,8 @@ func (w *world) testJoinListener(t *testing.T) {
 			}
 			if tc.code != "" {
 				// A refused join changes nothing.
-				if stored.State != api.StateWaiting || stored.Listener != api.RoleInitiator || stored.PeerAddr != createdAddr {
-					t.Errorf("after a refused join: %s, listener %s at %s", stored.State, stored.Listener, stored.PeerAddr)
+				if stored.State != api.StateWaiting || stored.Listener != api.RoleInitiator || peerAddr(stored) != createdAddr {
+					t.Errorf("after a refused join: %s, listener %s at %s", stored.State, stored.Listener, peerAddr(stored))
 				}
 				if n := eventCounts(t, w.svc, s.ID)[api.EventJoined]; n != 0 {
 					t.Errorf("%d joined events after a refused join", n)
@@ -69,8 +82,8 @@ func (w *world) testJoinListener(t *testing.T) {
 				return
 			}
 			for who, sess := range map[string]*api.Session{"join reply": got, "alice's read": stored} {
-				if sess.State != api.StateJoined || sess.Listener != tc.listener || sess.PeerAddr != tc.peerAddr {
-					t.Errorf("%s: %s, listener %s at %s; want joined, %s at %s", who, sess.State, sess.Listener, sess.PeerAddr, tc.listener, tc.peerAddr)
+				if sess.State != api.StateJoined || sess.Listener != tc.listener || peerAddr(sess) != tc.peerAddr {
+					t.Errorf("%s: %s, listener %s at %s; want joined, %s at %s", who, sess.State, sess.Listener, peerAddr(sess), tc.listener, tc.peerAddr)
 				}
 			}
 			if n := eventCounts(t, w.svc, s.ID)[api.EventJoined]; n != 1 {
@@ -127,21 +140,24 @@ func (w *world) testResume(t *testing.T) {
 		addr  string
 		code  api.Code
 		msg   string // in the error message
+		// relayOnly: a listener resuming with no address, reachable
+		// through the relay only from now on.
+		relayOnly bool
 	}{
 		{name: "waiting initiator", start: waiting, as: "alice", addr: newAddr},
-		{name: "waiting initiator without address", start: waiting, as: "alice", code: api.CodeInvalid, msg: "peer_addr"},
+		{name: "waiting initiator, relay only", start: waiting, as: "alice", relayOnly: true},
 		{name: "waiting responder", start: waiting, as: "bob", code: api.CodeConflict, msg: "join it"},
 		{name: "waiting responder with address", start: waiting, as: "bob", addr: newAddr, code: api.CodeConflict, msg: "join it"},
 		{name: "joined listener", start: joined, as: "alice", addr: newAddr},
-		{name: "joined listener without address", start: joined, as: "alice", code: api.CodeInvalid, msg: "peer_addr"},
+		{name: "joined listener, relay only", start: joined, as: "alice", relayOnly: true},
 		{name: "joined listener, port 0", start: joined, as: "alice", addr: "198.51.100.9:0", code: api.CodeInvalid},
 		{name: "joined listener, no port", start: joined, as: "alice", addr: "198.51.100.9", code: api.CodeInvalid},
 		{name: "joined dialer", start: joined, as: "bob"},
-		{name: "joined dialer with address", start: joined, as: "bob", addr: newAddr, code: api.CodeInvalid, msg: "without peer_addr"},
+		{name: "joined dialer with address", start: joined, as: "bob", addr: newAddr, code: api.CodeInvalid, msg: "without peer_addrs"},
 		{name: "listening responder", start: responderListens, as: "bob", addr: newAddr},
-		{name: "listening responder without address", start: responderListens, as: "bob", code: api.CodeInvalid, msg: "peer_addr"},
+		{name: "listening responder, relay only", start: responderListens, as: "bob", relayOnly: true},
 		{name: "dialing initiator", start: responderListens, as: "alice"},
-		{name: "dialing initiator with address", start: responderListens, as: "alice", addr: newAddr, code: api.CodeInvalid, msg: "without peer_addr"},
+		{name: "dialing initiator with address", start: responderListens, as: "alice", addr: newAddr, code: api.CodeInvalid, msg: "without peer_addrs"},
 		{name: "after a report", start: reported, as: "bob"},
 		{name: "outsider", start: joined, as: "carol", code: api.CodeForbidden},
 		{name: "admin", start: joined, as: devstacktest.Admin, code: api.CodeForbidden},
@@ -166,19 +182,19 @@ func (w *world) testResume(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			wantAddr, wantResumed := before.PeerAddr, uint64(0)
+			wantAddr, wantResumed := peerAddr(before), uint64(0)
 			if tc.code == "" {
 				wantResumed = 1
-				if tc.addr != "" {
+				if tc.addr != "" || tc.relayOnly {
 					wantAddr = tc.addr
 				}
-				if got.ID != before.ID || got.PeerAddr != wantAddr || got.State != before.State || got.Listener != before.Listener {
+				if got.ID != before.ID || peerAddr(got) != wantAddr || got.State != before.State || got.Listener != before.Listener {
 					t.Errorf("resume returned %+v", got)
 				}
 			}
-			if stored.PeerAddr != wantAddr || stored.State != before.State || stored.Listener != before.Listener {
+			if peerAddr(stored) != wantAddr || stored.State != before.State || stored.Listener != before.Listener {
 				t.Errorf("stored %s, listener %s at %s; want %s, listener %s at %s",
-					stored.State, stored.Listener, stored.PeerAddr, before.State, before.Listener, wantAddr)
+					stored.State, stored.Listener, peerAddr(stored), before.State, before.Listener, wantAddr)
 			}
 			after := eventCounts(t, w.svc, before.ID)
 			if after[api.EventResumed] != wantResumed {
@@ -227,8 +243,8 @@ func (w *world) testResumeFlow(t *testing.T) {
 				if err != nil {
 					t.Fatalf("step %d: %v", i, err)
 				}
-				if i == 2 && got.PeerAddr != "198.51.100.9:7000" {
-					t.Errorf("the dialer reads %s, not the listener's new address", got.PeerAddr)
+				if i == 2 && peerAddr(got) != "198.51.100.9:7000" {
+					t.Errorf("the dialer reads %s, not the listener's new address", peerAddr(got))
 				}
 			}
 			evs, err := collectWatch(ctx, w.alice, s.ID)
@@ -344,7 +360,7 @@ func (w *world) testUnpublishedWrite(t *testing.T) {
 			name:  "resume after the join",
 			start: w.joined,
 			write: func(s *api.Session) {
-				s.PeerAddr, s.LastEvent, s.LastRole = "198.51.100.9:7000", api.EventResumed, api.RoleInitiator
+				s.PeerAddrs, s.LastEvent, s.LastRole = []string{"198.51.100.9:7000"}, api.EventResumed, api.RoleInitiator
 			},
 			next: func(ctx context.Context, id string) error { _, err := w.bob.Report(ctx, id, checks("x")); return err },
 			want: "created,joined,resumed,reported",
@@ -378,7 +394,7 @@ func (w *world) testUnpublishedWrite(t *testing.T) {
 			name:  "resume while waiting",
 			start: func(t *testing.T) *api.Session { return w.create(t, "alice", "bob") },
 			write: func(s *api.Session) {
-				s.PeerAddr, s.LastEvent, s.LastRole = "198.51.100.9:7000", api.EventResumed, api.RoleInitiator
+				s.PeerAddrs, s.LastEvent, s.LastRole = []string{"198.51.100.9:7000"}, api.EventResumed, api.RoleInitiator
 			},
 			next: func(ctx context.Context, id string) error { _, err := w.bob.Join(ctx, id, ""); return err },
 			want: "created,resumed,joined",

@@ -52,6 +52,17 @@ type Options struct {
 	// Instances is how many requests of one endpoint this process serves
 	// at once (rpc.AddService); 0 means 1.
 	Instances int
+	// Relay, when it has addresses, is offered to members whose peers
+	// cannot reach each other directly.
+	Relay Relay
+}
+
+// Relay is where the relay is and how to admit a member to it.
+type Relay struct {
+	Addrs []string // host:port, best first
+	// Issue signs an admission ticket: one connection of role in session,
+	// until expires, carrying at most maxBytes (services/relay.Issuer).
+	Issue func(session string, role api.Role, expires time.Time, maxBytes int64) (string, error)
 }
 
 // Service answers sft.v1.session.*.
@@ -106,6 +117,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 		svc.AddEndpoint("list", rpc.Authed(h, s.list), micro.WithEndpointSubject(api.SubjectSessionList)),
 		svc.AddEndpoint("report", rpc.Authed(h, s.report), micro.WithEndpointSubject(api.SubjectSessionReport)),
 		svc.AddEndpoint("cancel", rpc.Authed(h, s.cancel), micro.WithEndpointSubject(api.SubjectSessionCancel)),
+		svc.AddEndpoint("relay", rpc.Authed(h, s.relayTicket), micro.WithEndpointSubject(api.SubjectSessionRelay)),
 		svc.AddEndpoint("watch", rpc.Authed(h, func(_ context.Context, c rpc.Caller, r *api.WatchRequest) (*api.WatchReply, error) {
 			// The relay outlives the request, so it hangs off the service context.
 			return s.watch(ctx, c, r)
@@ -143,7 +155,7 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 	if err := s.checkManifest(r.Manifest); err != nil {
 		return nil, err
 	}
-	if err := checkPeerAddr(r.PeerAddr); err != nil {
+	if err := checkPeer(r.PeerAddrs, r.PeerHost); err != nil {
 		return nil, err
 	}
 	if ok, wait := s.creates.allow(c.User, s.now()); !ok {
@@ -178,7 +190,7 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 	sess := &api.Session{
 		ID: id, State: api.StateWaiting,
 		Initiator: c.User, Responder: r.Responder,
-		Manifest: r.Manifest, Listener: api.RoleInitiator, PeerAddr: r.PeerAddr,
+		Manifest: r.Manifest, Listener: api.RoleInitiator, PeerAddrs: r.PeerAddrs, PeerHost: r.PeerHost,
 		CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(s.o.TTL),
 		LastEvent: api.EventCreated, LastRole: api.RoleInitiator,
 	}
@@ -209,14 +221,34 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 	return sess, nil
 }
 
+// maxPeerHost bounds the listener's opaque host identifier.
+const maxPeerHost = 64
+
+// checkPeer validates a listener's candidate addresses and host id. The
+// list may be empty: a listener reachable only through a relay.
+func checkPeer(addrs []string, host string) error {
+	if len(addrs) > api.MaxPeerAddrs {
+		return api.Errorf(api.CodeInvalid, "peer_addrs: %d addresses, at most %d", len(addrs), api.MaxPeerAddrs)
+	}
+	for _, a := range addrs {
+		if err := checkPeerAddr(a); err != nil {
+			return err
+		}
+	}
+	if len(host) > maxPeerHost || strings.Trim(host, "0123456789abcdef") != "" {
+		return api.Errorf(api.CodeInvalid, "peer_host must be at most %d lower-case hex digits", maxPeerHost)
+	}
+	return nil
+}
+
 func checkPeerAddr(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return api.Errorf(api.CodeInvalid, "peer_addr %q is not host:port: %v", addr, err)
+		return api.Errorf(api.CodeInvalid, "peer address %q is not host:port: %v", addr, err)
 	}
 	p, err := strconv.Atoi(port)
-	if host == "" || err != nil || p < 1 || p > 65535 {
-		return api.Errorf(api.CodeInvalid, "peer_addr %q needs a host and a port from 1 to 65535", addr)
+	if host == "" || len(host) > 255 || err != nil || p < 1 || p > 65535 {
+		return api.Errorf(api.CodeInvalid, "peer address %q needs a host and a port from 1 to 65535", addr)
 	}
 	return nil
 }
@@ -389,6 +421,14 @@ func listener(sess *api.Session) api.Role {
 	return sess.Listener
 }
 
+// dialer is the role that dials sess's peer link.
+func dialer(sess *api.Session) api.Role {
+	if listener(sess) == api.RoleInitiator {
+		return api.RoleResponder
+	}
+	return api.RoleInitiator
+}
+
 // past makes the events of earlier writes.
 func (s *Service) past(evs []pastEvent) []api.Event {
 	out := make([]api.Event, 0, len(evs))
@@ -457,10 +497,8 @@ func notLive(sess *api.Session) error {
 // join makes the responder a party to a waiting session. With a peer
 // address the responder listens there and the initiator dials it.
 func (s *Service) join(ctx context.Context, c rpc.Caller, r *api.JoinRequest) (*api.Session, error) {
-	if r.PeerAddr != "" {
-		if err := checkPeerAddr(r.PeerAddr); err != nil {
-			return nil, err
-		}
+	if err := checkPeer(r.PeerAddrs, r.PeerHost); err != nil {
+		return nil, err
 	}
 	return s.mutate(ctx, c, r.SessionID, func(sess *api.Session, role api.Role) ([]api.Event, error) {
 		switch {
@@ -472,18 +510,22 @@ func (s *Service) join(ctx context.Context, c rpc.Caller, r *api.JoinRequest) (*
 			return nil, notLive(sess)
 		}
 		sess.State = api.StateJoined
-		if r.PeerAddr != "" {
-			sess.Listener, sess.PeerAddr = api.RoleResponder, r.PeerAddr
+		if len(r.PeerAddrs) > 0 {
+			sess.Listener, sess.PeerAddrs, sess.PeerHost = api.RoleResponder, r.PeerAddrs, r.PeerHost
 		}
 		return []api.Event{{Type: api.EventJoined}}, nil
 	})
 }
 
 // resume re-attaches a member whose peer link dropped or whose process
-// restarted. The listening member gives the address it listens at now,
-// which replaces the recorded one; the dialing member reads it from the
-// session once it sees the listener's resumed event.
+// restarted. The listening member gives the addresses it listens at now
+// (none: only through the relay), which replace the recorded ones; the
+// dialing member reads them from the session once it sees the listener's
+// resumed event.
 func (s *Service) resume(ctx context.Context, c rpc.Caller, r *api.ResumeRequest) (*api.Session, error) {
+	if err := checkPeer(r.PeerAddrs, r.PeerHost); err != nil {
+		return nil, err
+	}
 	return s.mutate(ctx, c, r.SessionID, func(sess *api.Session, role api.Role) ([]api.Event, error) {
 		switch {
 		case sess.State == api.StateWaiting && role == api.RoleResponder:
@@ -492,15 +534,9 @@ func (s *Service) resume(ctx context.Context, c rpc.Caller, r *api.ResumeRequest
 			return nil, notLive(sess)
 		}
 		if role == listener(sess) {
-			if r.PeerAddr == "" {
-				return nil, api.Errorf(api.CodeInvalid, "you (the %s) listen for session %s's peer link: resume needs the address you listen at now (peer_addr)", role, sess.ID)
-			}
-			if err := checkPeerAddr(r.PeerAddr); err != nil {
-				return nil, err
-			}
-			sess.PeerAddr = r.PeerAddr
-		} else if r.PeerAddr != "" {
-			return nil, api.Errorf(api.CodeInvalid, "the %s listens for session %s's peer link and you (the %s) dial it: resume without peer_addr", listener(sess), sess.ID, role)
+			sess.PeerAddrs, sess.PeerHost = r.PeerAddrs, r.PeerHost
+		} else if len(r.PeerAddrs) > 0 {
+			return nil, api.Errorf(api.CodeInvalid, "the %s listens for session %s's peer link and you (the %s) dial it: resume without peer_addrs", listener(sess), sess.ID, role)
 		}
 		return []api.Event{{Type: api.EventResumed, Role: role}}, nil
 	})
@@ -587,6 +623,14 @@ func (s *Service) report(ctx context.Context, c rpc.Caller, r *api.ReportRequest
 	if rep.OK && (len(rep.SHA256) != 64 || strings.Trim(rep.SHA256, "0123456789abcdef") != "") {
 		return nil, api.Errorf(api.CodeInvalid, "report: sha256 must be 64 lower-case hex digits")
 	}
+	if !rep.Path.Valid() {
+		return nil, api.Errorf(api.CodeInvalid, "report: path must be %q or %q", api.PathDirect, api.PathRelay)
+	}
+	if rep.Via != "" {
+		if err := checkPeerAddr(rep.Via); err != nil {
+			return nil, err
+		}
+	}
 	rep.Error = cleanText(rep.Error)
 	if !rep.OK && rep.Error == "" {
 		return nil, api.Errorf(api.CodeInvalid, "report: a failed report needs an error")
@@ -619,7 +663,9 @@ func (s *Service) report(ctx context.Context, c rpc.Caller, r *api.ReportRequest
 		}
 		if a.Bytes == b.Bytes && a.CRC32C == b.CRC32C && a.SHA256 == b.SHA256 {
 			sess.State = api.StateCompleted
-			return append(evs, api.Event{Type: api.EventCompleted}), nil
+			// The dialing member knows the address it reached.
+			how := sess.Reports[dialer(sess)]
+			return append(evs, api.Event{Type: api.EventCompleted, Path: how.Path, Via: how.Via}), nil
 		}
 		sess.State = api.StateFailed
 		sess.Reason = fmt.Sprintf("check mismatch: initiator sent %d bytes crc32c=%08x, responder got %d bytes crc32c=%08x",
@@ -640,4 +686,37 @@ func (s *Service) cancel(ctx context.Context, c rpc.Caller, r *api.CancelRequest
 		}
 		return []api.Event{{Type: api.EventCancelled}}, nil
 	})
+}
+
+// relayOverhead is what the peer link adds to the file bytes on the wire
+// (handshake, manifest, offsets, record headers and tags, end records and
+// the ack), with room to spare; a ticket's byte budget is the manifest's
+// size plus this, so the relay cannot serve as a general tunnel.
+func relayOverhead(size int64) int64 { return size/256 + 4<<20 }
+
+// relayTicket hands a member of a joined session the relay addresses and a
+// ticket for one connection to one of them.
+func (s *Service) relayTicket(ctx context.Context, c rpc.Caller, r *api.RelayRequest) (*api.RelayReply, error) {
+	if len(s.o.Relay.Addrs) == 0 || s.o.Relay.Issue == nil {
+		return nil, api.Errorf(api.CodeUnavailable, "this server offers no relay: the peers must reach each other directly")
+	}
+	sess, _, role, err := s.member(ctx, c, r.SessionID)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case sess.State == api.StateWaiting:
+		return nil, api.Errorf(api.CodeConflict, "session %s has not been joined yet: no relay before both members are in", sess.ID)
+	case sess.State != api.StateJoined:
+		return nil, notLive(sess)
+	}
+	size := sess.Manifest.TotalSize()
+	if sess.Manifest.Streamed() {
+		size = s.o.Limits.ManifestBytes
+	}
+	ticket, err := s.o.Relay.Issue(sess.ID, role, sess.ExpiresAt, size+relayOverhead(size))
+	if err != nil {
+		return nil, fmt.Errorf("issue relay ticket: %w", err)
+	}
+	return &api.RelayReply{Addrs: s.o.Relay.Addrs, Ticket: ticket}, nil
 }

@@ -62,7 +62,9 @@ func (w *world) testCreateRefused(t *testing.T) {
 		return func(r *api.CreateRequest) { r.Manifest = api.Manifest{Files: files} }
 	}
 	named := func(name string) func(*api.CreateRequest) { return manifest(api.File{Name: name, Size: 1}) }
-	peer := func(addr string) func(*api.CreateRequest) { return func(r *api.CreateRequest) { r.PeerAddr = addr } }
+	peer := func(addrs string) func(*api.CreateRequest) {
+		return func(r *api.CreateRequest) { r.PeerAddrs = addrList(addrs) }
+	}
 	to := func(name string) func(*api.CreateRequest) { return func(r *api.CreateRequest) { r.Responder = name } }
 	tests := []struct {
 		name   string
@@ -96,7 +98,10 @@ func (w *world) testCreateRefused(t *testing.T) {
 		{"peer negative port", peer("127.0.0.1:-1"), api.CodeInvalid},
 		{"peer port name", peer("127.0.0.1:http"), api.CodeInvalid},
 		{"peer empty host", peer(":4000"), api.CodeInvalid},
-		{"peer empty", peer(""), api.CodeInvalid},
+		{"peer one of two bad", peer("127.0.0.1:1,127.0.0.1"), api.CodeInvalid},
+		{"peer too many", peer(strings.Repeat("127.0.0.1:1,", api.MaxPeerAddrs) + "127.0.0.1:1"), api.CodeInvalid},
+		{"peer host not hex", func(r *api.CreateRequest) { r.PeerHost = "Not-Hex" }, api.CodeInvalid},
+		{"peer host too long", func(r *api.CreateRequest) { r.PeerHost = strings.Repeat("a", 65) }, api.CodeInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -127,10 +132,10 @@ func (w *world) testCreateRefused(t *testing.T) {
 }
 
 func (w *world) testCreate(t *testing.T) {
-	for _, addr := range []string{"127.0.0.1:40000", "[::1]:1", "peer.example:65535"} {
+	for _, addr := range []string{"127.0.0.1:40000", "[::1]:1", "peer.example:65535", "192.0.2.1:9,[2001:db8::1]:9", ""} {
 		t.Run(addr, func(t *testing.T) {
 			req := createReq("bob")
-			req.PeerAddr = addr
+			req.PeerAddrs = addrList(addr)
 			before := time.Now()
 			s, err := w.alice.Create(testCtx(t), req)
 			after := time.Now()
@@ -140,7 +145,7 @@ func (w *world) testCreate(t *testing.T) {
 			if err := api.ValidSessionID(s.ID); err != nil {
 				t.Errorf("session id: %v", err)
 			}
-			if s.State != api.StateWaiting || s.Initiator != "alice" || s.Responder != "bob" || s.PeerAddr != addr || s.Listener != api.RoleInitiator {
+			if s.State != api.StateWaiting || s.Initiator != "alice" || s.Responder != "bob" || peerAddr(s) != addr || s.Listener != api.RoleInitiator {
 				t.Errorf("created %+v", s)
 			}
 			if !slices.Equal(s.Manifest.Files, req.Manifest.Files) {
@@ -569,7 +574,7 @@ func (w *world) testLazyExpiry(t *testing.T) {
 		past := time.Now().UTC().Add(-time.Hour)
 		s := &api.Session{
 			ID: randomID(t), State: state, Initiator: "alice", Responder: "bob",
-			Manifest: createReq("bob").Manifest, PeerAddr: "127.0.0.1:1",
+			Manifest: createReq("bob").Manifest, PeerAddrs: []string{"127.0.0.1:1"},
 			CreatedAt: past, UpdatedAt: past, ExpiresAt: past.Add(time.Minute),
 		}
 		if _, err := w.h.Stack.Store.CreateSession(ctx, s, time.Hour); err != nil {

@@ -105,7 +105,7 @@ func newSession(id, initiator, responder string) *api.Session {
 			{Name: "report.pdf", Size: 1 << 20},
 			{Name: "data/ünïcode name.bin", Size: 0},
 		}},
-		PeerAddr: "192.0.2.7:40123",
+		PeerAddrs: []string{"192.0.2.7:40123"},
 		Reports: map[api.Role]api.Report{
 			api.RoleInitiator: {OK: true, Bytes: 1 << 20, CRC32C: 0xdeadbeef, SHA256: strings.Repeat("ab", 32),
 				At: created.Add(time.Minute)},
