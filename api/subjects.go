@@ -26,6 +26,9 @@ const (
 	SubjectSessionCancel = Prefix + ".session.cancel"
 	SubjectSessionWatch  = Prefix + ".session.watch"
 
+	// The responder refuses a waiting session (DeclineRequest).
+	SubjectSessionDecline = Prefix + ".session.decline"
+
 	SubjectKeyGet = Prefix + ".key.get"
 )
 
