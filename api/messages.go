@@ -99,6 +99,17 @@ type CancelRequest struct {
 	Reason    string `json:"reason,omitempty"`
 }
 
+// DeclineRequest is the responder's refusal of a waiting session, with a
+// reason the initiator reads. Without End the session keeps waiting (the
+// responder may try again, with other options) and a declined event tells
+// the initiator why it cannot receive now; with End the session is
+// cancelled.
+type DeclineRequest struct {
+	SessionID string `json:"session_id"`
+	Reason    string `json:"reason,omitempty"`
+	End       bool   `json:"end,omitempty"`
+}
+
 // WatchRequest starts a relay of events to Deliver, a subject in the
 // caller's reply inbox. With SessionID the relay replays that session's
 // events from the start and stops after its terminal event; without it, it

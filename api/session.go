@@ -179,6 +179,10 @@ const (
 	EventFailed    EventType = "failed"
 	EventCancelled EventType = "cancelled"
 	EventExpired   EventType = "expired"
+
+	// EventDeclined says the responder cannot receive now, and why
+	// (Reason); the session still waits for it to try again.
+	EventDeclined EventType = "declined"
 )
 
 // Event is published on every session change. Events carry no secrets, so
@@ -191,7 +195,7 @@ type Event struct {
 	Actor     string    `json:"actor,omitempty"` // the user who caused it; empty for expiry
 	Initiator string    `json:"initiator"`
 	Responder string    `json:"responder"`
-	Reason    string    `json:"reason,omitempty"`
+	Reason    string    `json:"reason,omitempty"` // with a terminal event, and with EventDeclined
 	Report    *Report   `json:"report,omitempty"` // with EventReported
 	Role      Role      `json:"role,omitempty"`   // with EventReported: whose report
 	// Path and Via say how the bytes went (with EventCompleted), from the

@@ -27,6 +27,9 @@ const (
 	SubjectSessionWatch  = Prefix + ".session.watch"
 	SubjectSessionRelay  = Prefix + ".session.relay"
 
+	// The responder refuses a waiting session (DeclineRequest).
+	SubjectSessionDecline = Prefix + ".session.decline"
+
 	SubjectKeyGet = Prefix + ".key.get"
 )
 

@@ -189,21 +189,27 @@ func (a *app) sources(args []string, name, text string) (*client.Sources, error)
 }
 
 func (a *app) recvCmd() *cobra.Command {
-	var dir, listen string
-	var overwrite, yes bool
+	var dir, listen, reason string
+	var overwrite, yes, decline bool
 	var of outputFlags
 	var pf pathFlags
 	cmd := &cobra.Command{
 		Use:   "recv [SESSION_ID]",
 		Short: "Receive a transfer; without an id, the one session waiting for you",
 		Long: "Receive the files of a session into a directory (-o DIR, default .), or a single file to standard\n" +
-			"output (-o -). A text is shown. Running recv again for a session whose transfer was cut resumes it.",
+			"output (-o -). A text is shown. Running recv again for a session whose transfer was cut resumes it.\n" +
+			"When recv cannot receive (a name is taken, too little space) the sender is told why and the session\n" +
+			"waits for another try; answering no, or --decline, ends it.",
 		Example: "  sft-cli recv\n" +
 			"  sft-cli recv k3v9q2xw7m4tbp5a -o ~/Downloads --yes\n" +
 			"  sft-cli recv -o - > dir.tar\n" +
-			"  sft-cli recv --listen 0.0.0.0:7000 --advertise 203.0.113.5:7000",
+			"  sft-cli recv --listen 0.0.0.0:7000 --advertise 203.0.113.5:7000\n" +
+			"  sft-cli recv --decline --reason \"not expecting this\"",
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if reason != "" && !decline {
+				return usageErr("--reason goes with --decline")
+			}
 			toStdout := dir == "-"
 			if toStdout && of.json {
 				return usageErr("-o - writes the file to standard output; it cannot be combined with --json")
@@ -221,6 +227,14 @@ func (a *app) recvCmd() *cobra.Command {
 			id := ""
 			if len(args) == 1 {
 				id = args[0]
+			}
+			if decline {
+				s, err := c.DeclineSession(ctx, id, reason)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(a.io.Out, "session %s %s: %s\n", s.ID, s.State, s.Reason)
+				return nil
 			}
 			o := a.newOutput(of)
 			if toStdout {
@@ -257,7 +271,7 @@ func (a *app) recvCmd() *cobra.Command {
 						return err
 					}
 					if !ok {
-						return fmt.Errorf("declined; session %s stays open (sft-cli cancel %s to refuse it)", s.ID, s.ID)
+						return client.ErrDeclined
 					}
 					o.start(s.Manifest, "received")
 					return nil
@@ -301,6 +315,8 @@ func (a *app) recvCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&dir, "output", "o", ".", "directory to save into, or - for standard output (a single file)")
 	cmd.Flags().BoolVar(&overwrite, "overwrite", false, "replace existing files of the same names")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "accept without asking (the question is asked only on a terminal)")
+	cmd.Flags().BoolVar(&decline, "decline", false, "refuse the session instead of receiving it; the sender is told")
+	cmd.Flags().StringVar(&reason, "reason", "", "with --decline: why, shown to the sender")
 	cmd.Flags().StringVar(&listen, "listen", "", "listen for the sender on HOST:PORT instead of dialing it (the sender dials out)")
 	a.bind(cmd.Flags(), "peer.advertise", "advertise", "", "with --listen: addresses (comma-separated) the sender should try first")
 	of.add(cmd.Flags())

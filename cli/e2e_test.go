@@ -585,7 +585,7 @@ func TestBadInput(t *testing.T) {
 		nc := clientConn(t, h)
 		subjects := []string{api.SubjectAuthInfo, api.SubjectAuthLogin, api.SubjectSessionCreate, api.SubjectSessionJoin,
 			api.SubjectSessionGet, api.SubjectSessionList, api.SubjectSessionReport, api.SubjectSessionCancel,
-			api.SubjectSessionWatch, api.SubjectKeyGet}
+			api.SubjectSessionDecline, api.SubjectSessionWatch, api.SubjectKeyGet}
 		bodies := [][]byte{nil, []byte("{"), []byte("[]"), []byte("\x00\xff"), []byte(`{"unknown":1}`), []byte(`{} {}`), bytes.Repeat([]byte("a"), 70<<10)}
 		for _, subj := range subjects {
 			for _, body := range bodies {

@@ -239,7 +239,7 @@ func (p *pty) echoOff(t *testing.T) {
 
 // TestTerminalQuestions: on a terminal, login asks for the password and
 // does not show it, and recv asks before it accepts a transfer; anything
-// but yes declines and leaves the session open.
+// but yes declines, which ends the session and tells the sender.
 func TestTerminalQuestions(t *testing.T) {
 	h := start(t, nil)
 	alice, bob := h.as("alice"), h.as("bob")
@@ -265,19 +265,11 @@ func TestTerminalQuestions(t *testing.T) {
 	t.Run("recv", func(t *testing.T) {
 		ctx := within(t, time.Minute)
 		src := randomFile(t, t.TempDir(), "q.bin", 1<<20)
-		sendRes := alice.runAsync(ctx, "send", src, "--to", "bob")
-		sess := waitingSession(t, bob.client(), "q.bin")
 		out := t.TempDir()
-		tests := []struct {
-			answer  string
-			wantErr string // "" for an accepted transfer
-		}{
-			{"\n", "declined"},
-			{"n\n", "declined"},
-			{"yes please\n", "declined"},
-			{"Y\n", ""},
-		}
-		for _, tt := range tests {
+		for _, answer := range []string{"\n", "n\n", "yes please\n", "Y\n"} {
+			accept := answer == "Y\n"
+			sendRes := alice.runAsync(ctx, "send", src, "--to", "bob")
+			sess := waitingSession(t, bob.client(), "q.bin")
 			p := openPTY(t)
 			res := make(chan error, 1)
 			go func() {
@@ -285,30 +277,31 @@ func TestTerminalQuestions(t *testing.T) {
 			}()
 			p.waitShown(t, fmt.Sprintf("Receive q.bin (1.0 MiB) from alice into %s?", out))
 			p.waitShown(t, "free. [y/N] ")
-			p.type_(t, tt.answer)
+			p.type_(t, answer)
 			err := <-res
-			if tt.wantErr == "" {
-				if err != nil {
-					t.Fatalf("answer %q: %v", tt.answer, err)
+			sr := <-sendRes
+			if accept {
+				if err != nil || sr.err != nil {
+					t.Fatalf("answer %q: recv %v, send %v", answer, err, sr.err)
 				}
 				break
 			}
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "stays open") {
-				t.Fatalf("answer %q: %v, want %s and the session left open", tt.answer, err, tt.wantErr)
+			if err == nil || !strings.Contains(err.Error(), "declined") || !strings.Contains(err.Error(), "cancelled") {
+				t.Fatalf("answer %q: %v, want declined and the session cancelled", answer, err)
+			}
+			if sr.err == nil || !strings.Contains(sr.err.Error(), "bob declined") || strings.Contains(sr.err.Error(), "\n") {
+				t.Fatalf("answer %q: send ended with %v, want one line saying bob declined", answer, sr.err)
 			}
 			s, err := alice.client().Get(ctx, sess.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if s.State != api.StateWaiting {
-				t.Fatalf("answer %q left the session %s, want waiting", tt.answer, s.State)
+			if s.State != api.StateCancelled || s.Reason != "bob declined" {
+				t.Fatalf("answer %q left the session %s (%q), want cancelled as bob declined", answer, s.State, s.Reason)
 			}
 			if names := dirEntries(t, out); len(names) != 0 {
-				t.Fatalf("answer %q left %v in the destination", tt.answer, names)
+				t.Fatalf("answer %q left %v in the destination", answer, names)
 			}
-		}
-		if sr := <-sendRes; sr.err != nil {
-			t.Fatalf("send: %v", sr.err)
 		}
 		sameFile(t, src, filepath.Join(out, "q.bin"))
 	})

@@ -411,8 +411,8 @@ func TestInterruptSender(t *testing.T) {
 	}
 }
 
-// A transfer that would not fit is refused before joining: the session
-// still waits.
+// A transfer that would not fit is refused before joining: the sender is
+// told at once, and the session still waits.
 func TestNoSpace(t *testing.T) {
 	h := start(t, nil)
 	alice, bob := h.as("alice"), h.as("bob")
@@ -433,12 +433,14 @@ func TestNoSpace(t *testing.T) {
 	}
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	sendRes := alice.runAsync(sctx, "send", src, "--to", "bob")
+	sender := alice.runLive(sctx, "send", src, "--to", "bob")
 	s := openSession(t, alice, "huge.img")
 	_, _, err = bob.run(ctx, "recv", s.ID, "-o", out)
 	if err == nil || !strings.Contains(err.Error(), "not enough free space") {
 		t.Fatalf("recv err = %v, want not enough free space", err)
 	}
+	sender.waitSays(t, "bob cannot receive now: not enough free space: needs 900.0 GiB, ")
+	sender.waitSays(t, " available; still waiting — Ctrl-C to cancel")
 	if got, _ := bob.client().Get(ctx, s.ID); got.State != api.StateWaiting {
 		t.Errorf("state = %s, want waiting", got.State)
 	}
@@ -446,7 +448,7 @@ func TestNoSpace(t *testing.T) {
 		t.Errorf("destination holds %v", got)
 	}
 	stop()
-	<-sendRes
+	<-sender.res
 }
 
 // The sender is killed part way; running the same send again finds the

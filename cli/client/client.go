@@ -137,6 +137,14 @@ func (c *Client) Cancel(ctx context.Context, id, reason string) (*api.Session, e
 	return &s, c.call(ctx, api.SubjectSessionCancel, api.CancelRequest{SessionID: id, Reason: reason}, &s)
 }
 
+// Decline refuses a waiting session as its responder, telling the initiator
+// why: with end the session is cancelled, without it keeps waiting for a
+// later try.
+func (c *Client) Decline(ctx context.Context, id, reason string, end bool) (*api.Session, error) {
+	var s api.Session
+	return &s, c.call(ctx, api.SubjectSessionDecline, api.DeclineRequest{SessionID: id, Reason: reason, End: end}, &s)
+}
+
 // Key fetches the session key, sealed in transit to a key made for this
 // call. The caller should clear it when done.
 func (c *Client) Key(ctx context.Context, id string) ([]byte, error) {

@@ -132,7 +132,10 @@ func (s *side) startListening() ([]string, error) {
 // the bytes each attempt moved.
 func (s *side) transfer(ctx context.Context, moved *int64, fn func(*link.Conn) (link.Result, error)) (link.Result, error) {
 	if s.sess.State == api.StateWaiting {
-		ev, err := s.w.until(ctx, func(ev api.Event) bool { return ev.Type == api.EventJoined || ev.State.Terminal() })
+		ev, err := s.w.until(ctx, func(ev api.Event) bool {
+			s.noteDeclined(ev)
+			return ev.Type == api.EventJoined || ev.State.Terminal()
+		})
 		if err != nil {
 			return link.Result{}, fmt.Errorf("waiting for %s to join: %w", s.sess.Responder, err)
 		}

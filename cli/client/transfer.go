@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sftproject/sft/api"
+	"github.com/sftproject/sft/cli/progress"
 	"github.com/sftproject/sft/link"
 )
 
@@ -143,8 +144,9 @@ type ReceiveOptions struct {
 	Listen string
 	Peer   PeerOptions
 	// Confirm, if set, is asked before joining, with what the transfer
-	// needs and the free space at the destination (-1: unknown); an error
-	// declines without touching the session.
+	// needs and the free space at the destination (-1: unknown). An error
+	// that is ErrDeclined declines the session for good, telling the
+	// sender; any other leaves the session as it is.
 	Confirm   func(s *api.Session, need, free int64) error
 	OnSession func(s *api.Session, resumed bool)
 	Progress  func(file int, done int64)
@@ -155,8 +157,8 @@ type ReceiveOptions struct {
 // Receive joins a session (or resumes one this user already joined),
 // fetches its entries into o.Dir and returns once the session service
 // confirmed the transfer. Refusals that need no peer (an unsafe name, an
-// existing file, too little space) happen before joining, so the session
-// stays open for a retry with other options.
+// existing file, too little space) happen before joining: the sender is
+// told why, and the session stays open for a retry with other options.
 func (c *Client) Receive(ctx context.Context, o ReceiveOptions) (*Outcome, error) {
 	sess, err := c.pick(ctx, o.SessionID)
 	if err != nil {
@@ -190,7 +192,8 @@ func (c *Client) Receive(ctx context.Context, o ReceiveOptions) (*Outcome, error
 	}
 	m := sess.Manifest
 	if err := link.CheckManifest(m); err != nil {
-		return nil, fmt.Errorf("refusing session %s: %w", sess.ID, err)
+		refused := fmt.Errorf("refusing session %s: %w", sess.ID, err)
+		return nil, c.tellSender(ctx, sess, refuse(refused, "the list of entries is refused: %v", err), o.Logger)
 	}
 	if resuming && o.Out == nil && !m.Text {
 		if out, err := c.confirmPlaced(ctx, sess, o); out != nil || err != nil {
@@ -202,11 +205,12 @@ func (c *Client) Receive(ctx context.Context, o ReceiveOptions) (*Outcome, error
 	case m.Text:
 	case o.Out != nil:
 		if len(m.Files) != 1 || m.Files[0].Dir {
-			return nil, fmt.Errorf("session %s offers %d entries; only a single file can go to standard output", sess.ID, len(m.Files))
+			err := fmt.Errorf("session %s offers %d entries; only a single file can go to standard output", sess.ID, len(m.Files))
+			return nil, c.tellSender(ctx, sess, refuse(err, "only a single file can go to standard output"), o.Logger)
 		}
 	default:
 		if need, free, err = checkDestination(o.Dir, sess, o.Overwrite); err != nil {
-			return nil, err
+			return nil, c.tellSender(ctx, sess, err, o.Logger)
 		}
 	}
 	if o.OnSession != nil {
@@ -214,7 +218,7 @@ func (c *Client) Receive(ctx context.Context, o ReceiveOptions) (*Outcome, error
 	}
 	if o.Confirm != nil && !resuming {
 		if err := o.Confirm(sess, need, free); err != nil {
-			return nil, err
+			return nil, c.tellSender(ctx, sess, err, o.Logger)
 		}
 	}
 
@@ -316,7 +320,7 @@ func decodeSHA(h string) (sum [32]byte) {
 // returns the bytes still to come and the free space (-1 when unknown).
 func checkDestination(dir string, sess *api.Session, overwrite bool) (need, free int64, err error) {
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		return 0, 0, fmt.Errorf("destination %s is not a directory", dir)
+		return 0, 0, refuse(fmt.Errorf("destination %s is not a directory", dir), "the destination is not a directory")
 	}
 	paths := link.Paths(dir, sess.Manifest)
 	for i, f := range sess.Manifest.Files {
@@ -328,7 +332,7 @@ func checkDestination(dir string, sess *api.Session, overwrite bool) (need, free
 		case f.Dir && fi.IsDir():
 			continue
 		case f.Dir || fi.IsDir() || !overwrite:
-			return 0, 0, fmt.Errorf("%s already exists (use --overwrite to replace files)", p)
+			return 0, 0, refuse(fmt.Errorf("%s already exists (use --overwrite to replace files)", p), "%s exists in the destination", f.Name)
 		}
 	}
 	need = sess.Manifest.TotalSize() - link.Held(dir, sess.ID, sess.Manifest)
@@ -337,7 +341,8 @@ func checkDestination(dir string, sess *api.Session, overwrite bool) (need, free
 		return need, -1, nil
 	}
 	if need > free {
-		return 0, 0, fmt.Errorf("%w in %s: the transfer needs %d bytes, %d are available", link.ErrNoSpace, dir, need, free)
+		return 0, 0, refuse(fmt.Errorf("%w in %s: the transfer needs %d bytes, %d are available", link.ErrNoSpace, dir, need, free),
+			"%v: needs %s, %s available", link.ErrNoSpace, progress.FormatBytes(need), progress.FormatBytes(free))
 	}
 	return need, free, nil
 }

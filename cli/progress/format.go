@@ -9,9 +9,9 @@ import (
 	"unicode/utf8"
 )
 
-// formatBytes renders n in binary units with one decimal ("512.0 MiB"),
+// FormatBytes renders n in binary units with one decimal ("512.0 MiB"),
 // bytes below 1 KiB as an integer ("100 B").
-func formatBytes(n int64) string {
+func FormatBytes(n int64) string {
 	if n < 0 {
 		n = 0
 	}
@@ -32,7 +32,7 @@ func formatBytes(n int64) string {
 
 // formatRate renders a rate in bytes per second.
 func formatRate(bps float64) string {
-	return formatBytes(int64(bps)) + "/s"
+	return FormatBytes(int64(bps)) + "/s"
 }
 
 // formatETA renders whole seconds, rounded up so "0s" means finished.

@@ -24,8 +24,8 @@ func TestFormatBytes(t *testing.T) {
 		{math.MaxInt64, "8.0 EiB"},
 	}
 	for _, tt := range tests {
-		if got := formatBytes(tt.n); got != tt.want {
-			t.Errorf("formatBytes(%d) = %q, want %q", tt.n, got, tt.want)
+		if got := FormatBytes(tt.n); got != tt.want {
+			t.Errorf("FormatBytes(%d) = %q, want %q", tt.n, got, tt.want)
 		}
 	}
 }

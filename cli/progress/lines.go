@@ -47,9 +47,9 @@ func (r *Reporter) emit(v any) {
 // amount renders "done of size (pct%)", or just done for an unknown size.
 func amount(done, size int64) string {
 	if size < 0 {
-		return formatBytes(done)
+		return FormatBytes(done)
 	}
-	return formatBytes(done) + " of " + formatBytes(size) + " (" + strconv.FormatInt(percent(done, size), 10) + "%)"
+	return FormatBytes(done) + " of " + FormatBytes(size) + " (" + strconv.FormatInt(percent(done, size), 10) + "%)"
 }
 
 // speed renders ", rate/s, ETA x", leaving out what is not known.
@@ -74,7 +74,7 @@ func (r *Reporter) fileLine(i int, suffix string) string {
 	b.WriteString(": ")
 	switch suffix {
 	case "done":
-		b.WriteString(formatBytes(s.done))
+		b.WriteString(FormatBytes(s.done))
 		b.WriteString(", done")
 	case "stopped":
 		b.WriteString(amount(s.done, r.files[i].Size))

@@ -50,9 +50,9 @@ func (s *barSlot) percentText(st decor.Statistics) string {
 
 func (s *barSlot) bytesText(st decor.Statistics) string {
 	if s.unknown || (st.Total <= 0 && !st.Completed) {
-		return formatBytes(st.Current)
+		return FormatBytes(st.Current)
 	}
-	return formatBytes(st.Current) + " / " + formatBytes(st.Total)
+	return FormatBytes(st.Current) + " / " + FormatBytes(st.Total)
 }
 
 func (s *barSlot) rateText(st decor.Statistics) string {

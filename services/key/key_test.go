@@ -31,7 +31,7 @@ func create(t *testing.T, c *client.Client, responder string) *api.Session {
 	s, err := c.Create(t.Context(), api.CreateRequest{
 		Responder: responder,
 		Manifest:  api.Manifest{Files: []api.File{{Name: "report.pdf", Size: 3}}},
-		PeerAddrs:  []string{"127.0.0.1:9"},
+		PeerAddrs: []string{"127.0.0.1:9"},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -39,6 +39,7 @@ func TestRequestSizeLimit(t *testing.T) {
 		{api.SubjectSessionList, limit},
 		{api.SubjectSessionReport, limit},
 		{api.SubjectSessionCancel, limit},
+		{api.SubjectSessionDecline, limit},
 		{api.SubjectSessionWatch, limit},
 		{api.SubjectKeyGet, limit},
 	} {

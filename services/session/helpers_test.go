@@ -103,7 +103,7 @@ func createReq(responder string) api.CreateRequest {
 	return api.CreateRequest{
 		Responder: responder,
 		Manifest:  api.Manifest{Files: []api.File{{Name: "report.pdf", Size: 1234}}},
-		PeerAddrs:  []string{"127.0.0.1:40000"},
+		PeerAddrs: []string{"127.0.0.1:40000"},
 	}
 }
 

@@ -118,6 +118,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 		svc.AddEndpoint("report", rpc.Authed(h, s.report), micro.WithEndpointSubject(api.SubjectSessionReport)),
 		svc.AddEndpoint("cancel", rpc.Authed(h, s.cancel), micro.WithEndpointSubject(api.SubjectSessionCancel)),
 		svc.AddEndpoint("relay", rpc.Authed(h, s.relayTicket), micro.WithEndpointSubject(api.SubjectSessionRelay)),
+		svc.AddEndpoint("decline", rpc.Authed(h, s.decline), micro.WithEndpointSubject(api.SubjectSessionDecline)),
 		svc.AddEndpoint("watch", rpc.Authed(h, func(_ context.Context, c rpc.Caller, r *api.WatchRequest) (*api.WatchReply, error) {
 			// The relay outlives the request, so it hangs off the service context.
 			return s.watch(ctx, c, r)
@@ -382,7 +383,8 @@ func (s *Service) recentEvents(sess *api.Session, rev uint64) []pastEvent {
 		}
 		ev.Role, ev.Report, ev.At = role, &rep, rep.At
 	default:
-		// Created: published before the record was stored.
+		// Created: published before the record was stored. Declined: no
+		// later event depends on it, and its reason is not kept.
 		return nil
 	}
 	return []pastEvent{{snap, rev * 8, ev}}
@@ -501,13 +503,8 @@ func (s *Service) join(ctx context.Context, c rpc.Caller, r *api.JoinRequest) (*
 		return nil, err
 	}
 	return s.mutate(ctx, c, r.SessionID, func(sess *api.Session, role api.Role) ([]api.Event, error) {
-		switch {
-		case role != api.RoleResponder:
-			return nil, api.Errorf(api.CodeForbidden, "only the responder (%s) may join session %s", sess.Responder, sess.ID)
-		case sess.State == api.StateJoined:
-			return nil, api.Errorf(api.CodeConflict, "session %s was already joined (to re-attach after a dropped link, resume it)", sess.ID)
-		case sess.State != api.StateWaiting:
-			return nil, notLive(sess)
+		if err := responderWaiting(sess, role, "join", "to re-attach after a dropped link, resume it"); err != nil {
+			return nil, err
 		}
 		sess.State = api.StateJoined
 		if len(r.PeerAddrs) > 0 {
@@ -515,6 +512,20 @@ func (s *Service) join(ctx context.Context, c rpc.Caller, r *api.JoinRequest) (*
 		}
 		return []api.Event{{Type: api.EventJoined}}, nil
 	})
+}
+
+// responderWaiting refuses what only the responder may do (verb), and only
+// to a waiting session; instead says what to do once it has been joined.
+func responderWaiting(sess *api.Session, role api.Role, verb, instead string) error {
+	switch {
+	case role != api.RoleResponder:
+		return api.Errorf(api.CodeForbidden, "only the responder (%s) may %s session %s", sess.Responder, verb, sess.ID)
+	case sess.State == api.StateJoined:
+		return api.Errorf(api.CodeConflict, "session %s was already joined (%s)", sess.ID, instead)
+	case sess.State != api.StateWaiting:
+		return notLive(sess)
+	}
+	return nil
 }
 
 // resume re-attaches a member whose peer link dropped or whose process
@@ -719,4 +730,26 @@ func (s *Service) relayTicket(ctx context.Context, c rpc.Caller, r *api.RelayReq
 		return nil, fmt.Errorf("issue relay ticket: %w", err)
 	}
 	return &api.RelayReply{Addrs: s.o.Relay.Addrs, Ticket: ticket}, nil
+}
+
+// decline is the responder's refusal of a waiting session. Without End the
+// session keeps waiting, unchanged but for the write that orders the
+// event, and the declined event tells the initiator why the responder
+// cannot receive now; with End it is cancelled.
+func (s *Service) decline(ctx context.Context, c rpc.Caller, r *api.DeclineRequest) (*api.Session, error) {
+	why := cleanText(r.Reason)
+	return s.mutate(ctx, c, r.SessionID, func(sess *api.Session, role api.Role) ([]api.Event, error) {
+		if err := responderWaiting(sess, role, "decline", "to stop it, cancel it"); err != nil {
+			return nil, err
+		}
+		if !r.End {
+			return []api.Event{{Type: api.EventDeclined, Reason: why}}, nil
+		}
+		sess.State = api.StateCancelled
+		sess.Reason = c.User + " declined"
+		if why != "" {
+			sess.Reason += ": " + why
+		}
+		return []api.Event{{Type: api.EventCancelled}}, nil
+	})
 }

@@ -34,6 +34,7 @@ func TestSession(t *testing.T) {
 	t.Run("StateMachine", w.testStateMachine)
 	t.Run("CancelReasonSanitised", w.testCancelReason)
 	t.Run("CancelJoinedEvent", w.testCancelJoinedEvent)
+	t.Run("DeclineEvents", w.testDeclineEvents)
 	t.Run("JoinListener", w.testJoinListener)
 	t.Run("Resume", w.testResume)
 	t.Run("UnpublishedWrite", w.testUnpublishedWrite)
@@ -183,9 +184,10 @@ func (w *world) testCreate(t *testing.T) {
 // step is one request in a state-machine case.
 type step struct {
 	as     string
-	op     string // join, report, cancel
+	op     string // join, report, cancel, decline
 	report api.Report
 	reason string
+	end    bool      // decline: end the session
 	code   api.Code  // "" for success
 	state  api.State // the state after a successful step
 }
@@ -198,6 +200,9 @@ func (w *world) testStateMachine(t *testing.T) {
 	}
 	cancel := func(as string, code api.Code, state api.State) step {
 		return step{as: as, op: "cancel", reason: "changed my mind", code: code, state: state}
+	}
+	decline := func(as string, end bool, code api.Code, state api.State) step {
+		return step{as: as, op: "decline", reason: "report.pdf exists in the destination", end: end, code: code, state: state}
 	}
 	upper := okA
 	upper.SHA256 = strings.ToUpper(upper.SHA256)
@@ -272,6 +277,16 @@ func (w *world) testStateMachine(t *testing.T) {
 		{name: "cancel after completed", steps: []step{join, rep("alice", okA, "", api.StateJoined), rep("bob", okB, "", api.StateCompleted), cancel("alice", api.CodeConflict, "")}},
 		{name: "cancel after failed", steps: []step{join, rep("bob", failure("x"), "", api.StateFailed), cancel("bob", api.CodeConflict, "")}},
 		{name: "join after cancel", steps: []step{cancel("alice", "", api.StateCancelled), {as: "bob", op: "join", code: api.CodeConflict}}},
+		{name: "responder declines, session waits", steps: []step{decline("bob", false, "", api.StateWaiting), decline("bob", false, "", api.StateWaiting)}},
+		{name: "join after a decline", steps: []step{decline("bob", false, "", api.StateWaiting), join}},
+		{name: "responder declines for good", steps: []step{decline("bob", true, "", api.StateCancelled)}, wantReason: []string{"bob declined: report.pdf exists"}},
+		{name: "decline for good after a decline", steps: []step{decline("bob", false, "", api.StateWaiting), decline("bob", true, "", api.StateCancelled)}, wantReason: []string{"bob declined"}},
+		{name: "initiator cannot decline", steps: []step{decline("alice", false, api.CodeForbidden, ""), decline("alice", true, api.CodeForbidden, "")}},
+		{name: "outsider cannot decline", steps: []step{decline("carol", true, api.CodeForbidden, ""), decline(devstacktest.Admin, true, api.CodeForbidden, "")}},
+		{name: "decline after join", steps: []step{join, decline("bob", false, api.CodeConflict, ""), decline("bob", true, api.CodeConflict, "")}},
+		{name: "decline after cancel", steps: []step{cancel("alice", "", api.StateCancelled), decline("bob", false, api.CodeConflict, "")}},
+		{name: "decline after completed", steps: []step{join, rep("alice", okA, "", api.StateJoined), rep("bob", okB, "", api.StateCompleted), decline("bob", true, api.CodeConflict, "")}},
+		{name: "join after declining for good", steps: []step{decline("bob", true, "", api.StateCancelled), {as: "bob", op: "join", code: api.CodeConflict}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -289,6 +304,8 @@ func (w *world) testStateMachine(t *testing.T) {
 					got, err = c.Report(ctx, s.ID, st.report)
 				case "cancel":
 					got, err = c.Cancel(ctx, s.ID, st.reason)
+				case "decline":
+					got, err = c.Decline(ctx, s.ID, st.reason, st.end)
 				}
 				wantCode(t, st.as+" "+st.op, err, st.code)
 				if st.code == "" {
@@ -428,6 +445,59 @@ func (w *world) testCancelJoinedEvent(t *testing.T) {
 				t.Errorf("%d cancelled events, want 1", n)
 			}
 		})
+	}
+}
+
+// testDeclineEvents: the initiator, watching, sees each refusal at once as
+// a declined event by the responder with its reason, made safe for a
+// terminal, while the session waits; a decline that ends the session is
+// its cancelled event, which names who declined and why.
+func (w *world) testDeclineEvents(t *testing.T) {
+	ctx := testCtx(t)
+	s := w.create(t, "alice", "bob")
+	wt, err := openWatch(t, w.h.ConnFor(w.alice), w.alice.Token(), s.ID, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := []struct{ sent, want string }{
+		{"report.pdf exists in the destination", "report.pdf exists in the destination"},
+		{"\x1b[2Jnot enough\r\nfree space\u202e", "[2Jnot enough  free space"},
+		{"", ""},
+	}
+	for _, r := range reasons {
+		got, err := w.bob.Decline(ctx, s.ID, r.sent, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.State != api.StateWaiting || got.Reason != "" {
+			t.Fatalf("decline left the session %s (%q), want waiting without a reason", got.State, got.Reason)
+		}
+		evs := wt.until(t, isEvent(s.ID, api.EventDeclined))
+		ev := evs[len(evs)-1]
+		if ev.Reason != r.want || ev.Actor != "bob" || ev.State != api.StateWaiting {
+			t.Errorf("declined event by %s in %s with reason %q; want by bob, waiting, %q", ev.Actor, ev.State, ev.Reason, r.want)
+		}
+	}
+	long, err := w.bob.Decline(ctx, s.ID, strings.Repeat("é", 2000), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if long.State != api.StateCancelled || !strings.HasPrefix(long.Reason, "bob declined: éé") {
+		t.Fatalf("decline with end left the session %s (%q), want cancelled, saying bob declined", long.State, long.Reason)
+	}
+	checkClean(t, long.Reason)
+	evs := wt.until(t, isEvent(s.ID, api.EventCancelled))
+	if ev := evs[len(evs)-1]; ev.Reason != long.Reason || ev.Actor != "bob" {
+		t.Errorf("cancelled event by %s with reason %q, want by bob with %q", ev.Actor, ev.Reason, long.Reason)
+	}
+	select {
+	case <-wt.ended:
+	case <-time.After(20 * time.Second):
+		t.Error("the session watch did not end after the decline")
+	}
+	counts := eventCounts(t, w.svc, s.ID)
+	if counts[api.EventDeclined] != uint64(len(reasons)) || counts[api.EventCancelled] != 1 {
+		t.Errorf("events published: %v, want %d declined and 1 cancelled", counts, len(reasons))
 	}
 }
 
