@@ -58,6 +58,7 @@ type EmbeddedOptions struct {
 type Embedded struct {
 	srv  *server.Server
 	url  string
+	port int
 	log  *slog.Logger
 	once sync.Once
 
@@ -116,6 +117,7 @@ func StartEmbedded(ctx context.Context, o EmbeddedOptions) (*Embedded, error) {
 	e := &Embedded{
 		srv:         srv,
 		url:         "tls://" + net.JoinHostPort(dialHost(opts.Host), strconv.Itoa(addr.Port)),
+		port:        addr.Port,
 		log:         log,
 		serviceKeys: maps.Clone(o.ServiceKeys),
 	}
@@ -238,6 +240,10 @@ func dialHost(host string) string {
 
 // ClientURL is the URL clients connect to, e.g. tls://127.0.0.1:4222.
 func (e *Embedded) ClientURL() string { return e.url }
+
+// Port is the port the server listens on: the one it picked when asked
+// for port 0.
+func (e *Embedded) Port() int { return e.port }
 
 // Server exposes the underlying server, e.g. for monitoring in tests.
 func (e *Embedded) Server() *server.Server { return e.srv }

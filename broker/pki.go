@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -42,20 +43,23 @@ const (
 	backdate = 5 * time.Minute
 )
 
-// devServerSANs are the names the development server certificate covers:
-// the loopback addresses only, since a dev broker is never exposed.
+// devServerSANs are the names the development server certificate always
+// covers: the loopback ones, which clients on the server's machine use.
 var devServerSANs = []string{"localhost", "127.0.0.1", "::1"}
 
 // EnsureDevPKI makes sure dir holds a development CA and a server certificate
-// signed by it for localhost, 127.0.0.1 and ::1. Existing files are reused
-// while they parse and are more than 30 days from expiry; otherwise the
-// server certificate is reissued from the same CA (and the CA itself is
-// recreated only when it is missing, broken or expiring).
-func EnsureDevPKI(dir string) (PKI, error) { return EnsurePKI(dir, devServerSANs) }
+// signed by it for localhost, 127.0.0.1, ::1 and hosts (DNS names or IP
+// addresses: those other machines reach the server by). Existing files are
+// reused while they parse, cover every one of those names and are more
+// than 30 days from expiry; otherwise the server certificate is reissued
+// from the same CA, so the CA file clients hold stays valid (the CA itself
+// is recreated only when it is missing, broken or expiring).
+func EnsureDevPKI(dir string, hosts ...string) (PKI, error) {
+	return EnsurePKI(dir, append(slices.Clip(devServerSANs), hosts...))
+}
 
-// EnsurePKI is EnsureDevPKI for a server known by other names too (for
-// example "nats" inside a compose network). The certificate is reissued
-// when it does not cover every name in sans.
+// EnsurePKI is EnsureDevPKI for a certificate that covers exactly sans.
+// The certificate is reissued when it does not cover every name in sans.
 func EnsurePKI(dir string, sans []string) (PKI, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return PKI{}, fmt.Errorf("create PKI directory %s: %w", dir, err)

@@ -86,6 +86,10 @@ type Redis struct {
 type Dev struct {
 	// Listen is where the embedded NATS server accepts TLS clients.
 	Listen string `mapstructure:"listen"`
+	// Hosts are more names or addresses clients may reach the server by
+	// (a DNS name, a NAT's public address): the server certificate covers
+	// them, and when Listen goes beyond loopback they are printed as URLs.
+	Hosts []string `mapstructure:"hosts"`
 }
 
 // Auth configures the auth service.
@@ -192,6 +196,7 @@ func Keys(env []string) []Key {
 		{"redis.password_file", "", "file with the Redis password"},
 		{"redis.ca_file", "", "CA certificate of a rediss:// server"},
 		{"dev.listen", "127.0.0.1:4222", "address the embedded NATS server of `sftd dev` listens on"},
+		{"dev.hosts", []string{}, "more names or addresses of the `sftd dev` server for its certificate and printed URLs (comma-separated in the environment)"},
 		{"auth.token_ttl", 12 * time.Hour, "lifetime of a login token"},
 		{"session.ttl", 15 * time.Minute, "time a session has from creation to its end"},
 		{"session.retention", time.Hour, "how long an ended session stays readable"},
@@ -262,7 +267,12 @@ func Load(env []string, configFile string, flags map[string]*pflag.Flag) (Config
 		}
 	}
 	for name, f := range flags {
-		if f != nil && f.Changed {
+		if f == nil || !f.Changed {
+			continue
+		}
+		if list, ok := f.Value.(pflag.SliceValue); ok {
+			v.Set(name, list.GetSlice())
+		} else {
 			v.Set(name, f.Value.String())
 		}
 	}
@@ -272,7 +282,7 @@ func Load(env []string, configFile string, flags map[string]*pflag.Flag) (Config
 		Result:           &c,
 		WeaklyTypedInput: true,
 		ErrorUnused:      true,
-		DecodeHook:       mapstructure.StringToTimeDurationHookFunc(),
+		DecodeHook:       mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), splitList),
 	})
 	if err != nil {
 		return Config{}, err
@@ -281,6 +291,21 @@ func Load(env []string, configFile string, flags map[string]*pflag.Flag) (Config
 		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	return c, c.validate()
+}
+
+// splitList reads a list given as one string (an environment variable)
+// as comma-separated items, spaces around them and empty ones dropped.
+func splitList(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to.Kind() != reflect.Slice {
+		return data, nil
+	}
+	var out []string
+	for _, item := range strings.Split(data.(string), ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out, nil
 }
 
 func checkKnown(got []string, keys []Key) error {
@@ -412,8 +437,16 @@ func Flag(fs *pflag.FlagSet, key, name, short, usage string) {
 	_ = fs.SetAnnotation(name, keyAnnotation, []string{key})
 }
 
-// FlagsOf collects the flags of fs declared with Flag, by config key. Pass
-// the running command's flag set, so each command's own flags count.
+// ListFlag declares a repeatable flag on fs that sets list key; each use
+// may also hold comma-separated items.
+func ListFlag(fs *pflag.FlagSet, key, name, usage string) {
+	fs.StringSlice(name, nil, usage)
+	_ = fs.SetAnnotation(name, keyAnnotation, []string{key})
+}
+
+// FlagsOf collects the flags of fs declared with Flag or ListFlag, by
+// config key. Pass the running command's flag set, so each command's own
+// flags count.
 func FlagsOf(fs *pflag.FlagSet) map[string]*pflag.Flag {
 	out := map[string]*pflag.Flag{}
 	fs.VisitAll(func(f *pflag.Flag) {

@@ -159,6 +159,47 @@ func TestMutualTLSSettings(t *testing.T) {
 	}
 }
 
+// dev.hosts is a list: repeated or comma-separated flags, a
+// comma-separated environment variable, a YAML list; flags win.
+func TestDevHosts(t *testing.T) {
+	home := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  []string
+		file string
+		want []string
+	}{
+		{name: "default", want: nil},
+		{name: "environment", env: []string{"SFT_DEV_HOSTS=sft.example, 203.0.113.5,,"}, want: []string{"sft.example", "203.0.113.5"}},
+		{name: "file", file: "dev:\n  hosts: [sft.example, 2001:db8::5]\n", want: []string{"sft.example", "2001:db8::5"}},
+		{name: "flags beat the environment", args: []string{"--host", "a.example", "--host", "b.example,203.0.113.9"}, env: []string{"SFT_DEV_HOSTS=c.example"},
+			want: []string{"a.example", "b.example", "203.0.113.9"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+			ListFlag(fs, "dev.hosts", "host", "")
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			var file string
+			if tc.file != "" {
+				file = filepath.Join(t.TempDir(), "sft.yaml")
+				if err := os.WriteFile(file, []byte(tc.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := Load(append([]string{"HOME=" + home}, tc.env...), file, FlagsOf(fs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.Dev.Hosts) != len(tc.want) || (len(tc.want) > 0 && !slices.Equal(c.Dev.Hosts, tc.want)) {
+				t.Errorf("dev.hosts = %q, want %q", c.Dev.Hosts, tc.want)
+			}
+		})
+	}
+}
+
 // loadWith loads the configuration with env (and HOME=home) and, unless
 // empty, a configuration file holding yaml.
 func loadWith(t *testing.T, home string, env []string, yaml string) Config {

@@ -33,6 +33,11 @@ func showDefault(v any) string {
 			return ""
 		}
 		return "`" + d + "`"
+	case []string:
+		if len(d) == 0 {
+			return ""
+		}
+		return "`" + strings.Join(d, ",") + "`"
 	case time.Duration:
 		s := d.String()
 		s = strings.TrimSuffix(s, "0s")

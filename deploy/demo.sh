@@ -24,7 +24,7 @@ pids+=($!)
 for _ in $(seq 100); do grep -q 'NATS at' "$work/sftd.out" 2>/dev/null && break; sleep 0.1; done
 grep -q 'NATS at' "$work/sftd.out" || { echo "sftd dev did not start:"; cat "$work/sftd.log"; exit 1; }
 cat "$work/sftd.out"
-export SFT_NATS_URL=$(sed -n 's/^sftd dev: NATS at //p' "$work/sftd.out")
+export SFT_NATS_URL=$(awk '/^sftd dev: NATS at /{print $NF; exit}' "$work/sftd.out")
 
 say "sftd user add alice / bob (password read from stdin)"
 echo 'correct horse alice' | "$bin/sftd" user add alice

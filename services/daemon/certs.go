@@ -49,9 +49,8 @@ func (d *daemon) certsCmd() *cobra.Command {
 					return fmt.Errorf("client name %q: use 1-64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit", name)
 				}
 			}
-			sans := append([]string{"localhost", "127.0.0.1", "::1"}, hosts...)
 			pkiDir := filepath.Join(d.cfg.DataDir, "pki")
-			pki, err := broker.EnsurePKI(pkiDir, sans)
+			pki, err := broker.EnsureDevPKI(pkiDir, hosts...)
 			if err != nil {
 				return err
 			}

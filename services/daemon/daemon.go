@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -90,20 +92,49 @@ func (d *daemon) devCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(d.io.Out, "sftd dev: NATS at %s\nsftd dev: CA certificate at %s (clients: --ca or SFT_NATS_CA_FILE; the default when on this machine)\n", st.URL, st.CAFile)
-			if d.cfg.NATS.VerifyClients {
-				fmt.Fprintf(d.io.Out, "sftd dev: clients must present a certificate of this CA (nats.verify_clients): `sftd certs --client NAME` issues one for sft-cli (SFT_NATS_CERT_FILE, SFT_NATS_KEY_FILE); the services' are in %s\n", d.cfg.SecretsPath())
-			}
+			d.printDevReady(st)
 			<-ctx.Done()
 			d.log.Info("shutting down")
 			st.Close()
 			return nil
 		},
 	}
-	d.bind(cmd.Flags(), "dev.listen", "listen", "address of the embedded NATS server (default 127.0.0.1:4222)")
+	d.bind(cmd.Flags(), "dev.listen", "listen", "address of the embedded NATS server (default 127.0.0.1:4222; 0.0.0.0:4222 serves other machines too)")
+	config.ListFlag(cmd.Flags(), "dev.hosts", "host", "another name or address clients reach the server by, for its certificate (repeatable)")
 	d.bind(cmd.Flags(), "session.ttl", "session-ttl", "session lifetime (default 15m)")
 	d.bind(cmd.Flags(), "auth.token_ttl", "token-ttl", "login token lifetime (default 12h)")
 	return cmd
+}
+
+// caFileName is the name the printed example gives the CA file once
+// copied to another machine.
+const caFileName = "sft-ca.pem"
+
+// printDevReady tells the person who started `sftd dev` where clients
+// connect: one URL per line, the CA file, what a client on another machine
+// runs (or how to let other machines in), and whether clients need a
+// certificate. It is one write, so a reader that sees the first line sees
+// them all.
+func (d *daemon) printDevReady(st *devstack.Stack) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "sftd dev: NATS at %s\n", st.URL)
+	for _, u := range st.RemoteURLs {
+		if u != st.URL {
+			fmt.Fprintf(&b, "sftd dev: NATS at %s\n", u)
+		}
+	}
+	fmt.Fprintf(&b, "sftd dev: CA certificate at %s (clients: --ca or SFT_NATS_CA_FILE; the default when on this machine)\n", st.CAFile)
+	if len(st.RemoteURLs) == 0 {
+		_, port, _ := net.SplitHostPort(d.cfg.Dev.Listen)
+		fmt.Fprintf(&b, "sftd dev: only this machine can connect; `sftd dev --listen %s` lets other machines in\n", net.JoinHostPort("0.0.0.0", port))
+	} else {
+		fmt.Fprintf(&b, "sftd dev: on another machine, copy the CA file to ~/%s and run: export SFT_NATS_URL=%s SFT_NATS_CA_FILE=$HOME/%s; sft-cli login --user NAME\n",
+			caFileName, st.RemoteURLs[0], caFileName)
+	}
+	if d.cfg.NATS.VerifyClients {
+		fmt.Fprintf(&b, "sftd dev: clients must present a certificate of this CA (nats.verify_clients): `sftd certs --client NAME` issues one for sft-cli (SFT_NATS_CERT_FILE, SFT_NATS_KEY_FILE); the services' are in %s\n", d.cfg.SecretsPath())
+	}
+	_, _ = io.WriteString(d.io.Out, b.String())
 }
 
 func (d *daemon) userCmd() *cobra.Command {

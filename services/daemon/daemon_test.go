@@ -65,15 +65,16 @@ type dev struct {
 
 var natsAt = regexp.MustCompile(`NATS at (\S+)`)
 
-// startDev runs `sftd dev` in the background until stop.
-func (in *install) startDev() *dev {
+// startDev runs `sftd dev` with args (after --listen 127.0.0.1:0) in the
+// background until stop.
+func (in *install) startDev(args ...string) *dev {
 	in.t.Helper()
 	var out, errb syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &dev{cancel: cancel, done: make(chan error, 1), out: &out}
 	go func() {
 		d.done <- daemon.Run(ctx, daemon.IO{In: strings.NewReader(""), Out: &out, Err: &errb},
-			[]string{"dev", "--listen", "127.0.0.1:0"}, in.env)
+			append([]string{"dev", "--listen", "127.0.0.1:0"}, args...), in.env)
 	}()
 	in.t.Cleanup(func() { d.stop(in.t) })
 	deadline := time.After(30 * time.Second)

@@ -24,8 +24,12 @@ import (
 
 // Stack is a running all-in-one SFT.
 type Stack struct {
-	URL    string // TLS client URL of the embedded NATS server
-	CAFile string // CA clients must trust
+	URL string // TLS client URL of the embedded NATS server, for this machine
+	// RemoteURLs are the URLs clients on other machines can use: one per
+	// address (and dev.hosts name) the server listens on beyond loopback;
+	// none when it listens on loopback only.
+	RemoteURLs []string
+	CAFile     string // CA clients must trust
 	// Store reaches every kind of state, each through the connection of
 	// the service that owns it (users: auth, sessions: session, keys:
 	// key), as tests and `sftd user` need.
@@ -49,7 +53,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 	if err != nil {
 		return nil, fmt.Errorf("dev.listen %q: bad port", cfg.Dev.Listen)
 	}
-	pki, err := broker.EnsureDevPKI(filepath.Join(cfg.DataDir, "pki"))
+	r, err := reachOf(host, cfg.Dev.Hosts)
+	if err != nil {
+		return nil, err
+	}
+	// A certificate from an earlier start that misses a name needed now is
+	// reissued by the same CA, so the CA file clients hold stays valid.
+	pki, err := broker.EnsureDevPKI(filepath.Join(cfg.DataDir, "pki"), r.names...)
 	if err != nil {
 		return nil, err
 	}
@@ -88,6 +98,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 	// The services' own context: it outlives ctx (start-up only) and ends in Close.
 	svcCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	st = &Stack{URL: srv.ClientURL(), CAFile: pki.CAFile, srv: srv, cancel: cancel}
+	for _, h := range r.remote {
+		st.RemoteURLs = append(st.RemoteURLs, "tls://"+net.JoinHostPort(h, strconv.Itoa(srv.Port())))
+	}
 	defer func() {
 		if err != nil {
 			st.Close()
@@ -115,7 +128,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 		st.svcs = append(st.svcs, r)
 	}
 	st.Store = routedStore{users: stores[broker.ServiceAuth], sessions: stores[broker.ServiceSession], keys: stores[broker.ServiceKey]}
-	log.Info("sft dev stack ready", "url", st.URL, "ca_file", st.CAFile, "data_dir", cfg.DataDir, "store", cfg.Store.Backend,
+	log.Info("sft dev stack ready", "url", st.URL, "remote_urls", st.RemoteURLs, "ca_file", st.CAFile, "data_dir", cfg.DataDir, "store", cfg.Store.Backend,
 		"verify_clients", cfg.NATS.VerifyClients)
 	return st, nil
 }
