@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/sftproject/sft/api"
+	"github.com/sftproject/sft/internal/hostaddr"
 )
 
 // Candidates returns the addresses a peer listening at bound (the
@@ -34,7 +35,7 @@ func Candidates(bound *net.TCPAddr, advertise []string) []string {
 	var v4s, v6s []string
 	for _, a := range interfaceAddrs() {
 		switch {
-		case a.IsLinkLocalUnicast(), a.IsLoopback(), a.IsMulticast():
+		case a.IsLoopback():
 		case a.Is4():
 			v4s = append(v4s, net.JoinHostPort(a.String(), port))
 		case v6:
@@ -51,28 +52,8 @@ func Candidates(bound *net.TCPAddr, advertise []string) []string {
 }
 
 func interfaceAddrs() []netip.Addr {
-	ifs, err := net.Interfaces()
-	if err != nil {
-		return nil
-	}
-	var out []netip.Addr
-	for _, ifc := range ifs {
-		if ifc.Flags&net.FlagUp == 0 {
-			continue
-		}
-		addrs, err := ifc.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			if p, ok := a.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(p.IP); ok {
-					out = append(out, ip.Unmap())
-				}
-			}
-		}
-	}
-	return out
+	addrs, _ := hostaddr.Interfaces() // none listed: loopback and --advertise still go out
+	return addrs
 }
 
 func dedupe(addrs []string) []string {
