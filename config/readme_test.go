@@ -33,10 +33,19 @@ func showDefault(v any) string {
 			return ""
 		}
 		return "`" + d + "`"
+	case []string:
+		if len(d) == 0 {
+			return ""
+		}
+		return "`" + strings.Join(d, ",") + "`"
 	case time.Duration:
-		s := d.String()
-		s = strings.TrimSuffix(s, "0s")
-		s = strings.TrimSuffix(s, "0m")
+		s := d.String() // 12h0m0s, 15m0s, 30s
+		if strings.HasSuffix(s, "m0s") {
+			s = strings.TrimSuffix(s, "0s")
+		}
+		if strings.HasSuffix(s, "h0m") {
+			s = strings.TrimSuffix(s, "0m")
+		}
 		return "`" + s + "`"
 	}
 	return fmt.Sprint(v)
