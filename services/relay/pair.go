@@ -16,8 +16,9 @@ import (
 )
 
 // chunk is the most one copy moves before the pair checks its limits. On
-// Linux io.CopyN between two *net.TCPConn is splice(2) through a pipe, so
-// the bytes stay in the kernel whatever the size.
+// Linux a copy between two *net.TCPConn (io.CopyN, here with a reused
+// LimitedReader) is splice(2) through a pipe, so the bytes stay in the
+// kernel whatever the size.
 const chunk = 256 << 10
 
 var (
@@ -103,6 +104,9 @@ func (p *pair) end(err error) {
 // pipe copies src to dst in chunks until src closes (then it half-closes
 // dst and returns: the other direction carries on) or the pair ends.
 func (p *pair) pipe(dst, src *net.TCPConn) {
+	// io.CopyN, with one LimitedReader for all chunks: still splice, and
+	// no allocation per chunk.
+	lr := &io.LimitedReader{R: src}
 	for {
 		n, err := p.budget.take(p.ctx, p.chunk)
 		if err != nil {
@@ -114,7 +118,11 @@ func (p *pair) pipe(dst, src *net.TCPConn) {
 		// The deadline wakes a quiet direction now and then to look at
 		// the pair's idle time; splice keeps no bytes back when it fires.
 		_ = src.SetReadDeadline(time.Now().Add(p.s.tick))
-		w, err := io.CopyN(dst, src, n)
+		lr.N = n
+		w, err := io.Copy(dst, lr)
+		if err == nil && w < n {
+			err = io.EOF
+		}
 		p.budget.give(n, w)
 		if w > 0 {
 			p.last.Store(time.Now().UnixNano())
