@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -57,6 +58,7 @@ type testRelay struct {
 	key  ed25519.PrivateKey
 	iss  *Issuer
 	logs *syncbuf.Buffer
+	stop func() error // ends Serve's context and returns what it returned
 }
 
 // startRelay starts a relay with opts (its ticket key and logger are set
@@ -75,18 +77,21 @@ func startRelay(t testing.TB, opts Options) *testRelay {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
+	stop := sync.OnceValue(func() error {
 		cancel()
 		select {
 		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
+			return err
 		case <-time.After(30 * time.Second):
-			t.Error("Serve did not return after its context ended")
+			return errors.New("Serve did not return after its context ended")
 		}
 	})
-	return &testRelay{t: t, srv: srv, addr: ln.Addr().String(), key: key, iss: NewIssuer(key), logs: logs}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return &testRelay{t: t, srv: srv, addr: ln.Addr().String(), key: key, iss: NewIssuer(key), logs: logs, stop: stop}
 }
 
 // ticket issues a ticket for role in session, valid for an hour, with a

@@ -3,7 +3,6 @@ package relay
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
 	"io"
@@ -258,16 +257,6 @@ func TestBurst(t *testing.T) {
 func TestShutdown(t *testing.T) {
 	r := startRelay(t, Options{})
 	ctx := within(t, time.Minute)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := New(Options{TicketKey: r.key.Public().(ed25519.PublicKey), Logger: r.srv.log})
-	r.srv, r.addr = srv, ln.Addr().String()
-	sctx, stop := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(sctx, ln) }()
-
 	ini, resp := r.pair(ctx)
 	waiting := r.dial(ctx, r.ticket(newSessionID(), api.RoleInitiator))
 	r.waitStats(ctx, "one to wait", func(s Stats) bool { return s.Waiting == 1 })
@@ -277,8 +266,7 @@ func TestShutdown(t *testing.T) {
 	}
 	defer silent.Close()
 
-	stop()
-	if err := <-served; err != nil {
+	if err := r.stop(); err != nil {
 		t.Fatalf("Serve = %v", err)
 	}
 	if res := <-waiting; res.err == nil {
