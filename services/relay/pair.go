@@ -45,8 +45,9 @@ type pair struct {
 	bytes atomic.Int64
 
 	mu       sync.Mutex
-	acked    uint64 // what the peers had acknowledged at the last idle check
-	endErr   error  // why it ended, first cause
+	acked    uint64    // what the peers had acknowledged at the last look
+	ackedAt  time.Time // when that last grew
+	endErr   error     // why it ended, first cause
 	finished bool
 }
 
@@ -149,27 +150,24 @@ func (p *pair) pipe(dst, src *net.TCPConn) {
 	}
 }
 
-// idle tells whether no byte moved either way for IdleTimeout. A copy
-// blocked on a slow reader counts the bytes only when it returns, so the
-// peers' acknowledgements are asked too where the system tells them.
+// idle tells whether no byte moved either way for IdleTimeout; a quiet
+// direction asks at every tick. A copy blocked on a slow reader counts its
+// bytes only when it returns, so the bytes the peers acknowledged count
+// too, where the system tells them.
 func (p *pair) idle() bool {
 	now := time.Now()
-	if now.Sub(time.Unix(0, p.last.Load())) < p.s.opts.IdleTimeout {
-		return false
-	}
 	acked, ok := ackedBytes(p.a)
-	if b, okb := ackedBytes(p.b); ok && okb {
-		acked += b
-		p.mu.Lock()
-		moved := acked != p.acked
-		p.acked = acked
-		p.mu.Unlock()
-		if moved {
-			p.last.Store(now.UnixNano())
-			return false
-		}
+	b, okb := ackedBytes(p.b)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ok && okb && acked+b != p.acked {
+		p.acked, p.ackedAt = acked+b, now
 	}
-	return true
+	last := time.Unix(0, p.last.Load())
+	if p.ackedAt.After(last) {
+		last = p.ackedAt
+	}
+	return now.Sub(last) >= p.s.opts.IdleTimeout
 }
 
 // budget is what a pair may still relay, shared by its two directions: a
