@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -46,6 +48,7 @@ type Config struct {
 	Auth    Auth    `mapstructure:"auth"`
 	Session Session `mapstructure:"session"`
 	Peer    Peer    `mapstructure:"peer"`
+	Relay   Relay   `mapstructure:"relay"`
 	Log     Log     `mapstructure:"log"`
 	Limits  Limits  `mapstructure:"limits"`
 }
@@ -120,6 +123,29 @@ type Peer struct {
 	// RelayDelay), always, or never.
 	Relay      string        `mapstructure:"relay"`
 	RelayDelay time.Duration `mapstructure:"relay_delay"`
+}
+
+// Relay configures the relay that carries a peer link between two clients
+// that cannot reach each other (`sftd relay`), and where the session
+// service tells clients to find it.
+type Relay struct {
+	// Listen is where `sftd relay` accepts clients.
+	Listen string `mapstructure:"listen"`
+	// Addrs are the relays (host:port) the session service hands to
+	// clients; empty means no relay is offered.
+	Addrs []string `mapstructure:"addrs"`
+	// MaxSessions caps the pairs one relay carries at once.
+	MaxSessions int `mapstructure:"max_sessions"`
+	// MaxWaiting caps the connections waiting for their peer.
+	MaxWaiting int `mapstructure:"max_waiting"`
+	// Rate caps one session's bytes per second (0: no cap).
+	Rate int64 `mapstructure:"rate"`
+	// IdleTimeout closes a pair after this long without a byte.
+	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
+	// PairTimeout bounds how long a connection waits for its peer.
+	PairTimeout time.Duration `mapstructure:"pair_timeout"`
+	// AdmissionTimeout bounds the wait for a new connection's ticket.
+	AdmissionTimeout time.Duration `mapstructure:"admission_timeout"`
 }
 
 // Limits bound what one user (or one client address) can make the
@@ -205,6 +231,14 @@ func Keys(env []string) []Key {
 		{"peer.connect_timeout", time.Minute, "wait for the peer's connection once it joined, or for it to come back after the link dropped"},
 		{"peer.relay", "auto", "relay use: auto (when no direct connection works within peer.relay_delay), always, never"},
 		{"peer.relay_delay", 2500 * time.Millisecond, "how long direct connection attempts get before the relay is tried too"},
+		{"relay.listen", "0.0.0.0:4223", "address `sftd relay` listens on"},
+		{"relay.addrs", []string{}, "relays (host:port, comma-separated in the environment) the session service offers clients that cannot reach each other; empty: none"},
+		{"relay.max_sessions", 256, "sessions one relay carries at once"},
+		{"relay.max_waiting", 1024, "connections one relay holds while they wait for their peer"},
+		{"relay.rate", int64(0), "bytes per second one relayed session may move, both directions together (0: no limit)"},
+		{"relay.idle_timeout", 30 * time.Second, "a relayed session without a byte either way for this long is closed"},
+		{"relay.pair_timeout", 2 * time.Minute, "how long a relay holds a connection waiting for its peer"},
+		{"relay.admission_timeout", 5 * time.Second, "how long a relay waits for a new connection's ticket"},
 		{"log.level", "info", "log level: debug, info, warn, error"},
 		{"log.format", "text", "log format: text or json"},
 		{"limits.open_sessions", 16, "live sessions one user may have started at once"},
@@ -282,7 +316,7 @@ func Load(env []string, configFile string, flags map[string]*pflag.Flag) (Config
 		Result:           &c,
 		WeaklyTypedInput: true,
 		ErrorUnused:      true,
-		DecodeHook:       mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), splitList),
+		DecodeHook:       mapstructure.ComposeDecodeHookFunc(mapstructure.StringToTimeDurationHookFunc(), stringToList),
 	})
 	if err != nil {
 		return Config{}, err
@@ -293,13 +327,13 @@ func Load(env []string, configFile string, flags map[string]*pflag.Flag) (Config
 	return c, c.validate()
 }
 
-// splitList reads a list given as one string (an environment variable)
-// as comma-separated items, spaces around them and empty ones dropped.
-func splitList(from, to reflect.Type, data any) (any, error) {
-	if from.Kind() != reflect.String || to.Kind() != reflect.Slice {
+// stringToList reads a list from a flag or an environment variable:
+// comma-separated, blanks around each item ignored, "" the empty list.
+func stringToList(from, to reflect.Type, data any) (any, error) {
+	if from.Kind() != reflect.String || to != reflect.TypeFor[[]string]() {
 		return data, nil
 	}
-	var out []string
+	out := []string{}
 	for _, item := range strings.Split(data.(string), ",") {
 		if item = strings.TrimSpace(item); item != "" {
 			out = append(out, item)
@@ -328,6 +362,10 @@ func (c Config) validate() error {
 		"session.ttl":          c.Session.TTL,
 		"session.retention":    c.Session.Retention,
 		"peer.connect_timeout": c.Peer.ConnectTimeout,
+
+		"relay.idle_timeout":      c.Relay.IdleTimeout,
+		"relay.pair_timeout":      c.Relay.PairTimeout,
+		"relay.admission_timeout": c.Relay.AdmissionTimeout,
 	}
 	for name, d := range positive {
 		if d <= 0 {
@@ -343,6 +381,9 @@ func (c Config) validate() error {
 		"limits.manifest_bytes":      c.Limits.ManifestBytes,
 
 		"limits.login_failures_per_address": int64(c.Limits.LoginFailuresPerAddress),
+
+		"relay.max_sessions": int64(c.Relay.MaxSessions),
+		"relay.max_waiting":  int64(c.Relay.MaxWaiting),
 	} {
 		if n <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, n))
@@ -355,6 +396,17 @@ func (c Config) validate() error {
 	case "auto", "always", "never":
 	default:
 		errs = append(errs, fmt.Errorf("peer.relay must be auto, always or never, got %q", c.Peer.Relay))
+	}
+	if c.Relay.Rate < 0 {
+		errs = append(errs, fmt.Errorf("relay.rate must not be negative, got %d", c.Relay.Rate))
+	}
+	if err := checkHostPort(c.Relay.Listen, true); err != nil {
+		errs = append(errs, fmt.Errorf("relay.listen: %w", err))
+	}
+	for _, a := range c.Relay.Addrs {
+		if err := checkHostPort(a, false); err != nil {
+			errs = append(errs, fmt.Errorf("relay.addrs: %w", err))
+		}
 	}
 	switch c.Store.Backend {
 	case "jetstream", "redis":
@@ -375,6 +427,23 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("log.level must be debug, info, warn or error, got %q", c.Log.Level))
 	}
 	return errors.Join(errs...)
+}
+
+// checkHostPort checks addr is host:port with a port number (0, any free
+// port, only where listening) and, unless listening, a host.
+func checkHostPort(addr string, listen bool) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", addr)
+	}
+	n, err := strconv.ParseUint(port, 10, 16)
+	if err != nil || (n == 0 && !listen) {
+		return fmt.Errorf("%q: the port must be a number from 1 to 65535", addr)
+	}
+	if host == "" && !listen {
+		return fmt.Errorf("%q has no host", addr)
+	}
+	return nil
 }
 
 // fieldKeys lists the mapstructure paths of every leaf field of Config.

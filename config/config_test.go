@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -216,4 +217,78 @@ func loadWith(t *testing.T, home string, env []string, yaml string) Config {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// The relay's settings, its list of addresses above all: from a flag or
+// the environment as a comma-separated list, from a file as a list.
+func TestRelaySettings(t *testing.T) {
+	home := t.TempDir()
+	def := loadWith(t, home, nil, "")
+	want := Relay{Listen: "0.0.0.0:4223", Addrs: []string{}, MaxSessions: 256, MaxWaiting: 1024, Rate: 0,
+		IdleTimeout: 30 * time.Second, PairTimeout: 2 * time.Minute, AdmissionTimeout: 5 * time.Second}
+	if !reflect.DeepEqual(def.Relay, want) {
+		t.Errorf("defaults %+v, want %+v", def.Relay, want)
+	}
+	for _, tc := range []struct {
+		name  string
+		env   []string
+		file  string
+		flag  string
+		addrs []string
+	}{
+		{name: "environment", env: []string{"SFT_RELAY_ADDRS=relay.example.com:4223, 203.0.113.5:4223 ,[2001:db8::1]:443"},
+			addrs: []string{"relay.example.com:4223", "203.0.113.5:4223", "[2001:db8::1]:443"}},
+		{name: "environment empties the file's", env: []string{"SFT_RELAY_ADDRS="}, file: "relay:\n  addrs: [a.example:1]\n", addrs: []string{}},
+		{name: "file", file: "relay:\n  addrs:\n    - a.example:1\n    - b.example:2\n", addrs: []string{"a.example:1", "b.example:2"}},
+		{name: "flag beats environment", env: []string{"SFT_RELAY_ADDRS=env.example:1"}, flag: "flag.example:1,flag.example:2",
+			addrs: []string{"flag.example:1", "flag.example:2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var flags map[string]*pflag.Flag
+			if tc.flag != "" {
+				fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+				Flag(fs, "relay.addrs", "relay", "", "")
+				if err := fs.Parse([]string{"--relay", tc.flag}); err != nil {
+					t.Fatal(err)
+				}
+				flags = FlagsOf(fs)
+			}
+			var file string
+			if tc.file != "" {
+				file = filepath.Join(t.TempDir(), "sft.yaml")
+				if err := os.WriteFile(file, []byte(tc.file), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c, err := Load(append([]string{"HOME=" + home}, tc.env...), file, flags)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(c.Relay.Addrs, tc.addrs) {
+				t.Errorf("relay.addrs = %q, want %q", c.Relay.Addrs, tc.addrs)
+			}
+		})
+	}
+	c := loadWith(t, home, []string{"SFT_RELAY_RATE=1048576", "SFT_RELAY_IDLE_TIMEOUT=1m", "SFT_RELAY_LISTEN=127.0.0.1:0"},
+		"relay:\n  max_sessions: 8\n  pair_timeout: 30s\n")
+	if c.Relay.Rate != 1<<20 || c.Relay.IdleTimeout != time.Minute || c.Relay.Listen != "127.0.0.1:0" || c.Relay.MaxSessions != 8 || c.Relay.PairTimeout != 30*time.Second {
+		t.Errorf("relay = %+v", c.Relay)
+	}
+
+	for _, tc := range []struct{ env, want string }{
+		{"SFT_RELAY_ADDRS=relay.example.com", "relay.addrs"},
+		{"SFT_RELAY_ADDRS=:4223", "has no host"},
+		{"SFT_RELAY_ADDRS=relay.example.com:0", "port must be a number"},
+		{"SFT_RELAY_ADDRS=relay.example.com:https", "port must be a number"},
+		{"SFT_RELAY_LISTEN=4223", "relay.listen"},
+		{"SFT_RELAY_RATE=-1", "relay.rate must not be negative"},
+		{"SFT_RELAY_MAX_SESSIONS=0", "relay.max_sessions must be positive"},
+		{"SFT_RELAY_MAX_WAITING=-3", "relay.max_waiting must be positive"},
+		{"SFT_RELAY_PAIR_TIMEOUT=0s", "relay.pair_timeout must be positive"},
+		{"SFT_RELAY_ADMISSION_TIMEOUT=-1s", "relay.admission_timeout must be positive"},
+	} {
+		if _, err := Load([]string{"HOME=" + home, tc.env}, "", nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error about %s", tc.env, err, tc.want)
+		}
+	}
 }

@@ -39,9 +39,13 @@ func showDefault(v any) string {
 		}
 		return "`" + strings.Join(d, ",") + "`"
 	case time.Duration:
-		s := d.String()
-		s = strings.TrimSuffix(s, "0s")
-		s = strings.TrimSuffix(s, "0m")
+		s := d.String() // 12h0m0s, 15m0s, 30s
+		if strings.HasSuffix(s, "m0s") {
+			s = strings.TrimSuffix(s, "0s")
+		}
+		if strings.HasSuffix(s, "h0m") {
+			s = strings.TrimSuffix(s, "0m")
+		}
 		return "`" + s + "`"
 	}
 	return fmt.Sprint(v)

@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +27,7 @@ import (
 	"github.com/sftproject/sft/config"
 	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/daemon"
+	"github.com/sftproject/sft/services/relay"
 	"github.com/sftproject/sft/services/secrets"
 	"github.com/sftproject/sft/services/store/redisstore/redistest"
 )
@@ -70,9 +74,19 @@ var wantMounts = map[string][]string{
 		deployDir + "/secrets/" + secrets.TokenPublicKeyFile,
 		deployDir + "/secrets/" + secrets.KEKFile,
 	},
+	"relay": {
+		deployDir + "/secrets/" + secrets.RelayTicketPublicKeyFile,
+	},
 }
 
-var wantReplicas = map[string]int{"nats": 1, "redis": 1, "auth": 1, "session": 2, "key": 2}
+var wantReplicas = map[string]int{"nats": 1, "redis": 1, "auth": 1, "session": 2, "key": 2, "relay": 1}
+
+// wantPorts are the ports published: NATS's client port on loopback, the
+// relay's on every interface (peers on other machines dial it).
+var wantPorts = map[string][]types.ServicePortConfig{
+	"nats":  {{Mode: "ingress", HostIP: "127.0.0.1", Target: 4222, Published: "4222", Protocol: "tcp"}},
+	"relay": {{Mode: "ingress", Target: 4223, Published: "4223", Protocol: "tcp"}},
+}
 
 // sftdDrain is how long sftd waits for requests under way after SIGTERM;
 // the stop grace period must leave it that time.
@@ -98,6 +112,12 @@ func loadCompose(t testing.TB) *types.Project {
 
 // isSftd tells the services built from this repository.
 func isSftd(s types.ServiceConfig) bool { return s.Build != nil }
+
+// onBus tells the sftd services that work on NATS and the store: all but
+// the relay, which needs neither.
+func onBus(s types.ServiceConfig) bool {
+	return isSftd(s) && !slices.Equal(s.Command, []string{"relay"})
+}
 
 // relSource is a bind mount's host path relative to the project directory.
 func relSource(t testing.TB, p *types.Project, v types.ServiceVolumeConfig) string {
@@ -136,19 +156,16 @@ func TestCompose(t *testing.T) {
 
 	t.Run("ports", func(t *testing.T) {
 		for name, s := range p.Services {
-			if name != "nats" {
-				if len(s.Ports) != 0 {
-					t.Errorf("%s publishes %v; only nats may", name, s.Ports)
-				}
-				continue
-			}
-			want := []types.ServicePortConfig{{Mode: "ingress", HostIP: "127.0.0.1", Target: 4222, Published: "4222", Protocol: "tcp"}}
-			if !reflect.DeepEqual(s.Ports, want) {
-				t.Errorf("nats publishes %+v, want only %+v", s.Ports, want)
+			if want := wantPorts[name]; !reflect.DeepEqual(s.Ports, want) {
+				t.Errorf("%s publishes %+v, want %+v", name, s.Ports, want)
 			}
 			if len(s.Expose) != 0 {
-				t.Errorf("nats exposes %v", s.Expose)
+				t.Errorf("%s exposes %v", name, s.Expose)
 			}
+		}
+		// The relay listens where its port is published.
+		if got := deref(p.Services["relay"].Environment["SFT_RELAY_LISTEN"]); got != "0.0.0.0:4223" {
+			t.Errorf("relay: SFT_RELAY_LISTEN=%s, want 0.0.0.0:4223 (the published port, every interface)", got)
 		}
 	})
 
@@ -174,7 +191,7 @@ func TestCompose(t *testing.T) {
 			}
 		}
 		slices.Sort(cmds)
-		if want := []string{"auth", "key", "session"}; !slices.Equal(cmds, want) {
+		if want := []string{"auth", "key", "relay", "session"}; !slices.Equal(cmds, want) {
 			t.Errorf("sftd services run %v, want each of %v once", cmds, want)
 		}
 		if _, err := os.Stat(filepath.Join(root, "deploy", "Dockerfile")); err != nil {
@@ -207,6 +224,21 @@ func TestCompose(t *testing.T) {
 					continue
 				}
 				env = append(env, k+"="+*v)
+			}
+			if got := deref(s.Environment["SFT_LOG_FORMAT"]); got != "json" {
+				t.Errorf("%s: SFT_LOG_FORMAT=%s, want json", name, got)
+			}
+			if !onBus(s) {
+				// Nothing of the bus or the store: it reaches neither.
+				for k := range s.Environment {
+					if strings.HasPrefix(k, "SFT_NATS_") || strings.HasPrefix(k, "SFT_REDIS_") || strings.HasPrefix(k, "SFT_STORE_") {
+						t.Errorf("%s: %s is set, but it uses neither NATS nor the store", name, k)
+					}
+				}
+				if _, err := config.Load(append(env, "HOME="+t.TempDir()), "", nil); err != nil {
+					t.Errorf("%s: %v", name, err)
+				}
+				continue
 			}
 			for k, v := range want {
 				if got := s.Environment[k]; got == nil || *got != v {
@@ -283,7 +315,8 @@ func TestCompose(t *testing.T) {
 			if s.HealthCheck != nil && !s.HealthCheck.Disable && len(s.HealthCheck.Test) > 1 {
 				continue
 			}
-			if len(s.DependsOn) == 0 {
+			if len(s.DependsOn) == 0 && (!isSftd(s) || onBus(s)) {
+				// The relay needs nothing else running, and nothing waits for it.
 				t.Errorf("%s has neither a health check nor dependencies", name)
 			}
 			for dep, d := range s.DependsOn {
@@ -295,7 +328,7 @@ func TestCompose(t *testing.T) {
 				}
 			}
 			for _, dep := range []string{"nats", "redis"} {
-				if _, ok := s.DependsOn[dep]; isSftd(s) && !ok {
+				if _, ok := s.DependsOn[dep]; onBus(s) && !ok {
 					t.Errorf("%s does not wait for %s", name, dep)
 				}
 			}
@@ -369,8 +402,8 @@ func deref(s *string) string {
 // the files the nats service mounts, laid out as in its container, a
 // redis-server, and each sftd service as many times as its replicas, each
 // seeing only its own mounts and its compose environment. Then two users
-// made as the compose file's header says log in, open a session and get
-// the same key. It does so as checked in, and with the configuration's
+// made as the compose file's header says log in, open a session, get the
+// same key and reach each other through the relay. It does so as checked in, and with the configuration's
 // `verify: true` turned on (mTLS), where the services present the
 // certificates compose gives them and the users theirs from `sftd certs
 // --client`.
@@ -457,6 +490,10 @@ func testComposeStack(t *testing.T, verifyClients bool) {
 			procs = append(procs, pr)
 		}
 	}
+	// The relay, on a free port of loopback instead of its published one.
+	rs := p.Services["relay"]
+	relayProc := startSftd(ctx, "relay", rs.Command, append(envOf(rs, containerFS(t, rs, hostPath)), "SFT_RELAY_LISTEN=127.0.0.1:0"))
+	procs = append(procs, relayProc)
 	for _, pr := range procs {
 		if err := pr.ready(); err != nil {
 			t.Fatalf("%s: %v\n%s", pr.name, err, pr.out.String())
@@ -517,6 +554,45 @@ func testComposeStack(t *testing.T, verifyClients bool) {
 	}
 	if len(ka) != 32 || !bytes.Equal(ka, kb) {
 		t.Errorf("keys differ or are not 256-bit: %s, %s", base64.StdEncoding.EncodeToString(ka), base64.StdEncoding.EncodeToString(kb))
+	}
+
+	// Both members reach each other through the relay with tickets signed
+	// by the key `sftd certs` made for the session service.
+	m := regexp.MustCompile(`sftd relay: serving on (\S+)`).FindStringSubmatch(relayProc.out.String())
+	if m == nil {
+		t.Fatalf("the relay printed no address:\n%s", relayProc.out.String())
+	}
+	ticketKey, err := secrets.RelayTicketKey(filepath.Join(data, "secrets"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss := relay.NewIssuer(ticketKey)
+	conns := make(chan net.Conn, 2)
+	for _, role := range []api.Role{api.RoleInitiator, api.RoleResponder} {
+		tk, err := iss.Issue(relay.Ticket{Session: s.ID, Role: role, ExpiresAt: time.Now().Add(time.Minute), MaxBytes: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			c, err := relay.Dial(cctx, m[1], tk)
+			if err != nil {
+				t.Errorf("%s through the relay: %v", role, err)
+			}
+			conns <- c
+		}()
+	}
+	a, b := <-conns, <-conns
+	if a == nil || b == nil {
+		t.FailNow()
+	}
+	defer a.Close()
+	defer b.Close()
+	if _, err := a.Write([]byte("via the relay")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len("via the relay"))
+	if _, err := io.ReadFull(b, got); err != nil || string(got) != "via the relay" {
+		t.Errorf("through the relay: %q, %v", got, err)
 	}
 }
 

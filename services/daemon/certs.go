@@ -35,6 +35,7 @@ func (d *daemon) certsCmd() *cobra.Command {
 		Long: "Creates (or keeps, when present and valid) under --data-dir:\n" +
 			"  pki/      ca.pem, ca-key.pem, server.pem, server-key.pem (SANs: localhost, 127.0.0.1, ::1, --host ...)\n" +
 			"  secrets/  token-signing.pem, token-signing.pub.pem, login-seal.key, key-encryption.key,\n" +
+			"            relay-ticket.pem, relay-ticket.pub.pem (the session service signs relay tickets, the relay checks them),\n" +
 			"            nats-service-auth.nk, nats-service-session.nk, nats-service-key.nk (each service's NATS identity),\n" +
 			"            nats-service-auth.crt/.key, nats-service-session.crt/.key, nats-service-key.crt/.key\n" +
 			"            (each service's client certificate, for a broker that verifies clients: mTLS),\n" +

@@ -29,6 +29,7 @@ func TestCerts(t *testing.T) {
 		"pki/ca.pem", "pki/ca-key.pem", "pki/server.pem", "pki/server-key.pem",
 		"secrets/token-signing.pem", "secrets/token-signing.pub.pem", "secrets/login-seal.key",
 		"secrets/key-encryption.key", "secrets/nats-auth.conf",
+		"secrets/relay-ticket.pem", "secrets/relay-ticket.pub.pem",
 		"secrets/nats-service-auth.nk", "secrets/nats-service-session.nk", "secrets/nats-service-key.nk",
 		"secrets/nats-callout.nk", "secrets/nats-callout.xk",
 		"secrets/nats-service-auth.crt", "secrets/nats-service-session.crt", "secrets/nats-service-key.crt",
@@ -172,8 +173,8 @@ func TestCerts(t *testing.T) {
 
 func TestServiceWithoutSecrets(t *testing.T) {
 	in := newInstall(t)
-	for _, svc := range []string{"auth", "session", "key"} {
-		_, err := in.sftd("", []string{"SFT_NATS_URL=tls://127.0.0.1:1"}, svc)
+	for _, svc := range []string{"auth", "session", "key", "relay"} {
+		_, err := in.sftd("", []string{"SFT_NATS_URL=tls://127.0.0.1:1", "SFT_RELAY_LISTEN=127.0.0.1:0"}, svc)
 		if err == nil || !strings.Contains(err.Error(), "sftd certs") {
 			t.Errorf("sftd %s without secrets: %v, want an error that says to run sftd certs", svc, err)
 		}

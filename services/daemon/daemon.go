@@ -1,5 +1,6 @@
 // Package daemon implements the sftd commands: `dev` runs the all-in-one
-// stack, `user` manages accounts.
+// stack, `user` manages accounts, `certs` makes a deployment's keys, and
+// `auth`, `session`, `key` and `relay` run one service each.
 package daemon
 
 import (
@@ -61,6 +62,7 @@ func Run(ctx context.Context, stdio IO, args, env []string) error {
 		d.serviceCmd("auth", "Run the auth service (logins, tokens) against an external NATS"),
 		d.serviceCmd("session", "Run the session service (state machine, events, watch relay) against an external NATS"),
 		d.serviceCmd("key", "Run the key service (session keys) against an external NATS"),
+		d.relayCmd(),
 	)
 	root.SetArgs(args)
 	root.SetIn(stdio.In)

@@ -45,7 +45,7 @@ func (d *daemon) serviceCmd(name, short string) *cobra.Command {
 			<-ctx.Done()
 			d.log.Info("stopping: draining requests under way", "service", name)
 			r.Stop()
-			drain(nc, 10*time.Second)
+			drain(nc, drainTimeout)
 			cancel()
 			r.Wait()
 			d.log.Info("stopped", "service", name)
@@ -56,6 +56,10 @@ func (d *daemon) serviceCmd(name, short string) *cobra.Command {
 	d.bind(cmd.Flags(), "store.backend", "store", "state store: jetstream or redis")
 	return cmd
 }
+
+// drainTimeout bounds how long a stopping service lets the work under way
+// finish (docker-compose.yml's stop grace period leaves it that time).
+const drainTimeout = 10 * time.Second
 
 // drain flushes what nc still has to send and closes it, waiting at most d.
 func drain(nc *nats.Conn, d time.Duration) {

@@ -3,13 +3,16 @@
 // with the keys each one needs. Each service runs on a connection of its
 // own NATS identity (broker.ServicePermissions) and checks every request's
 // token against the revoked tokens. `sftd dev` starts all three in one
-// process; `sftd auth`, `sftd session` and `sftd key` start one each.
+// process; `sftd auth`, `sftd session` and `sftd key` start one each. The
+// relay (`sftd relay`) needs neither NATS nor the store: only the public
+// key of the relay tickets.
 package launch
 
 import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 
@@ -22,6 +25,7 @@ import (
 	"github.com/sftproject/sft/link"
 	"github.com/sftproject/sft/services/auth"
 	"github.com/sftproject/sft/services/key"
+	"github.com/sftproject/sft/services/relay"
 	"github.com/sftproject/sft/services/rpc"
 	"github.com/sftproject/sft/services/secrets"
 	"github.com/sftproject/sft/services/session"
@@ -217,3 +221,46 @@ type Starter func(context.Context, config.Config, *nats.Conn, Store, *slog.Logge
 
 // Services names the starters, as the sftd subcommands do.
 var Services = map[string]Starter{"auth": Auth, "session": Session, "key": Key}
+
+// RunningRelay is a started relay.
+type RunningRelay struct {
+	Server *relay.Server
+	Addr   net.Addr // where it listens
+	done   chan struct{}
+	err    error
+}
+
+// Wait blocks until the relay stopped, after its start context ended, and
+// returns what Serve returned.
+func (r *RunningRelay) Wait() error {
+	<-r.done
+	return r.err
+}
+
+// Relay starts the relay on relay.listen with the limits of cfg.Relay. It
+// reads only the relay ticket public key and needs no NATS connection. It
+// serves until ctx ends, which closes every connection; Server.Drain first
+// lets the relayed sessions finish.
+func Relay(ctx context.Context, cfg config.Config, log *slog.Logger) (*RunningRelay, error) {
+	pub, err := secrets.RelayTicketPublicKey(cfg.SecretsPath())
+	if err != nil {
+		return nil, err
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", cfg.Relay.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	srv := relay.New(relay.Options{
+		TicketKey:   pub,
+		MaxSessions: cfg.Relay.MaxSessions, MaxWaiting: cfg.Relay.MaxWaiting, RatePerSession: cfg.Relay.Rate,
+		IdleTimeout: cfg.Relay.IdleTimeout, PairTimeout: cfg.Relay.PairTimeout, AdmissionTimeout: cfg.Relay.AdmissionTimeout,
+		Logger: log,
+	})
+	r := &RunningRelay{Server: srv, Addr: ln.Addr(), done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		r.err = srv.Serve(ctx, ln)
+	}()
+	return r, nil
+}

@@ -22,12 +22,14 @@ import (
 // File names inside a secrets directory. Each service reads only the files
 // it needs, so a deployment can hand each one just those.
 const (
-	SigningKeyFile     = "token-signing.pem"     // auth: signs tokens (Ed25519, PKCS#8)
-	TokenPublicKeyFile = "token-signing.pub.pem" // session, key: verify tokens
-	SealKeyFile        = "login-seal.key"        // auth: opens sealed passwords
-	KEKFile            = "key-encryption.key"    // key: encrypts session keys at rest
-	CalloutIssuerFile  = "nats-callout.nk"       // auth: signs the NATS auth callout's answers (account seed)
-	CalloutXKeyFile    = "nats-callout.xk"       // auth: opens and seals the auth callout exchange (curve seed)
+	SigningKeyFile           = "token-signing.pem"     // auth: signs tokens (Ed25519, PKCS#8)
+	TokenPublicKeyFile       = "token-signing.pub.pem" // session, key: verify tokens
+	SealKeyFile              = "login-seal.key"        // auth: opens sealed passwords
+	KEKFile                  = "key-encryption.key"    // key: encrypts session keys at rest
+	CalloutIssuerFile        = "nats-callout.nk"       // auth: signs the NATS auth callout's answers (account seed)
+	CalloutXKeyFile          = "nats-callout.xk"       // auth: opens and seals the auth callout exchange (curve seed)
+	RelayTicketKeyFile       = "relay-ticket.pem"      // session: signs relay tickets (Ed25519, PKCS#8)
+	RelayTicketPublicKeyFile = "relay-ticket.pub.pem"  // relay: verifies relay tickets
 )
 
 // ServiceKeyFile is the file of service's NATS identity (a user nkey
@@ -67,11 +69,12 @@ func EnsureServiceCerts(dir, caDir string) error {
 type Secrets struct {
 	// ServiceKeys are the services' NATS identities, by service name
 	// (broker.ServiceAuth, ...).
-	ServiceKeys map[string]nkeys.KeyPair
-	SigningKey  ed25519.PrivateKey // signs login tokens
-	SealKey     *seal.PrivateKey   // opens sealed passwords
-	KEK         []byte             // encrypts session keys at rest
-	Callout     broker.CalloutKeys // answers the NATS auth callout
+	ServiceKeys    map[string]nkeys.KeyPair
+	SigningKey     ed25519.PrivateKey // signs login tokens
+	RelayTicketKey ed25519.PrivateKey // signs relay tickets
+	SealKey        *seal.PrivateKey   // opens sealed passwords
+	KEK            []byte             // encrypts session keys at rest
+	Callout        broker.CalloutKeys // answers the NATS auth callout
 }
 
 // Ensure reads every secret in dir, creating the missing ones (0600 files
@@ -91,34 +94,12 @@ func Ensure(dir string) (*Secrets, error) {
 		}
 	}
 
-	signing, err := loadOrCreate(filepath.Join(dir, SigningKeyFile), func() ([]byte, error) {
-		_, k, err := ed25519.GenerateKey(rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		der, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			return nil, err
-		}
-		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	if s.SigningKey, err = parseEd25519(signing); err != nil {
+	var err error
+	if s.SigningKey, err = ensureEd25519(dir, SigningKeyFile, TokenPublicKeyFile); err != nil {
 		return nil, fmt.Errorf("token signing key: %w", err)
 	}
-	// The public key may be readable by anyone, so only its absence matters here.
-	if _, err := TokenPublicKey(dir); err != nil {
-		if _, err := loadOrCreate(filepath.Join(dir, TokenPublicKeyFile), func() ([]byte, error) {
-			der, err := x509.MarshalPKIXPublicKey(s.SigningKey.Public())
-			if err != nil {
-				return nil, err
-			}
-			return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
-		}); err != nil {
-			return nil, err
-		}
+	if s.RelayTicketKey, err = ensureEd25519(dir, RelayTicketKeyFile, RelayTicketPublicKeyFile); err != nil {
+		return nil, fmt.Errorf("relay ticket key: %w", err)
 	}
 
 	sealBytes, err := loadOrCreate(filepath.Join(dir, SealKeyFile), func() ([]byte, error) {
@@ -162,6 +143,42 @@ func newSeed(create func() (nkeys.KeyPair, error)) ([]byte, error) {
 		return nil, err
 	}
 	return kp.Seed()
+}
+
+// ensureEd25519 reads the Ed25519 private key in dir's file priv and makes
+// sure pub holds its public key, creating whichever is missing.
+func ensureEd25519(dir, priv, pub string) (ed25519.PrivateKey, error) {
+	b, err := loadOrCreate(filepath.Join(dir, priv), func() ([]byte, error) {
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			return nil, err
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	k, err := parseEd25519(b)
+	if err != nil {
+		return nil, err
+	}
+	// The public key may be readable by anyone, so only its absence matters here.
+	if _, err := readPublicKey(dir, pub); err != nil {
+		if _, err := loadOrCreate(filepath.Join(dir, pub), func() ([]byte, error) {
+			der, err := x509.MarshalPKIXPublicKey(k.Public())
+			if err != nil {
+				return nil, err
+			}
+			return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
+		}); err != nil {
+			return nil, err
+		}
+	}
+	return k, nil
 }
 
 // CalloutKeys reads the keys of the NATS auth callout.
@@ -233,25 +250,46 @@ func parseServiceKey(seed []byte) (nkeys.KeyPair, error) {
 }
 
 // SigningKey reads the token signing key.
-func SigningKey(dir string) (ed25519.PrivateKey, error) {
-	b, err := read(dir, SigningKeyFile)
+func SigningKey(dir string) (ed25519.PrivateKey, error) { return readPrivateKey(dir, SigningKeyFile) }
+
+// TokenPublicKey reads the key that verifies tokens. It is public, so any
+// file mode is fine.
+func TokenPublicKey(dir string) (ed25519.PublicKey, error) {
+	return readPublicKey(dir, TokenPublicKeyFile)
+}
+
+// RelayTicketKey reads the key the session service signs relay tickets
+// with.
+func RelayTicketKey(dir string) (ed25519.PrivateKey, error) {
+	return readPrivateKey(dir, RelayTicketKeyFile)
+}
+
+// RelayTicketPublicKey reads the key the relay verifies tickets with. It
+// is public, so any file mode is fine.
+func RelayTicketPublicKey(dir string) (ed25519.PublicKey, error) {
+	return readPublicKey(dir, RelayTicketPublicKeyFile)
+}
+
+// readPrivateKey reads the Ed25519 private key (PKCS#8 PEM) in dir's file
+// name, which only its owner may read.
+func readPrivateKey(dir, name string) (ed25519.PrivateKey, error) {
+	b, err := read(dir, name)
 	if err != nil {
 		return nil, err
 	}
 	k, err := parseEd25519(b)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, SigningKeyFile), err)
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, name), err)
 	}
 	return k, nil
 }
 
-// TokenPublicKey reads the key that verifies tokens. It is public, so any
-// file mode is fine.
-func TokenPublicKey(dir string) (ed25519.PublicKey, error) {
-	path := filepath.Join(dir, TokenPublicKeyFile)
+// readPublicKey reads the Ed25519 public key (PKIX PEM) in dir's file name.
+func readPublicKey(dir, name string) (ed25519.PublicKey, error) {
+	path := filepath.Join(dir, name)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("no %s in %s: run `sftd certs` or `sftd dev` to create it (or set secrets_dir)", TokenPublicKeyFile, dir)
+		return nil, fmt.Errorf("no %s in %s: run `sftd certs` or `sftd dev` to create it (or set secrets_dir)", name, dir)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)

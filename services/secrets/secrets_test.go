@@ -2,6 +2,7 @@ package secrets
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
 	"maps"
@@ -22,6 +23,7 @@ const accountSeed = "SAAGNJOZTRPYYXG2NJX3ZNGXYUSDYX2BWO447W3SHG6XQ7U66RWHQ3JUXM"
 var secretFiles = []string{
 	ServiceKeyFile(broker.ServiceAuth), ServiceKeyFile(broker.ServiceSession), ServiceKeyFile(broker.ServiceKey),
 	SigningKeyFile, TokenPublicKeyFile, SealKeyFile, KEKFile, CalloutIssuerFile, CalloutXKeyFile,
+	RelayTicketKeyFile, RelayTicketPublicKeyFile,
 }
 
 // publicKeys are the services' public keys in s.
@@ -53,7 +55,7 @@ func sameSecrets(t *testing.T, a, b *Secrets) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !maps.Equal(publicKeys(t, a), publicKeys(t, b)) || !a.SigningKey.Equal(b.SigningKey) || !bytes.Equal(ab, bb) || !bytes.Equal(a.KEK, b.KEK) {
+	if !maps.Equal(publicKeys(t, a), publicKeys(t, b)) || !a.SigningKey.Equal(b.SigningKey) || !a.RelayTicketKey.Equal(b.RelayTicketKey) || !bytes.Equal(ab, bb) || !bytes.Equal(a.KEK, b.KEK) {
 		t.Fatal("the secrets changed between loads")
 	}
 	ai, ax, err := a.Callout.Public()
@@ -144,6 +146,62 @@ func TestLoadSecretsCreatesPrivateFiles(t *testing.T) {
 	}
 }
 
+// Each key pair's loaders read what Ensure made: the private key for the
+// signer, the public key for whoever verifies, and the two pairs differ.
+func TestSigningKeyPairs(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "secrets")
+	s, err := Ensure(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		want ed25519.PrivateKey
+		priv func(string) (ed25519.PrivateKey, error)
+		pub  func(string) (ed25519.PublicKey, error)
+	}{
+		{"token", s.SigningKey, SigningKey, TokenPublicKey},
+		{"relay ticket", s.RelayTicketKey, RelayTicketKey, RelayTicketPublicKey},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			priv, err := tc.priv(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pub, err := tc.pub(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !priv.Equal(tc.want) || !pub.Equal(tc.want.Public()) {
+				t.Error("the loaded keys are not the ones Ensure made")
+			}
+		})
+	}
+	if s.SigningKey.Equal(s.RelayTicketKey) {
+		t.Error("tokens and relay tickets are signed with the same key")
+	}
+	// A relay holds only the public key.
+	only := t.TempDir()
+	copyFile(t, filepath.Join(dir, RelayTicketPublicKeyFile), filepath.Join(only, RelayTicketPublicKeyFile))
+	if _, err := RelayTicketPublicKey(only); err != nil {
+		t.Errorf("public key alone: %v", err)
+	}
+	if _, err := RelayTicketKey(only); err == nil || !strings.Contains(err.Error(), "sftd certs") {
+		t.Errorf("private key missing: %v, want an error that says to run sftd certs", err)
+	}
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Two sftd processes starting at once on a fresh data dir must agree on
 // every secret: neither may read the other's half-written file.
 func TestLoadSecretsConcurrent(t *testing.T) {
@@ -173,7 +231,7 @@ func TestLoadSecretsConcurrent(t *testing.T) {
 
 func TestSecretReadableByOthersRefused(t *testing.T) {
 	for _, f := range secretFiles {
-		if f == TokenPublicKeyFile {
+		if f == TokenPublicKeyFile || f == RelayTicketPublicKeyFile {
 			continue // public
 		}
 		t.Run(f, func(t *testing.T) {
@@ -238,6 +296,7 @@ func TestLoadSecretsRefusesDamagedFiles(t *testing.T) {
 		{"token-signing.pem", "not pem", "token signing key"},
 		{"token-signing.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "token signing key"},
 		{"login-seal.key", "xx", "seal"},
+		{RelayTicketKeyFile, "not pem", "relay ticket key"},
 		{CalloutIssuerFile, "SXnotaseed", "auth callout issuer"},
 		{CalloutXKeyFile, "SAnotaseed", "auth callout xkey"},
 	} {

@@ -84,15 +84,25 @@ type Verifier struct {
 
 // NewVerifier returns a Verifier for tokens signed by pub's private key.
 func NewVerifier(pub ed25519.PublicKey) *Verifier {
-	return &Verifier{pub: pub, parser: jwt.NewParser(
+	return &Verifier{pub: pub, parser: Parser(issuer, audience)}
+}
+
+// Parser returns the JWT parser SFT's Ed25519-signed JWTs are checked
+// with: only EdDSA signatures, the given issuer and audience, an expiry
+// required (5 seconds of clock skew tolerated).
+func Parser(issuer, audience string) *jwt.Parser {
+	return jwt.NewParser(
 		// Pinning the method stops algorithm-confusion attacks ("none", HS256 keyed with the public key).
 		jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
 		jwt.WithIssuer(issuer),
 		jwt.WithAudience(audience),
 		jwt.WithExpirationRequired(),
-		jwt.WithLeeway(5*time.Second),
-	)}
+		jwt.WithLeeway(Leeway),
+	)
 }
+
+// Leeway is the clock skew Parser tolerates on a JWT's times.
+const Leeway = 5 * time.Second
 
 // Verify returns the claims of a valid token, or an error wrapping ErrInvalid.
 func (v *Verifier) Verify(s string) (Claims, error) {

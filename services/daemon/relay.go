@@ -1,0 +1,48 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sftproject/sft/services/launch"
+)
+
+// relayCmd runs the relay until SIGINT or SIGTERM, then stops taking
+// connections, sends away those still waiting for their peer, lets the
+// relayed sessions finish for up to drainTimeout and exits.
+func (d *daemon) relayCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "relay",
+		Short: "Run the relay: carries the peer link, still end-to-end encrypted, between clients that cannot reach each other",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			// The relay's context outlives the signal: relayed sessions
+			// get their time to finish.
+			svcCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+			defer cancel()
+			log := d.log.With("service", "relay")
+			r, err := launch.Relay(svcCtx, d.cfg, log)
+			if err != nil {
+				return fmt.Errorf("start relay: %w", err)
+			}
+			log.Info("serving", "listen", r.Addr.String())
+			fmt.Fprintf(d.io.Out, "sftd relay: serving on %s\n", r.Addr)
+			<-ctx.Done()
+			log.Info("stopping: letting relayed sessions finish", "sessions", r.Server.Stats().ActivePairs)
+			dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
+			if err := r.Server.Drain(dctx); err != nil {
+				log.Warn("stopping: relayed sessions cut short", "sessions", r.Server.Stats().ActivePairs)
+			}
+			dcancel()
+			cancel()
+			err = r.Wait()
+			log.Info("stopped")
+			return err
+		},
+	}
+	d.bind(cmd.Flags(), "relay.listen", "listen", "address to accept relay clients on (default 0.0.0.0:4223)")
+	return cmd
+}
