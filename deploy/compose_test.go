@@ -65,6 +65,7 @@ var wantMounts = map[string][]string{
 		deployDir + "/secrets/" + secrets.ServiceCertFile(broker.ServiceSession),
 		deployDir + "/secrets/" + secrets.ServiceCertKeyFile(broker.ServiceSession),
 		deployDir + "/secrets/" + secrets.TokenPublicKeyFile,
+		deployDir + "/secrets/" + secrets.RelayTicketKeyFile,
 	},
 	"key": {
 		deployDir + "/pki/" + broker.CACertName,

@@ -265,18 +265,8 @@ func (s *side) relayDialer() func(context.Context) (net.Conn, error) {
 		if err != nil {
 			return nil, fmt.Errorf("relay ticket: %w", err)
 		}
-		var errs []error
-		for _, addr := range rep.Addrs {
-			nc, err := relay.Dial(ctx, addr, rep.Ticket)
-			if err == nil {
-				return nc, nil
-			}
-			errs = append(errs, err)
-			if ctx.Err() != nil {
-				break
-			}
-		}
-		return nil, fmt.Errorf("no relay answered: %w", errors.Join(errs...))
+		nc, _, err := relay.DialAny(ctx, rep.Addrs, rep.Ticket)
+		return nc, err
 	}
 }
 

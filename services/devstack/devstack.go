@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -30,6 +31,8 @@ type Stack struct {
 	// none when it listens on loopback only.
 	RemoteURLs []string
 	CAFile     string // CA clients must trust
+	// RelayAddrs are the relay addresses the session service offers.
+	RelayAddrs []string
 	// Store reaches every kind of state, each through the connection of
 	// the service that owns it (users: auth, sessions: session, keys:
 	// key), as tests and `sftd user` need.
@@ -40,6 +43,35 @@ type Stack struct {
 	conns  []*nats.Conn
 	stores []launch.Store
 	svcs   []*launch.Running
+	relay  *launch.RunningRelay
+}
+
+// startRelay runs the relay on the host NATS listens on, at the NATS port
+// + 1 (a free port when NATS has one), and returns its addresses for
+// clients: those of remote, the hosts other machines reach NATS at, then
+// the one it listens at.
+func (st *Stack) startRelay(ctx context.Context, cfg config.Config, host string, natsPort int, remote []string, log *slog.Logger) ([]string, error) {
+	port := 0
+	if natsPort != 0 {
+		port = natsPort + 1
+	}
+	cfg.Relay.Listen = net.JoinHostPort(host, strconv.Itoa(port))
+	rr, err := launch.Relay(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	st.relay = rr
+	bound := rr.Addr.(*net.TCPAddr)
+	var addrs []string
+	for _, h := range remote {
+		addrs = append(addrs, net.JoinHostPort(h, strconv.Itoa(bound.Port)))
+	}
+	if !bound.IP.IsUnspecified() {
+		addrs = append(addrs, bound.String())
+	} else {
+		addrs = append(addrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(bound.Port)))
+	}
+	return slices.Compact(addrs), nil
 }
 
 // Start brings the stack up; ctx bounds start-up, Close stops it. Missing
@@ -106,6 +138,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 			st.Close()
 		}
 	}()
+	if len(cfg.Relay.Addrs) == 0 {
+		// No relay named elsewhere: run one here, beside NATS.
+		if cfg.Relay.Addrs, err = st.startRelay(svcCtx, cfg, host, port, r.remote, log.With("service", "relay")); err != nil {
+			return nil, err
+		}
+	}
+	st.RelayAddrs = cfg.Relay.Addrs
 	// Each service on a connection of its own identity, with its own view
 	// of the store: what it may reach is what its permissions allow.
 	stores := map[string]launch.Store{}
@@ -152,6 +191,9 @@ func (st *Stack) Close() {
 	}
 	for _, s := range st.stores {
 		_ = s.Close()
+	}
+	if st.relay != nil {
+		_ = st.relay.Wait() // its context ended with the services'
 	}
 	st.srv.Shutdown()
 }

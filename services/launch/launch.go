@@ -15,11 +15,13 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/config"
 	"github.com/sftproject/sft/link"
@@ -178,8 +180,12 @@ func Session(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, lo
 	if err != nil {
 		return nil, err
 	}
+	offer, err := relayOffer(cfg)
+	if err != nil {
+		return nil, err
+	}
 	svc := session.New(session.Options{
-		Store: st, Verifier: v, CheckManifest: link.CheckManifest,
+		Store: st, Verifier: v, CheckManifest: link.CheckManifest, Relay: offer,
 		TTL: cfg.Session.TTL, Retention: cfg.Session.Retention, Logger: log,
 		Instances: cfg.Instances,
 		Limits: session.Limits{
@@ -193,6 +199,25 @@ func Session(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, lo
 		return nil, err
 	}
 	return &Running{Service: m, wait: func() { svc.Wait(); waitRevoked() }}, nil
+}
+
+// relayOffer is the relay the session service hands to clients: none
+// unless relay.addrs names some, and then it needs the ticket signing key.
+func relayOffer(cfg config.Config) (session.Relay, error) {
+	if len(cfg.Relay.Addrs) == 0 {
+		return session.Relay{}, nil
+	}
+	key, err := secrets.RelayTicketKey(cfg.SecretsPath())
+	if err != nil {
+		return session.Relay{}, err
+	}
+	iss := relay.NewIssuer(key)
+	return session.Relay{
+		Addrs: cfg.Relay.Addrs,
+		Issue: func(sid string, role api.Role, expires time.Time, maxBytes int64) (string, error) {
+			return iss.Issue(relay.Ticket{Session: sid, Role: role, ExpiresAt: expires, MaxBytes: maxBytes})
+		},
+	}, nil
 }
 
 // Key starts the key service. It needs the token public key and the KEK.
