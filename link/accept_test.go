@@ -35,7 +35,7 @@ func TestAcceptOnePeer(t *testing.T) {
 		t.Fatal("the peer listener still takes connections after the first peer was accepted")
 	}
 	o := e.opts
-	o.DialTimeout, o.HandshakeTimeout = 2*time.Second, 2*time.Second
+	o.DialTimeout, o.HandshakeTimeout = 500*time.Millisecond, 2*time.Second
 	if second, err := Dial(ctx, e.addr(), e.key, e.sid, o); err == nil {
 		second.Close()
 		t.Fatal("a second peer completed the handshake after the first was accepted")

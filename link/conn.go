@@ -35,12 +35,14 @@ var aLongTimeAgo = time.Unix(1, 0)
 // transfer: call Send on one side and Receive on the other. After a failed
 // Send or Receive the Conn is closed.
 type Conn struct {
-	sid string // the session the handshake bound this link to
-	nc  net.Conn
-	br  *bufio.Reader
-	log *slog.Logger
-	enc *noise.CipherState
-	dec *noise.CipherState
+	sid      string // the session the handshake bound this link to
+	path     string
+	peerAddr string
+	nc       net.Conn
+	br       *bufio.Reader
+	log      *slog.Logger
+	enc      *noise.CipherState
+	dec      *noise.CipherState
 
 	// Records are encrypted and decrypted in place: wbuf holds header and
 	// ciphertext of the frame being written, rbuf the frame being read.
@@ -66,6 +68,23 @@ func newConn(nc net.Conn, log *slog.Logger) *Conn {
 		rbuf: make([]byte, maxFrame),
 	}
 }
+
+// linkConn is the Conn for nc once its handshake completed.
+func linkConn(nc net.Conn, log *slog.Logger, sessionID string, enc, dec *noise.CipherState, path, peerAddr string) *Conn {
+	c := newConn(nc, log)
+	c.sid, c.enc, c.dec = sessionID, enc, dec
+	c.path, c.peerAddr = path, peerAddr
+	return c
+}
+
+// Path is how this connection reaches the peer: PathDirect or PathRelay.
+func (c *Conn) Path() string { return c.path }
+
+// PeerAddr is where this connection goes, as users know it: the Addr of
+// the candidate Connect chose, the remote address of a connection Accept
+// took on its listener, or the relay's address (Options.RelayAddr, else the
+// relay connection's remote address) for one through the relay.
+func (c *Conn) PeerAddr() string { return c.peerAddr }
 
 // Close closes the connection. It is safe to call more than once.
 func (c *Conn) Close() error {
@@ -170,7 +189,7 @@ func (c *Conn) readRecordInto(buf []byte) (recType, []byte, error) {
 }
 
 func readErr(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) {
+	if peerClosed(err) {
 		return fmt.Errorf("%w: the connection closed before the transfer finished", ErrTruncated)
 	}
 	return fmt.Errorf("reading from peer: %w", err)

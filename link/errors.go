@@ -59,6 +59,74 @@ func (e *AbortError) Unwrap() []error {
 	return []error{ErrAborted, e.cause}
 }
 
+// reachError is Connect's failure: each candidate and why it failed.
+type reachError struct {
+	peer  string
+	cands []Candidate
+	errs  []error // per candidate; nil: never tried
+}
+
+func (e *reachError) Error() string {
+	var b strings.Builder
+	list := func(path string) {
+		n := 0
+		for i, c := range e.cands {
+			if c.Path != path {
+				continue
+			}
+			if n++; n > 1 {
+				b.WriteString(", ")
+			}
+			why := "not tried"
+			if e.errs[i] != nil {
+				why = e.errs[i].Error()
+			}
+			fmt.Fprintf(&b, "%s (%s)", c.Addr, why)
+		}
+	}
+	relays := 0
+	for _, c := range e.cands {
+		if c.Path == PathRelay {
+			relays++
+		}
+	}
+	b.WriteString("cannot reach " + e.peer)
+	switch {
+	case relays == len(e.cands):
+		b.WriteString(" through the relay at ")
+		list(PathRelay)
+	case relays == 0:
+		b.WriteString(" at ")
+		list(PathDirect)
+		b.WriteString("; no relay")
+	default:
+		b.WriteString(" at ")
+		list(PathDirect)
+		b.WriteString("; relay ")
+		list(PathRelay)
+	}
+	return b.String()
+}
+
+func (e *reachError) Unwrap() []error {
+	var errs []error
+	for _, err := range e.errs {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// errNoAnswer: a connect that neither succeeded nor failed before Connect
+// gave up, as to an address where packets are dropped.
+var errNoAnswer error = noAnswer{}
+
+type noAnswer struct{}
+
+func (noAnswer) Error() string { return "no answer" }
+func (noAnswer) Unwrap() error { return os.ErrDeadlineExceeded }
+
 // abortCauses maps the code byte of an abort record to a sentinel. Codes are
 // part of the wire format: append only.
 var abortCauses = [...]error{

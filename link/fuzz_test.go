@@ -1,6 +1,7 @@
 package link
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -65,6 +66,26 @@ func FuzzManifestDecode(f *testing.F) {
 	})
 }
 
+// fuzzRecords splits s into records the way the record fuzzers read their
+// input: a type byte, a 2-byte big-endian length, then the payload, cut to
+// what is left and to maxPayload. It stops early when each returns false.
+func fuzzRecords(s []byte, each func(t recType, p []byte) bool) {
+	for len(s) > 0 {
+		t := recType(s[0])
+		s = s[1:]
+		n := 0
+		if len(s) >= 2 {
+			n = int(binary.BigEndian.Uint16(s))
+			s = s[2:]
+		}
+		n = min(n, len(s), maxPayload)
+		if !each(t, s[:n]) {
+			return
+		}
+		s = s[n:]
+	}
+}
+
 // fuzzManifest is what the receiver in FuzzRecord expects; the seed corpus
 // holds a valid transfer of it.
 var fuzzManifest = manifest("f", 5)
@@ -102,20 +123,7 @@ func FuzzRecord(f *testing.F) {
 				a.Write(input[1:])
 				return
 			}
-			for s := input[1:]; len(s) > 0; {
-				t := recType(s[0])
-				s = s[1:]
-				n := 0
-				if len(s) >= 2 {
-					n = int(binary.BigEndian.Uint16(s))
-					s = s[2:]
-				}
-				n = min(n, len(s), maxPayload)
-				if snd.writeRecord(t, s[:n]) != nil {
-					return
-				}
-				s = s[n:]
-			}
+			fuzzRecords(input[1:], func(t recType, p []byte) bool { return snd.writeRecord(t, p) == nil })
 		}()
 		res, err := rcv.Receive(t.Context(), fuzzManifest, dir, ReceiveOptions{})
 		rcv.Close()
@@ -142,6 +150,56 @@ func FuzzRecord(f *testing.F) {
 		}
 		if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 			t.Fatalf("directory holds %d entries after a successful receive", len(ents))
+		}
+	})
+}
+
+// FuzzSelect feeds readSelect what the accepting side reads after the
+// handshake. As in FuzzRecord, the first input byte selects how the rest is
+// used: odd, as records (type byte, 2-byte big-endian length, payload) that
+// the harness encrypts with the right key; even, as raw bytes. readSelect
+// must accept exactly a first record that is an empty select, and must
+// never read past the first frame, which belongs to the Conn.
+func FuzzSelect(f *testing.F) {
+	f.Fuzz(func(t *testing.T, input []byte) {
+		if len(input) == 0 {
+			return
+		}
+		k := [32]byte{3}
+		enc, dec := noise.UnsafeNewCipherState(cipherSuite, k, 0), noise.UnsafeNewCipherState(cipherSuite, k, 0)
+		var wire []byte
+		validFirst := false
+		if input[0]%2 == 0 {
+			wire = input[1:]
+		} else {
+			fuzzRecords(input[1:], func(rt recType, p []byte) bool {
+				if len(wire) == 0 {
+					validFirst = rt == recSelect && len(p) == 0
+				}
+				ct, err := enc.Encrypt(nil, nil, append([]byte{byte(rt)}, p...))
+				if err != nil {
+					t.Fatal(err)
+				}
+				wire = binary.BigEndian.AppendUint16(wire, uint16(len(ct)))
+				wire = append(wire, ct...)
+				return true
+			})
+		}
+		r := bytes.NewReader(wire)
+		err := readSelect(r, dec)
+		read := len(wire) - r.Len()
+		if len(wire) >= frameHeader {
+			if frame := frameHeader + int(binary.BigEndian.Uint16(wire)); read > frame {
+				t.Fatalf("read %d bytes, past the first frame of %d", read, frame)
+			}
+		}
+		switch {
+		case validFirst && err != nil:
+			t.Fatalf("rejected a valid select record: %v", err)
+		case input[0]%2 == 1 && !validFirst && err == nil:
+			t.Fatal("accepted a first record that is not an empty select")
+		case err != nil && !errors.Is(err, ErrHandshake) && !errors.Is(err, ErrProtocol) && !peerClosed(err):
+			t.Fatalf("unexpected error kind: %v", err)
 		}
 	})
 }

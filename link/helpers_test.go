@@ -120,6 +120,22 @@ func (e *env) pair(ctx context.Context, dialAddr string, dialKey []byte, dialSID
 	return accepted, dialed
 }
 
+// receiveAsync accepts on e's listener and receives what m describes into
+// e's directory, on a goroutine; the outcome arrives on the channel.
+func (e *env) receiveAsync(ctx context.Context, m api.Manifest) <-chan outcome {
+	done := make(chan outcome, 1)
+	go func() {
+		c, err := Accept(ctx, e.ln, e.key, e.sid, e.opts)
+		if err != nil {
+			done <- outcome{err: err}
+			return
+		}
+		defer c.Close()
+		done <- recvSide(ctx, m, e.dir, ReceiveOptions{})(c)
+	}()
+	return done
+}
+
 // one opens r as the only entry of a manifest.
 func one(r io.Reader) Opener {
 	return func(i int) (io.ReadCloser, error) {
@@ -182,73 +198,108 @@ func assertOnlyPartial(t *testing.T, dir string) {
 	}
 }
 
-// proxy forwards one TCP connection to target. In the client-to-target
-// direction it can flip one bit at a byte offset or cut both connections
-// after a number of bytes.
-type proxy struct {
-	ln       net.Listener
-	target   string
-	flipAt   int64 // -1: never
-	cutAfter int64 // -1: never
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    []net.Conn
+// hub is an in-test TCP server on loopback. It owns the connections and
+// goroutines of what it serves; the test's cleanup closes the ones and
+// waits for the others.
+type hub struct {
+	ln    net.Listener
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns []net.Conn
 }
 
-func startProxy(t *testing.T, target string, flipAt, cutAfter int64) *proxy {
+// startHub listens and runs serve until the listener closes.
+func startHub(t *testing.T, serve func(h *hub)) *hub {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: target, flipAt: flipAt, cutAfter: cutAfter}
-	p.wg.Add(1)
-	go p.serve()
+	h := &hub{ln: ln}
+	h.wg.Go(func() { serve(h) })
 	t.Cleanup(func() {
 		ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
+		h.mu.Lock()
+		for _, c := range h.conns {
 			c.Close()
 		}
-		p.mu.Unlock()
-		p.wg.Wait()
+		h.mu.Unlock()
+		h.wg.Wait()
 	})
+	return h
+}
+
+func (h *hub) addr() string { return h.ln.Addr().String() }
+
+func (h *hub) track(c net.Conn) net.Conn {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.conns = append(h.conns, c)
+	return c
+}
+
+func (h *hub) accept() (net.Conn, error) {
+	c, err := h.ln.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return h.track(c), nil
+}
+
+func (h *hub) dial(addr string) (net.Conn, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return h.track(c), nil
+}
+
+// join forwards bytes both ways between a and b; the end of one direction
+// is passed on as a half-close, as a relay does.
+func (h *hub) join(a, b net.Conn) {
+	one := func(dst, src net.Conn) {
+		io.Copy(dst, src)
+		dst.(*net.TCPConn).CloseWrite()
+	}
+	h.wg.Go(func() { one(a, b) })
+	h.wg.Go(func() { one(b, a) })
+}
+
+// proxy forwards one TCP connection to target. In the client-to-target
+// direction it can flip one bit at a byte offset or cut both connections
+// after a number of bytes.
+type proxy struct {
+	*hub
+	flipAt   int64 // -1: never
+	cutAfter int64 // -1: never
+}
+
+func startProxy(t *testing.T, target string, flipAt, cutAfter int64) *proxy {
+	t.Helper()
+	p := &proxy{flipAt: flipAt, cutAfter: cutAfter}
+	p.hub = startHub(t, func(h *hub) { p.serve(h, target) })
 	return p
 }
 
-func (p *proxy) addr() string { return p.ln.Addr().String() }
-
-func (p *proxy) track(c net.Conn) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.conns = append(p.conns, c)
-}
-
-func (p *proxy) serve() {
-	defer p.wg.Done()
-	client, err := p.ln.Accept()
+func (p *proxy) serve(h *hub, target string) {
+	client, err := h.accept()
 	if err != nil {
 		return
 	}
-	p.track(client)
-	server, err := net.Dial("tcp", p.target)
+	server, err := h.dial(target)
 	if err != nil {
 		client.Close()
 		return
 	}
-	p.track(server)
-	p.wg.Add(2)
-	go func() {
-		defer p.wg.Done()
+	h.wg.Go(func() {
 		io.Copy(client, server)
 		client.Close()
-	}()
-	go func() {
-		defer p.wg.Done()
+	})
+	h.wg.Go(func() {
 		p.forward(server, client)
 		server.Close()
 		client.Close()
-	}()
+	})
 }
 
 func (p *proxy) forward(dst, src net.Conn) {

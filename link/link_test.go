@@ -110,7 +110,11 @@ func TestHandshakeRejected(t *testing.T) {
 				}
 				acceptErr <- err
 			}()
-			_, err := Dial(ctx, e.addr(), key, sid, e.opts)
+			// The dialer tries again until DialTimeout: the other end's close
+			// could have been room made for another connection.
+			o := e.opts
+			o.DialTimeout = 500 * time.Millisecond
+			_, err := Dial(ctx, e.addr(), key, sid, o)
 			if !errors.Is(err, ErrHandshake) {
 				t.Errorf("Dial error = %v, want ErrHandshake", err)
 			}
@@ -134,23 +138,28 @@ func TestHandshakeRejected(t *testing.T) {
 }
 
 // Offsets in the sender's stream: the first handshake message is a 2-byte
-// header and 48 bytes; the manifest frame follows.
+// header and 48 bytes, the select record 19 bytes; the manifest frame
+// follows.
 func manifestFrameLen(m api.Manifest) int64 {
 	b, _ := json.Marshal(m)
 	return frameHeader + 1 + int64(len(b)) + tagLen
 }
 
-const handshake1Len = frameHeader + 48
+const (
+	handshake1Len = frameHeader + 48
+	selectLen     = frameHeader + 1 + tagLen
+	preambleLen   = handshake1Len + selectLen
+)
 
 func TestTamperedStream(t *testing.T) {
 	const size = 1 << 20
 	m := manifest("file.bin", size)
-	dataStart := handshake1Len + manifestFrameLen(m)
+	dataStart := preambleLen + manifestFrameLen(m)
 	tests := []struct {
 		name string
 		at   int64
 	}{
-		{"manifest", handshake1Len + 5},
+		{"manifest", preambleLen + 5},
 		{"data payload", dataStart + frameHeader + 1000},
 		{"frame length", dataStart + 1},
 		{"later data frame", dataStart + 5*frameBufSize + 12345},
@@ -174,7 +183,7 @@ func TestTamperedStream(t *testing.T) {
 func TestTruncatedStream(t *testing.T) {
 	const size = 1 << 20
 	m := manifest("file.bin", size)
-	dataStart := handshake1Len + manifestFrameLen(m)
+	dataStart := preambleLen + manifestFrameLen(m)
 	frames := int64((size + maxPayload - 1) / maxPayload)
 	lastFrame := int64(size%maxPayload) + 1 + tagLen + frameHeader
 	tests := []struct {
@@ -227,16 +236,7 @@ func TestAcceptIgnoresGarbage(t *testing.T) {
 	data := randomBytes(100_000, 4)
 	m := manifest("doc.pdf", len(data))
 
-	recvDone := make(chan outcome, 1)
-	go func() {
-		c, err := Accept(ctx, e.ln, e.key, e.sid, e.opts)
-		if err != nil {
-			recvDone <- outcome{err: err}
-			return
-		}
-		defer c.Close()
-		recvDone <- recvSide(ctx, m, e.dir, ReceiveOptions{})(c)
-	}()
+	recvDone := e.receiveAsync(ctx, m)
 	// The listener closes the garbage connections without answering.
 	for _, c := range junk {
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -298,7 +298,7 @@ func TestAcceptDropsSilentConnection(t *testing.T) {
 		t.Fatalf("Accept after a silent connection: %v", a.err)
 	}
 	a.c.Close()
-	if !strings.Contains(e.logs.String(), "did not complete the handshake within 200ms") {
+	if !strings.Contains(e.logs.String(), "did not start the handshake within 200ms") {
 		t.Errorf("timeout not logged:\n%s", e.logs.String())
 	}
 }
@@ -617,8 +617,8 @@ func TestDialErrors(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	_, err = Dial(t.Context(), addr, randomKey(t), "s", Options{})
-	if !errors.Is(err, syscall.ECONNREFUSED) || err.Error() != "cannot reach peer at "+addr+": connection refused" {
+	_, err = Dial(t.Context(), addr, randomKey(t), "s", Options{DialTimeout: 300 * time.Millisecond})
+	if !errors.Is(err, syscall.ECONNREFUSED) || err.Error() != "cannot reach the peer at "+addr+" (connection refused); no relay" {
 		t.Errorf("Dial to a closed port: %v", err)
 	}
 	if _, err := Dial(t.Context(), addr, make([]byte, 16), "s", Options{}); err == nil {

@@ -30,6 +30,7 @@ const (
 	recResume   recType = 6
 	recStart    recType = 7
 	recFile     recType = 8
+	recSelect   recType = 9
 )
 
 func (t recType) String() string {
@@ -50,6 +51,8 @@ func (t recType) String() string {
 		return "start"
 	case recFile:
 		return "file"
+	case recSelect:
+		return "select"
 	}
 	return fmt.Sprintf("unknown (%d)", byte(t))
 }
