@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"slices"
-	"time"
 
 	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli/progress"

@@ -29,7 +29,7 @@ func TestRevokedTokenRefusedPerRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := bob.Join(t.Context(), s.ID, ""); err != nil {
+	if _, err := bob.Join(t.Context(), s.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := alice.Key(t.Context(), s.ID); err != nil {

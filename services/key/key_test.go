@@ -68,7 +68,7 @@ func TestSessionKeys(t *testing.T) {
 		// A few sessions, so the create-once race is run more than once.
 		for range 4 {
 			s := create(t, alice, "bob")
-			if _, err := bob.Join(t.Context(), s.ID, ""); err != nil {
+			if _, err := bob.Join(t.Context(), s.ID, nil); err != nil {
 				t.Fatal(err)
 			}
 			ka, kb := keyBoth(t, alice, bob, s.ID)
@@ -116,7 +116,7 @@ func TestSessionKeys(t *testing.T) {
 		if _, err := h.Stack.Store.GetKey(t.Context(), s.ID); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("a key exists before the join: %v", err)
 		}
-		if _, err := bob.Join(t.Context(), s.ID, ""); err != nil {
+		if _, err := bob.Join(t.Context(), s.ID, nil); err != nil {
 			t.Fatal(err)
 		}
 
@@ -145,7 +145,7 @@ func TestSessionKeys(t *testing.T) {
 
 	t.Run("cancel deletes the key", func(t *testing.T) {
 		s := create(t, alice, "bob")
-		if _, err := bob.Join(t.Context(), s.ID, ""); err != nil {
+		if _, err := bob.Join(t.Context(), s.ID, nil); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := alice.Key(t.Context(), s.ID); err != nil {

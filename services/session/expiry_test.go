@@ -66,7 +66,7 @@ func TestExpiry(t *testing.T) {
 		t.Errorf("%d expired events, want 1", n)
 	}
 
-	_, err = w.bob.Join(ctx, waiting.ID, "")
+	_, err = w.bob.Join(ctx, waiting.ID, nil)
 	wantCode(t, "join after expiry", err, api.CodeExpired)
 	_, err = w.alice.Report(ctx, joined.ID, checks("late"))
 	wantCode(t, "report after expiry", err, api.CodeExpired)

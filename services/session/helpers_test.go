@@ -121,7 +121,7 @@ func (w *world) create(t *testing.T, from, to string) *api.Session {
 func (w *world) joined(t *testing.T) *api.Session {
 	t.Helper()
 	s := w.create(t, "alice", "bob")
-	if _, err := w.bob.Join(testCtx(t), s.ID, ""); err != nil {
+	if _, err := w.bob.Join(testCtx(t), s.ID, nil); err != nil {
 		t.Fatalf("join: %v", err)
 	}
 	return s

@@ -281,7 +281,7 @@ func TestReplicas(t *testing.T) {
 	waitReads()
 	// Only b is left: everything created on either replica is there.
 	for _, id := range ids {
-		if _, err := bob.Join(ctx, id, ""); err != nil {
+		if _, err := bob.Join(ctx, id, nil); err != nil {
 			t.Fatalf("join %s with only b running: %v", id, err)
 		}
 	}

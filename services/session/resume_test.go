@@ -396,7 +396,7 @@ func (w *world) testUnpublishedWrite(t *testing.T) {
 			write: func(s *api.Session) {
 				s.PeerAddrs, s.LastEvent, s.LastRole = []string{"198.51.100.9:7000"}, api.EventResumed, api.RoleInitiator
 			},
-			next: func(ctx context.Context, id string) error { _, err := w.bob.Join(ctx, id, ""); return err },
+			next: func(ctx context.Context, id string) error { _, err := w.bob.Join(ctx, id, nil); return err },
 			want: "created,resumed,joined",
 			at:   1,
 			check: func(t *testing.T, ev api.Event) {

@@ -299,7 +299,7 @@ func (w *world) testStateMachine(t *testing.T) {
 				var err error
 				switch st.op {
 				case "join":
-					got, err = c.Join(ctx, s.ID, "")
+					got, err = c.Join(ctx, s.ID, nil)
 				case "report":
 					got, err = c.Report(ctx, s.ID, st.report)
 				case "cancel":
@@ -683,7 +683,7 @@ func (w *world) testLazyExpiry(t *testing.T) {
 			t.Errorf("events %s, want expired", types(evs))
 		}
 		for _, op := range []func() error{
-			func() error { _, err := w.bob.Join(ctx, s.ID, ""); return err },
+			func() error { _, err := w.bob.Join(ctx, s.ID, nil); return err },
 			func() error { _, err := w.bob.Report(ctx, s.ID, checks("x")); return err },
 			func() error { _, err := w.alice.Cancel(ctx, s.ID, ""); return err },
 			func() error { _, err := resume(ctx, w.alice, s.ID, "127.0.0.1:1"); return err },
@@ -694,7 +694,7 @@ func (w *world) testLazyExpiry(t *testing.T) {
 	})
 	t.Run("join", func(t *testing.T) {
 		s := plant(t, api.StateWaiting)
-		_, err := w.bob.Join(ctx, s.ID, "")
+		_, err := w.bob.Join(ctx, s.ID, nil)
 		wantCode(t, "join", err, api.CodeExpired)
 		if n := eventCounts(t, w.svc, s.ID)[api.EventExpired]; n != 1 {
 			t.Errorf("%d expired events, want 1", n)
@@ -716,7 +716,7 @@ func (w *world) testSessionWatch(t *testing.T) {
 		evs, err := collectWatch(ctx, w.bob, s.ID)
 		live <- result{evs, err}
 	}()
-	if _, err := w.bob.Join(ctx, s.ID, ""); err != nil {
+	if _, err := w.bob.Join(ctx, s.ID, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := w.alice.Report(ctx, s.ID, checks("data")); err != nil {
@@ -1002,7 +1002,7 @@ func (w *world) testConcurrentJoins(t *testing.T) {
 	for round := range 20 {
 		s := w.create(t, "alice", "bob")
 		errs := parallel(6, func(int) error {
-			_, err := w.bob.Join(ctx, s.ID, "")
+			_, err := w.bob.Join(ctx, s.ID, nil)
 			return err
 		})
 		ok := 0
