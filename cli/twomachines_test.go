@@ -28,7 +28,7 @@ func TestTwoMachines(t *testing.T) {
 	lan := tp.Bridge("lan")
 	server, alice, bob := tp.Namespace("server"), tp.Namespace("alice"), tp.Namespace("bob")
 	lan.Attach(server, "203.0.113.1/24")
-	lan.Attach(alice, "203.0.113.2/24")
+	aliceIface := lan.Attach(alice, "203.0.113.2/24")
 	lan.Attach(bob, "203.0.113.3/24")
 	bin := buildBinaries(t)
 	ctx := within(t, 3*time.Minute)
@@ -64,6 +64,7 @@ func TestTwoMachines(t *testing.T) {
 
 	// The client machines: nothing listens on their own loopback, so what
 	// works below went over the LAN.
+	homes := map[string]string{}
 	for _, c := range []struct {
 		ns   *netns.NS
 		user string
@@ -75,6 +76,7 @@ func TestTwoMachines(t *testing.T) {
 			t.Fatalf("%s's own 127.0.0.1:4222: %v, want connection refused", c.user, err)
 		}
 		home := t.TempDir()
+		homes[c.user] = home
 		copyFile(t, caFile, filepath.Join(home, caName))
 		script := strings.ReplaceAll(line, "NAME", c.user) + "\nsft-cli ls\n"
 		sh := c.ns.Command(ctx, "/bin/sh", "-ec", script)
@@ -88,12 +90,62 @@ func TestTwoMachines(t *testing.T) {
 		}
 	}
 
-	// ---- Transfer between the two client machines ----
-	// TODO(issue 12): added once peers announce their interface addresses:
-	// alice runs `sft-cli send FILE --to bob` with the defaults, bob runs
-	// `sft-cli recv`, and the file arrives over the link between
-	// 203.0.113.2 and 203.0.113.3. Until then the sender's default peer
-	// address is its loopback, which bob's machine cannot reach.
+	// A transfer between the two client machines, with the defaults: alice
+	// listens on every interface and announces her LAN address, and bob's
+	// receive reaches it directly.
+	m := &machines{t: t, bin: bin, server: server, url: "tls://203.0.113.1:4222", caFile: caFile,
+		homes: map[string]string{"alice": homes["alice"], "bob": homes["bob"]}, nss: map[string]*netns.NS{"alice": alice, "bob": bob}}
+	for _, home := range m.homes { // where machines.env looks for it
+		copyFile(t, caFile, filepath.Join(home, "sft-ca.pem"))
+	}
+	src := randomFile(t, t.TempDir(), "report.pdf", 1<<20)
+	send := m.start(ctx, "alice", "send", src, "--to", "bob")
+	id := send.sessionOf(t)
+	dir := t.TempDir()
+	out, errOut, err := m.cli(ctx, "bob", "recv", id, "-o", dir, "--yes", "--json")
+	if err != nil {
+		t.Fatalf("recv: %v\n%s", err, errOut)
+	}
+	send.wait(t, "send")
+	if got := lastResult(t, out); got.Path != "direct" || !strings.HasPrefix(got.Via, "203.0.113.2:") {
+		t.Errorf("went %s via %s, want direct to alice's 203.0.113.2", got.Path, got.Via)
+	}
+	sameFile(t, src, filepath.Join(dir, "report.pdf"))
+	if !strings.Contains(send.stderr.String()+send.stdout.String(), "directly (203.0.113.2:") {
+		t.Errorf("alice's result line does not say the path:\n%s", send.stdout.String())
+	}
+
+	// Two announced addresses that drop every packet (blackholed, not
+	// refused) come before the one that works: bob still connects within
+	// a few stagger steps instead of waiting for them to time out.
+	alice.AddAddr(aliceIface, "203.0.113.20/24")
+	alice.AddAddr(aliceIface, "203.0.113.21/24")
+	alice.Blackhole("203.0.113.20")
+	alice.Blackhole("203.0.113.21")
+	src = randomFile(t, t.TempDir(), "notes.txt", 64<<10)
+	send = m.start(ctx, "alice", "send", src, "--to", "bob", "--no-relay", "--listen", ":7000",
+		"--advertise", "203.0.113.20:7000,203.0.113.21:7000")
+	id = send.sessionOf(t)
+	addrs := m.announced(t, ctx, "bob", id)
+	if len(addrs) < 3 || addrs[0] != "203.0.113.20:7000" || addrs[1] != "203.0.113.21:7000" || addrs[2] != "203.0.113.2:7000" {
+		t.Fatalf("alice announced %q, want the two advertised addresses, then her own", addrs)
+	}
+	start := time.Now()
+	out, errOut, err = m.cli(ctx, "bob", "recv", id, "-o", dir, "--yes", "--json", "--no-relay")
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("recv: %v\n%s", err, errOut)
+	}
+	send.wait(t, "send")
+	if got := lastResult(t, out); got.Via != "203.0.113.2:7000" {
+		t.Errorf("went via %s, want 203.0.113.2:7000", got.Via)
+	}
+	// The reachable address's turn comes 0.5 s in; the blackholed ones
+	// would hold a sequential dialer for the whole --timeout (1m).
+	t.Logf("recv with two blackholed addresses first took %s", took)
+	if took > 20*time.Second {
+		t.Errorf("recv took %s: the blackholed addresses held up the working one", took)
+	}
 }
 
 // buildBinaries builds sftd and sft-cli into a directory of their own.

@@ -71,9 +71,10 @@ func dedupe(addrs []string) []string {
 
 // dialOrder returns the announced addresses this side should try: loopback
 // only when the listener runs on this host and network namespace (then
-// first, being the fastest path), everything else in the listener's order.
+// first, being the fastest path) or did not say where it runs, everything
+// else in the listener's order.
 func dialOrder(addrs []string, peerHost string) []string {
-	same := peerHost != "" && peerHost == HostID()
+	same := peerHost == "" || peerHost == HostID()
 	var local, rest []string
 	for _, a := range addrs {
 		host, _, err := net.SplitHostPort(a)

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sftproject/sft/api"
@@ -32,14 +34,18 @@ type side struct {
 	log       *slog.Logger
 	resumable bool // the transfer can continue after a drop (not a pipe or a text)
 
-	ln        net.Listener
-	addrs     []string // the addresses this side announced for the peer to dial
-	bound     string   // the address the last listener had, reused so the peer's view stays valid
-	key       []byte
-	connected bool // a link was established at least once
-	noRelay   bool // the server offers no relay
-	path      api.Path
-	via       string
+	ln         net.Listener
+	addrs      []string // the addresses this side announced for the peer to dial
+	bound      string   // the address the last listener had, reused so the peer's view stays valid
+	key        []byte
+	connected  bool     // a link was established at least once
+	noRelay    bool     // the server offers no relay
+	relayAddrs []string // the server's relay, once known
+	// ticket is a relay ticket fetched ahead and not yet used; relay
+	// attempts may run on another goroutine.
+	ticket atomic.Pointer[api.RelayReply]
+	path   api.Path
+	via    string
 }
 
 // RelayMode says whether a transfer may go through the relay.
@@ -154,6 +160,9 @@ func (s *side) transfer(ctx context.Context, moved *int64, fn func(*link.Conn) (
 	if s.key, err = s.c.Key(ctx, sess.ID); err != nil {
 		return link.Result{}, fmt.Errorf("get session key: %w", err)
 	}
+	if err := s.prepareRelay(ctx); err != nil {
+		return link.Result{}, err
+	}
 	if s.sess.Listener == s.role && s.addrs == nil {
 		// Joined as the listener elsewhere, or a stale record: listen anew.
 		if err := s.relisten(ctx); err != nil {
@@ -200,7 +209,7 @@ func (s *side) transfer(ctx context.Context, moved *int64, fn func(*link.Conn) (
 func (s *side) connect(ctx context.Context) (*link.Conn, error) {
 	actx, cancel := context.WithTimeout(ctx, s.peer.Timeout)
 	defer cancel()
-	opts := link.Options{Logger: s.log, DialTimeout: s.peer.Timeout, HandshakeTimeout: s.peer.Timeout, RelayDelay: s.peer.RelayDelay}
+	opts := link.Options{Logger: s.log, DialTimeout: s.peer.Timeout, HandshakeTimeout: s.peer.Timeout, RelayDelay: s.peer.RelayDelay, PeerName: s.peerName()}
 	relayDial := s.relayDialer()
 	var (
 		conn *link.Conn
@@ -214,7 +223,7 @@ func (s *side) connect(ctx context.Context) (*link.Conn, error) {
 			}
 		}
 		if relayDial != nil {
-			cands = append(cands, link.Candidate{Path: link.PathRelay, Addr: "relay", Dial: relayDial})
+			cands = append(cands, link.Candidate{Path: link.PathRelay, Addr: strings.Join(s.relayAddrs, " or "), Dial: relayDial})
 		}
 		if len(cands) == 0 {
 			return nil, fmt.Errorf("%s listens only through the relay, and %s", s.peerName(), s.noRelayWhy())
@@ -230,15 +239,23 @@ func (s *side) connect(ctx context.Context) (*link.Conn, error) {
 		conn, err = link.Accept(actx, ln, s.key, s.sess.ID, opts)
 	}
 	if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		if !s.connected {
-			return nil, fmt.Errorf("%s joined but no connection with it completed within %s: %w", s.peerName(), s.peer.Timeout, err)
+		switch {
+		case s.connected:
+			return nil, fmt.Errorf("%w: %s did not connect again within %s", ErrLeftForResume, s.peerName(), s.peer.Timeout)
+		case s.sess.Listener == s.role:
+			return nil, fmt.Errorf("%s joined but did not connect within %s", s.peerName(), s.peer.Timeout)
 		}
-		return nil, fmt.Errorf("%w: %s did not connect again within %s", ErrLeftForResume, s.peerName(), s.peer.Timeout)
 	}
 	if err != nil {
 		return nil, err
 	}
 	s.path, s.via = api.Path(conn.Path()), conn.PeerAddr()
+	switch {
+	case s.path == api.PathRelay:
+		s.via = conn.RemoteAddr().String() // the one of the relay's addresses reached
+	case s.sess.Listener == s.role:
+		s.via = conn.LocalAddr().String() // the address the peer reached, as the dialer reports it
+	}
 	s.log.Info("peer link up", "session", s.sess.ID, "path", s.path, "via", s.via)
 	return conn, nil
 }
@@ -258,16 +275,39 @@ func (s *side) relayDialer() func(context.Context) (net.Conn, error) {
 		return nil
 	}
 	return func(ctx context.Context) (net.Conn, error) {
-		rep, err := s.c.RelayTicket(ctx, s.sess.ID)
-		if api.CodeOf(err) == api.CodeUnavailable {
-			s.noRelay = true
-		}
-		if err != nil {
-			return nil, fmt.Errorf("relay ticket: %w", err)
+		rep := s.ticket.Swap(nil)
+		if rep == nil {
+			var err error
+			if rep, err = s.c.RelayTicket(ctx, s.sess.ID); err != nil {
+				return nil, fmt.Errorf("relay ticket: %w", err)
+			}
 		}
 		nc, _, err := relay.DialAny(ctx, rep.Addrs, rep.Ticket)
 		return nc, err
 	}
+}
+
+// prepareRelay learns, once per run, whether the server offers a relay
+// and where, keeping the ticket that came with the answer for the first
+// relay attempt.
+func (s *side) prepareRelay(ctx context.Context) error {
+	if s.peer.Relay == RelayNever || s.relayAddrs != nil || s.noRelay {
+		return nil
+	}
+	rep, err := s.c.RelayTicket(ctx, s.sess.ID)
+	switch {
+	case api.CodeOf(err) == api.CodeUnavailable:
+		s.noRelay = true
+		if s.peer.Relay == RelayAlways {
+			return fmt.Errorf("--relay: %w", err)
+		}
+		return nil
+	case err != nil:
+		return fmt.Errorf("ask for the relay: %w", err)
+	}
+	s.relayAddrs = rep.Addrs
+	s.ticket.Store(rep)
+	return nil
 }
 
 // reconnect prepares the next attempt after a drop. The listener listens
