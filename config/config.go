@@ -226,7 +226,7 @@ func Keys(env []string) []Key {
 		{"auth.token_ttl", 12 * time.Hour, "lifetime of a login token"},
 		{"session.ttl", 15 * time.Minute, "time a session has from creation to its end"},
 		{"session.retention", time.Hour, "how long an ended session stays readable"},
-		{"peer.listen", ":0", "address the sending side's peer link listens on (no host: every interface, each address announced to the peer)"},
+		{"peer.listen", ":0", "address the sending side's peer link listens on, HOST:PORT or HOST:LOW-HIGH (a port range; no host: every interface, each address announced to the peer)"},
 		{"peer.advertise", "", "addresses (comma-separated host:port) the peer tries before this host's own (NAT, port forwarding)"},
 		{"peer.connect_timeout", time.Minute, "wait for the peer's connection once it joined, or for it to come back after the link dropped"},
 		{"peer.relay", "auto", "relay use: auto (when no direct connection works within peer.relay_delay), always, never"},

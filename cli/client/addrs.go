@@ -3,6 +3,9 @@ package client
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -10,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/internal/hostaddr"
@@ -126,4 +130,40 @@ func splitAddrs(s string) []string {
 		}
 	}
 	return out
+}
+
+// listenIn listens on addr, HOST:PORT or HOST:LOW-HIGH: the first free port
+// of the range, from a random start, for networks that let only some ports
+// through.
+func listenIn(addr string) (net.Listener, error) {
+	host, ports, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("peer listen address %q: %w", addr, err)
+	}
+	lo, hi, isRange := strings.Cut(ports, "-")
+	if !isRange {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen for the peer on %s: %w", addr, err)
+		}
+		return ln, nil
+	}
+	low, err1 := strconv.Atoi(lo)
+	high, err2 := strconv.Atoi(hi)
+	if err1 != nil || err2 != nil || low < 1 || high > 65535 || low > high {
+		return nil, fmt.Errorf("peer listen address %q: the port range must be LOW-HIGH within 1-65535", addr)
+	}
+	n := high - low + 1
+	start := rand.IntN(n)
+	for i := range n {
+		port := low + (start+i)%n
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+		if err == nil {
+			return ln, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return nil, fmt.Errorf("listen for the peer on %s: %w", addr, err)
+		}
+	}
+	return nil, fmt.Errorf("listen for the peer on %s: every port of the range is in use", addr)
 }

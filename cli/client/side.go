@@ -124,8 +124,8 @@ func (s *side) startListening() ([]string, error) {
 		ln, err = net.Listen("tcp", s.bound)
 	}
 	if ln == nil {
-		if ln, err = net.Listen("tcp", s.listen); err != nil {
-			return nil, fmt.Errorf("listen for the peer on %s: %w", s.listen, err)
+		if ln, err = listenIn(s.listen); err != nil {
+			return nil, err
 		}
 	}
 	s.bound = ln.Addr().String()
