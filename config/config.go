@@ -135,7 +135,9 @@ type Limits struct {
 
 // Log configures log/slog output.
 type Log struct {
-	Level  string `mapstructure:"level"`  // debug, info, warn, error
+	// Level is debug, info, warn or error; empty leaves it to the command
+	// (see Logger).
+	Level  string `mapstructure:"level"`
 	Format string `mapstructure:"format"` // text or json
 }
 
@@ -193,7 +195,7 @@ func Keys(env []string) []Key {
 		{"peer.listen", "127.0.0.1:0", "address the sending side's peer link listens on"},
 		{"peer.advertise", "", "address the peer dials, when it differs from peer.listen (NAT, port forwarding)"},
 		{"peer.connect_timeout", time.Minute, "wait for the peer's connection once it joined, or for it to come back after the link dropped"},
-		{"log.level", "info", "log level: debug, info, warn, error"},
+		{"log.level", "", "log level: debug, info, warn, error (empty: info for the services and `sftd dev`, warn for sft-cli and sftd's one-shot commands)"},
 		{"log.format", "text", "log format: text or json"},
 		{"limits.open_sessions", 16, "live sessions one user may have started at once"},
 		{"limits.sessions_per_minute", 60, "sessions one user may create per minute (counted per session replica)"},
@@ -330,7 +332,7 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("log.format must be text or json, got %q", c.Log.Format))
 	}
 	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
+	case "", "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("log.level must be debug, info, warn or error, got %q", c.Log.Level))
 	}
@@ -409,14 +411,15 @@ func FlagsOf(fs *pflag.FlagSet) map[string]*pflag.Flag {
 	return out
 }
 
-// Logger builds the log/slog logger this configuration asks for. quiet is
-// for interactive tools, which talk to people through their messages: there
-// the default level (info) means warn, and only an explicit debug shows more.
-func (l Log) Logger(w io.Writer, quiet bool) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(l.Level)) // validated by Load
-	if quiet && level == slog.LevelInfo {
-		level = slog.LevelWarn
+// Logger builds the log/slog logger this configuration asks for. def is
+// the level when none was chosen: info for a service, whose logs are for
+// operators; warn for a command a person types, which talks to that person
+// through its own messages. A level chosen anywhere (flag, environment,
+// config file) wins.
+func (l Log) Logger(w io.Writer, def slog.Level) *slog.Logger {
+	level := def
+	if l.Level != "" {
+		_ = level.UnmarshalText([]byte(l.Level)) // validated by Load
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	if l.Format == "json" {

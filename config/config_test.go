@@ -1,6 +1,9 @@
 package config
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -154,6 +157,33 @@ func TestMutualTLSSettings(t *testing.T) {
 			c := loadWith(t, home, tc.env, tc.file)
 			if c.NATS.VerifyClients != tc.verify || c.NATS.CertFile != tc.cert || c.NATS.KeyFile != tc.key {
 				t.Errorf("nats = %+v, want verify_clients %v, cert_file %q, key_file %q", c.NATS, tc.verify, tc.cert, tc.key)
+			}
+		})
+	}
+}
+
+// A log level nobody chose is the command's own; one chosen anywhere wins.
+func TestLogLevel(t *testing.T) {
+	home := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		env  []string
+		file string
+		def  slog.Level
+		want slog.Level
+	}{
+		{"unset, a service", nil, "", slog.LevelInfo, slog.LevelInfo},
+		{"unset, a command", nil, "", slog.LevelWarn, slog.LevelWarn},
+		{"environment", []string{"SFT_LOG_LEVEL=info"}, "", slog.LevelWarn, slog.LevelInfo},
+		{"file", nil, "log:\n  level: debug\n", slog.LevelWarn, slog.LevelDebug},
+		{"quieter than the default", []string{"SFT_LOG_LEVEL=error"}, "", slog.LevelInfo, slog.LevelError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log := loadWith(t, home, tc.env, tc.file).Log.Logger(io.Discard, tc.def)
+			for _, l := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError} {
+				if got := log.Enabled(context.Background(), l); got != (l >= tc.want) {
+					t.Errorf("%s enabled: %v, want level %s", l, got, tc.want)
+				}
 			}
 		})
 	}

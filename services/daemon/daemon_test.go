@@ -58,6 +58,7 @@ func (in *install) sftd(stdin string, extraEnv []string, args ...string) (string
 type dev struct {
 	url    string
 	out    *syncbuf.Buffer // what sftd dev printed
+	log    *syncbuf.Buffer // what it logged (standard error)
 	cancel context.CancelFunc
 	done   chan error
 	store  *kvstore.Store // opened by install.user
@@ -70,7 +71,7 @@ func (in *install) startDev() *dev {
 	in.t.Helper()
 	var out, errb syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &dev{cancel: cancel, done: make(chan error, 1), out: &out}
+	d := &dev{cancel: cancel, done: make(chan error, 1), out: &out, log: &errb}
 	go func() {
 		d.done <- daemon.Run(ctx, daemon.IO{In: strings.NewReader(""), Out: &out, Err: &errb},
 			[]string{"dev", "--listen", "127.0.0.1:0"}, in.env)
