@@ -17,6 +17,7 @@ import (
 	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/cli/client"
+	"github.com/sftproject/sft/internal/hermetic"
 	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/daemon"
 	"github.com/sftproject/sft/services/secrets"
@@ -35,7 +36,7 @@ type install struct {
 func newInstall(t *testing.T) *install {
 	home := t.TempDir()
 	data := filepath.Join(home, "data")
-	return &install{t: t, dataDir: data, env: []string{"HOME=" + home, "SFT_DATA_DIR=" + data, "SFT_LOG_LEVEL=warn"}}
+	return &install{t: t, dataDir: data, env: append(hermetic.Home(home), "SFT_DATA_DIR="+data, "SFT_LOG_LEVEL=warn")}
 }
 
 func testCtx(t *testing.T) context.Context {

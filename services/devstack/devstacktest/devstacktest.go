@@ -16,6 +16,7 @@ import (
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/config"
+	"github.com/sftproject/sft/internal/hermetic"
 	"github.com/sftproject/sft/services/auth"
 	"github.com/sftproject/sft/services/devstack"
 	"github.com/sftproject/sft/services/secrets"
@@ -208,16 +209,18 @@ func (h *Harness) Login(user string) *client.Client {
 	return c
 }
 
-// Env is the environment sft-cli needs to act as user against this stack
-// (its own HOME, so its own token cache).
+// Env is the whole environment sft-cli needs to act as user against this
+// stack: a new home with its own config directory (so its own token cache)
+// and the server's address. In process, pass it as sft-cli's environment;
+// a child process gets hermetic.Environ(Env(user)...), so that nothing of
+// the developer's shell (XDG_CONFIG_HOME, SFT_*) joins in.
 func (h *Harness) Env(user string) []string {
-	env := []string{
-		"HOME=" + h.T.TempDir(),
-		"SFT_NATS_URL=" + h.Stack.URL,
-		"SFT_NATS_CA_FILE=" + h.Stack.CAFile,
-		"SFT_USER=" + user,
-		"SFT_PASSWORD=" + Password(user),
-	}
+	env := append(hermetic.Home(h.T.TempDir()),
+		"SFT_NATS_URL="+h.Stack.URL,
+		"SFT_NATS_CA_FILE="+h.Stack.CAFile,
+		"SFT_USER="+user,
+		"SFT_PASSWORD="+Password(user),
+	)
 	if h.Cfg.NATS.CertFile != "" {
 		env = append(env, "SFT_NATS_CERT_FILE="+h.Cfg.NATS.CertFile, "SFT_NATS_KEY_FILE="+h.Cfg.NATS.KeyFile)
 	}
