@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -38,8 +39,12 @@ func Password(user string) string { return "pw-" + user }
 // Harness is a running stack.
 type Harness struct {
 	T     testing.TB
-	Stack *devstack.Stack
+	Stack *devstack.Stack // nil while stopped
 	Cfg   config.Config
+
+	started config.Config // what the stack was started with
+	listen  string        // where it listens, also after a restart
+	log     *slog.Logger
 }
 
 // Option adjusts how Start runs the stack.
@@ -78,12 +83,19 @@ func Start(t testing.TB, tweak func(*config.Config), opts ...Option) *Harness {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	log := slog.New(slog.NewTextHandler(o.logTo, &slog.HandlerOptions{Level: o.logLevel}))
-	st, err := devstack.Start(ctx, cfg, log)
+	h := &Harness{T: t, Cfg: cfg, started: cfg, log: slog.New(slog.NewTextHandler(o.logTo, &slog.HandlerOptions{Level: o.logLevel}))}
+	h.startAt(cfg.Dev.Listen)
+	t.Cleanup(func() {
+		if h.Stack != nil {
+			h.Stack.Close()
+		}
+	})
+	st := h.Stack
+	u, err := url.Parse(st.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(st.Close)
+	h.listen = u.Host
 	if cfg.NATS.VerifyClients && cfg.NATS.CertFile == "" {
 		// The server wants a client certificate from everyone: the test
 		// clients (and sft-cli, through Env) present this one.
@@ -91,6 +103,7 @@ func Start(t testing.TB, tweak func(*config.Config), opts ...Option) *Harness {
 		if err := broker.EnsureClientCert(filepath.Dir(st.CAFile), "test-client", cfg.NATS.CertFile, cfg.NATS.KeyFile); err != nil {
 			t.Fatal(err)
 		}
+		h.Cfg = cfg
 	}
 	for _, u := range append(Users, Admin, Tester) {
 		// Cheap hash parameters: tests exercise the flow, not the cost.
@@ -106,7 +119,47 @@ func Start(t testing.TB, tweak func(*config.Config), opts ...Option) *Harness {
 			t.Fatal(err)
 		}
 	}
-	return &Harness{T: t, Stack: st, Cfg: cfg}
+	return h
+}
+
+// startAt starts the stack, listening at listen.
+func (h *Harness) startAt(listen string) {
+	h.T.Helper()
+	cfg := h.started
+	cfg.Dev.Listen = listen
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := devstack.Start(ctx, cfg, h.log)
+	if err != nil {
+		h.T.Fatal(err)
+	}
+	h.Stack = st
+}
+
+// Stop stops the stack as a stopped `sftd dev` stops: its clients lose
+// the server; its data (users, sessions, events, keys) stays for Restart.
+func (h *Harness) Stop() {
+	h.T.Helper()
+	if h.Stack == nil {
+		h.T.Fatal("Stop: the stack is not running")
+	}
+	h.Stack.Close()
+	h.Stack = nil
+}
+
+// Restart starts the stopped stack again on the same address and data:
+// clients that lost it reconnect by themselves.
+func (h *Harness) Restart() { h.RestartAt(h.listen) }
+
+// RestartAt starts the stopped stack on its data at another address
+// (127.0.0.1:0: any free port), where its clients cannot find it: what
+// happens there happens while they are away. Stop it, and Restart.
+func (h *Harness) RestartAt(listen string) {
+	h.T.Helper()
+	if h.Stack != nil {
+		h.T.Fatal("Restart: the stack is running")
+	}
+	h.startAt(listen)
 }
 
 type testWriter struct{ t testing.TB }
