@@ -116,16 +116,22 @@ type DeclineRequest struct {
 // relays every event of the caller's sessions from now on.
 //
 // AfterSeq resumes a watch after the last event seen (its Seq), so a
-// watcher whose relay died misses nothing and sees nothing twice.
+// watcher whose relay died misses nothing and sees nothing twice. Resume
+// says AfterSeq holds even when it is 0: a watch of every session that
+// began on an empty stream resumes from its start, not from now.
 type WatchRequest struct {
 	SessionID string `json:"session_id,omitempty"`
 	Deliver   string `json:"deliver"`
 	AfterSeq  uint64 `json:"after_seq,omitempty"`
+	Resume    bool   `json:"resume,omitempty"`
 }
 
-// WatchReply acknowledges a watch.
+// WatchReply acknowledges a watch. AfterSeq is the stream sequence a
+// watch of every session starts after: a watcher that saw no event yet
+// resumes from there (WatchRequest.AfterSeq), so even it misses nothing.
 type WatchReply struct {
-	WatchID string `json:"watch_id"`
+	WatchID  string `json:"watch_id"`
+	AfterSeq uint64 `json:"after_seq,omitempty"`
 }
 
 // KeyRequest asks for a session's key, sealed to ReplyKey.

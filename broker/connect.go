@@ -146,6 +146,10 @@ func connect(ctx context.Context, o ConnOptions, d *initialDialer, extra ...nats
 		nats.Timeout(timeout),
 		nats.MaxReconnects(-1),
 		nats.CustomReconnectDelay(reconnectDelay),
+		// A broker that restarts refuses clients until the auth service
+		// that answers its auth callout is back; nats.go would otherwise
+		// give up for good after two refusals in a row.
+		nats.IgnoreAuthErrorAbort(),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				log.Info("NATS disconnected, reconnecting", "err", err)
@@ -153,7 +157,13 @@ func connect(ctx context.Context, o ConnOptions, d *initialDialer, extra ...nats
 		}),
 		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }),
 		nats.ClosedHandler(func(*nats.Conn) { log.Debug("NATS connection closed") }),
-		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
+			if nc.IsReconnecting() {
+				// Failed attempts while the server is away: the disconnect
+				// was logged, and what the caller makes of it is its own.
+				log.Info("NATS error while reconnecting", "err", err)
+				return
+			}
 			if sub != nil {
 				log.Warn("NATS error", "subject", sub.Subject, "err", err)
 				return

@@ -61,7 +61,7 @@ func (a *app) rootCmd() *cobra.Command {
 				return err
 			}
 			a.cfg = cfg
-			a.log = cfg.Log.Logger(a.io.Err, true)
+			a.log = cfg.Log.Logger(a.io.Err, slog.LevelWarn)
 			return nil
 		},
 	}

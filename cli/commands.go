@@ -371,12 +371,20 @@ func (a *app) watchCmd() *cobra.Command {
 			}
 			defer closeFn()
 			enc := json.NewEncoder(a.io.Out)
-			err = c.Watch(ctx, id, func(ev api.Event) error {
+			err = c.WatchStatus(ctx, id, func(ev api.Event) error {
 				if asJSON {
 					return enc.Encode(ev)
 				}
 				_, err := fmt.Fprintln(a.io.Out, formatEvent(ev))
 				return err
+			}, func(ce client.ConnEvent) {
+				// Silence would read as "nothing is happening": say the
+				// server is away, and when the events flow again.
+				if asJSON {
+					_ = enc.Encode(newConnectionJSON(ce))
+					return
+				}
+				fmt.Fprintln(a.io.Err, formatConnEvent(ce))
 			})
 			switch {
 			case errors.Is(err, context.Canceled):
@@ -388,8 +396,37 @@ func (a *app) watchCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&id, "session", "", "watch one session, replaying its events from the start")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per event")
+	cmd.Flags().BoolVar(&asJSON, "json", false, `print one JSON object per event, and {"type":"connection",...} when the server goes away or comes back`)
 	return cmd
+}
+
+// connectionJSON is what `watch --json` prints, among the events, when the
+// server goes away and when it is back.
+type connectionJSON struct {
+	Type  string     `json:"type"`  // "connection"
+	State string     `json:"state"` // "lost" or "restored"
+	At    time.Time  `json:"at"`
+	Since *time.Time `json:"since,omitempty"` // restored: when it was lost
+	Error string     `json:"error,omitempty"` // lost: why
+}
+
+func newConnectionJSON(ce client.ConnEvent) connectionJSON {
+	j := connectionJSON{Type: "connection", State: string(ce.State), At: ce.At}
+	if ce.State == client.ConnRestored {
+		j.Since = &ce.Since
+	}
+	if ce.Err != nil {
+		j.Error = ce.Err.Error()
+	}
+	return j
+}
+
+func formatConnEvent(ce client.ConnEvent) string {
+	at := ce.At.Local().Format("15:04:05.000")
+	if ce.State == client.ConnLost {
+		return fmt.Sprintf("%s  server unreachable (%v); retrying, and what happens meanwhile is shown once it is back", at, ce.Err)
+	}
+	return fmt.Sprintf("%s  server reachable again after %s; what happened meanwhile follows", at, ce.Outage())
 }
 
 func formatEvent(ev api.Event) string {

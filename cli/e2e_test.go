@@ -421,7 +421,7 @@ func TestBadInput(t *testing.T) {
 
 	t.Run("wrong password", func(t *testing.T) {
 		e := *alice
-		e.vars = append(slices.Clone(alice.vars), "SFT_PASSWORD=nope", "HOME="+t.TempDir())
+		e.vars = append(h.Env("alice"), "SFT_PASSWORD=nope") // a home of its own: no token
 		_, _, err := e.run(ctx, "login")
 		if err == nil || !strings.Contains(err.Error(), "wrong user name or password") {
 			t.Fatalf("err = %v", err)
@@ -434,7 +434,7 @@ func TestBadInput(t *testing.T) {
 	})
 	t.Run("not logged in", func(t *testing.T) {
 		e := *alice
-		e.vars = append(slices.Clone(alice.vars), "HOME="+t.TempDir())
+		e.vars = h.Env("alice") // a home of its own: no token
 		_, _, err := e.run(ctx, "ls")
 		if err == nil || !strings.Contains(err.Error(), "sft-cli login") {
 			t.Fatalf("err = %v", err)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/spf13/pflag"
 
@@ -21,7 +22,10 @@ type output struct {
 	quiet bool
 	out   io.Writer // results (and JSON lines)
 	err   io.Writer // messages and human progress
-	rep   *progress.Reporter
+	// mu orders messages from the session's watch (the server went away)
+	// with the command's own, and guards rep against them.
+	mu  sync.Mutex
+	rep *progress.Reporter
 }
 
 // outputFlags are the transfer commands' output options.
@@ -68,6 +72,8 @@ func (a *app) newOutput(f outputFlags) *output {
 
 // start begins showing progress for the entries of m.
 func (o *output) start(m api.Manifest, verb string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	po := progress.Options{Out: o.err, Terminal: isTerminal(o.err), Mode: progress.Auto, Verb: verb}
 	switch {
 	case o.json:
@@ -83,6 +89,8 @@ func (o *output) update(file int, done int64) { o.rep.Update(file, done) }
 // say prints a status message: above the bars, as a JSON message line, or
 // not at all when quiet.
 func (o *output) say(format string, args ...any) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	switch {
 	case o.rep != nil:
 		o.rep.Printf(format, args...)
@@ -96,6 +104,8 @@ func (o *output) say(format string, args ...any) {
 // finish stops the progress display, marking every entry complete when the
 // transfer succeeded.
 func (o *output) finish(m api.Manifest, ok bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	if o.rep == nil {
 		return
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli"
 	"github.com/sftproject/sft/cli/client"
+	"github.com/sftproject/sft/internal/hermetic"
 	"github.com/sftproject/sft/link"
 )
 
@@ -293,7 +294,7 @@ type cliProc struct {
 func startCLI(t *testing.T, ctx context.Context, bin string, e *env, args ...string) *cliProc {
 	t.Helper()
 	p := &cliProc{cmd: exec.CommandContext(ctx, bin, args...)}
-	p.cmd.Env = append(os.Environ(), e.vars...)
+	p.cmd.Env = hermetic.Environ(e.vars...)
 	p.cmd.Stderr = &p.stderr
 	var err error
 	if p.stdout, err = p.cmd.StdoutPipe(); err != nil {

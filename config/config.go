@@ -170,7 +170,9 @@ type Limits struct {
 
 // Log configures log/slog output.
 type Log struct {
-	Level  string `mapstructure:"level"`  // debug, info, warn, error
+	// Level is debug, info, warn or error; empty leaves it to the command
+	// (see Logger).
+	Level  string `mapstructure:"level"`
 	Format string `mapstructure:"format"` // text or json
 }
 
@@ -239,7 +241,7 @@ func Keys(env []string) []Key {
 		{"relay.idle_timeout", 30 * time.Second, "a relayed session without a byte either way for this long is closed"},
 		{"relay.pair_timeout", 2 * time.Minute, "how long a relay holds a connection waiting for its peer"},
 		{"relay.admission_timeout", 5 * time.Second, "how long a relay waits for a new connection's ticket"},
-		{"log.level", "info", "log level: debug, info, warn, error"},
+		{"log.level", "", "log level: debug, info, warn, error (empty: info for the services and `sftd dev`, warn for sft-cli and sftd's one-shot commands)"},
 		{"log.format", "text", "log format: text or json"},
 		{"limits.open_sessions", 16, "live sessions one user may have started at once"},
 		{"limits.sessions_per_minute", 60, "sessions one user may create per minute (counted per session replica)"},
@@ -422,7 +424,7 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("log.format must be text or json, got %q", c.Log.Format))
 	}
 	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
+	case "", "debug", "info", "warn", "error":
 	default:
 		errs = append(errs, fmt.Errorf("log.level must be debug, info, warn or error, got %q", c.Log.Level))
 	}
@@ -526,14 +528,15 @@ func FlagsOf(fs *pflag.FlagSet) map[string]*pflag.Flag {
 	return out
 }
 
-// Logger builds the log/slog logger this configuration asks for. quiet is
-// for interactive tools, which talk to people through their messages: there
-// the default level (info) means warn, and only an explicit debug shows more.
-func (l Log) Logger(w io.Writer, quiet bool) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(l.Level)) // validated by Load
-	if quiet && level == slog.LevelInfo {
-		level = slog.LevelWarn
+// Logger builds the log/slog logger this configuration asks for. def is
+// the level when none was chosen: info for a service, whose logs are for
+// operators; warn for a command a person types, which talks to that person
+// through its own messages. A level chosen anywhere (flag, environment,
+// config file) wins.
+func (l Log) Logger(w io.Writer, def slog.Level) *slog.Logger {
+	level := def
+	if l.Level != "" {
+		_ = level.UnmarshalText([]byte(l.Level)) // validated by Load
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	if l.Format == "json" {

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"context"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -196,6 +199,33 @@ func TestDevHosts(t *testing.T) {
 			}
 			if len(c.Dev.Hosts) != len(tc.want) || (len(tc.want) > 0 && !slices.Equal(c.Dev.Hosts, tc.want)) {
 				t.Errorf("dev.hosts = %q, want %q", c.Dev.Hosts, tc.want)
+			}
+		})
+	}
+}
+
+// A log level nobody chose is the command's own; one chosen anywhere wins.
+func TestLogLevel(t *testing.T) {
+	home := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		env  []string
+		file string
+		def  slog.Level
+		want slog.Level
+	}{
+		{"unset, a service", nil, "", slog.LevelInfo, slog.LevelInfo},
+		{"unset, a command", nil, "", slog.LevelWarn, slog.LevelWarn},
+		{"environment", []string{"SFT_LOG_LEVEL=info"}, "", slog.LevelWarn, slog.LevelInfo},
+		{"file", nil, "log:\n  level: debug\n", slog.LevelWarn, slog.LevelDebug},
+		{"quieter than the default", []string{"SFT_LOG_LEVEL=error"}, "", slog.LevelInfo, slog.LevelError},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			log := loadWith(t, home, tc.env, tc.file).Log.Logger(io.Discard, tc.def)
+			for _, l := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError} {
+				if got := log.Enabled(context.Background(), l); got != (l >= tc.want) {
+					t.Errorf("%s enabled: %v, want level %s", l, got, tc.want)
+				}
 			}
 		})
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sftproject/sft/internal/hermetic"
 	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/daemon"
 )
@@ -45,8 +46,7 @@ func repoRoot(t testing.TB) string {
 // gets a client certificate (--client).
 func sftdCerts(t testing.TB, dataDir string, clients ...string) string {
 	t.Helper()
-	home := t.TempDir()
-	env := []string{"HOME=" + home, "SFT_DATA_DIR=" + dataDir}
+	env := append(hermetic.Home(t.TempDir()), "SFT_DATA_DIR="+dataDir)
 	var out, errOut bytes.Buffer
 	stdio := daemon.IO{In: strings.NewReader(""), Out: &out, Err: &errOut}
 	args := []string{"certs", "--host", "nats"}
@@ -115,6 +115,9 @@ func startNATS(t testing.TB, conf, dir string) *natsProc {
 	cmd := exec.CommandContext(ctx, bin, "-c", conf,
 		"-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", portsDir)
 	cmd.Dir = dir
+	// The configuration reads variables ($SFT_AUTH_NKEY, ...): only its
+	// include may define them.
+	cmd.Env = hermetic.Environ()
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	// SIGTERM lets it shut down cleanly; WaitDelay kills it if it hangs.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sftproject/sft/internal/hermetic"
 	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/store/redisstore/redistest"
 )
@@ -32,7 +33,8 @@ func TestProductionTopology(t *testing.T) {
 	dir := t.TempDir()
 	home := filepath.Join(dir, "home")
 	data := sftdCerts(t, filepath.Join(dir, "data"))
-	base := []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "SFT_DATA_DIR=" + data}
+	// Each process sees only what this test sets.
+	base := append(hermetic.Home(home), "PATH="+os.Getenv("PATH"), "SFT_DATA_DIR="+data)
 
 	// nats-server runs in a directory laid out as its configuration expects.
 	natsDir := filepath.Join(dir, "nats")
@@ -158,9 +160,7 @@ func start(t *testing.T, name, dir string, env []string, bin string, args ...str
 	p := &proc{name: name, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = dir
-	if env != nil {
-		p.cmd.Env = env
-	}
+	p.cmd.Env = hermetic.Environ(env...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
@@ -220,7 +220,7 @@ func mustRun(t *testing.T, env []string, stdin io.Reader, bin string, args ...st
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = env
+	cmd.Env = hermetic.Environ(env...)
 	cmd.Stdin = stdin
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -84,3 +85,90 @@ func (c *Client) Logout(ctx context.Context) error {
 	var rep struct{}
 	return c.call(ctx, api.SubjectAuthLogout, struct{}{}, &rep)
 }
+
+// errDropped is why a watch lost the server when its connection dropped.
+var errDropped = errors.New("connection dropped")
+
+// connWatch follows a connection's state for one watch, and tells status
+// when the server becomes unreachable and when the watch has it again. The
+// watch owns it and stops it.
+type connWatch struct {
+	nc     *nats.Conn
+	ch     chan nats.Status
+	status func(ConnEvent)
+	lostAt time.Time // zero while the server is reachable
+}
+
+func followConn(nc *nats.Conn, status func(ConnEvent)) *connWatch {
+	return &connWatch{nc: nc, ch: nc.StatusChanged(nats.CONNECTED, nats.RECONNECTING, nats.DISCONNECTED, nats.CLOSED), status: status}
+}
+
+func (w *connWatch) stop() { w.nc.RemoveStatusListener(w.ch) }
+
+// down records that the server cannot be reached, and says so once.
+func (w *connWatch) down(why error) {
+	if !w.lostAt.IsZero() {
+		return
+	}
+	w.lostAt = time.Now()
+	if w.status != nil {
+		w.status(ConnEvent{State: ConnLost, At: w.lostAt, Err: why})
+	}
+}
+
+// up records that the watch has a relay again, and says so if it had lost
+// the server.
+func (w *connWatch) up() {
+	if w.lostAt.IsZero() {
+		return
+	}
+	since := w.lostAt
+	w.lostAt = time.Time{}
+	if w.status != nil {
+		w.status(ConnEvent{State: ConnRestored, At: time.Now(), Since: since})
+	}
+}
+
+// waitConnected returns once the connection is up (it reconnects by
+// itself, for ever), having said the server is lost if it is not. It fails
+// when ctx ends or the connection was closed.
+func (w *connWatch) waitConnected(ctx context.Context) error {
+	for {
+		switch w.nc.Status() {
+		case nats.CONNECTED:
+			return nil
+		case nats.RECONNECTING, nats.DISCONNECTED, nats.CONNECTING:
+			w.down(errDropped)
+		case nats.CLOSED:
+			if err := w.nc.LastError(); err != nil {
+				return fmt.Errorf("connection to the server closed: %w", err)
+			}
+			return nats.ErrConnectionClosed
+		default:
+			return nats.ErrConnectionDraining // its owner is closing it
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-w.ch:
+		}
+	}
+}
+
+// changed is signalled when the connection's state changed.
+func (w *connWatch) changed() <-chan nats.Status { return w.ch }
+
+// forget drops the changes seen so far: they happened before the relay
+// that is about to start.
+func (w *connWatch) forget() {
+	for {
+		select {
+		case <-w.ch:
+		default:
+			return
+		}
+	}
+}
+
+// connected reports whether the connection is up now.
+func (w *connWatch) connected() bool { return w.nc.Status() == nats.CONNECTED }

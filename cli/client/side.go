@@ -362,6 +362,9 @@ func (s *side) relisten(ctx context.Context) error {
 // the reason — unless the peer already ended it, whose reason is then the
 // better message.
 func (s *side) fail(ctx context.Context, cause error) error {
+	if errors.Is(cause, ErrServerUnreachable) {
+		return cause // the session is over, and there is no server to tell
+	}
 	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if s.tookOver(bg) {

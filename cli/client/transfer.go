@@ -24,8 +24,10 @@ type SendOptions struct {
 	// again, resumed), so a user can pass its id to the receiver.
 	OnSession func(s *api.Session, resumed bool)
 	Progress  func(file int, done int64)
-	Notify    func(format string, args ...any) // status messages: link lost, waiting, resuming
-	Logger    *slog.Logger
+	// Notify gets status messages (link lost, waiting, resuming, server
+	// unreachable), also from the session's watch goroutine.
+	Notify func(format string, args ...any)
+	Logger *slog.Logger
 }
 
 // Outcome is a verified transfer.
@@ -87,7 +89,7 @@ func (c *Client) Send(ctx context.Context, o SendOptions) (*Outcome, error) {
 		o.OnSession(sess, prior != nil)
 	}
 	sd.sess = sess
-	sd.w = c.watchSession(ctx, sess.ID)
+	sd.w = c.watchSession(ctx, sess, o.Notify)
 	defer sd.w.stop()
 
 	var moved int64
@@ -149,7 +151,7 @@ type ReceiveOptions struct {
 	Confirm   func(s *api.Session, need, free int64) error
 	OnSession func(s *api.Session, resumed bool)
 	Progress  func(file int, done int64)
-	Notify    func(format string, args ...any)
+	Notify    func(format string, args ...any) // as SendOptions.Notify
 	Logger    *slog.Logger
 }
 
@@ -176,7 +178,7 @@ func (c *Client) Receive(ctx context.Context, o ReceiveOptions) (*Outcome, error
 		if o.OnSession != nil {
 			o.OnSession(sess, true)
 		}
-		w := c.watchSession(ctx, sess.ID)
+		w := c.watchSession(ctx, sess, o.Notify)
 		defer w.stop()
 		final, err := c.awaitEnd(ctx, w, sess.ID)
 		if err != nil {
@@ -247,7 +249,7 @@ func (c *Client) Receive(ctx context.Context, o ReceiveOptions) (*Outcome, error
 		return nil, fmt.Errorf("join session: %w", err)
 	}
 	sd.sess = sess
-	sd.w = c.watchSession(ctx, sess.ID)
+	sd.w = c.watchSession(ctx, sess, o.Notify)
 	defer sd.w.stop()
 
 	var text textBuffer
@@ -297,7 +299,7 @@ func (c *Client) confirmPlaced(ctx context.Context, sess *api.Session, o Receive
 	if o.OnSession != nil {
 		o.OnSession(sess, true)
 	}
-	w := c.watchSession(ctx, sess.ID)
+	w := c.watchSession(ctx, sess, o.Notify)
 	defer w.stop()
 	if _, err := c.Report(ctx, sess.ID, okReport(got)); err != nil {
 		return nil, fmt.Errorf("report result: %w", err)

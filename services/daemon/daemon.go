@@ -49,14 +49,14 @@ func Run(ctx context.Context, stdio IO, args, env []string) error {
 				return err
 			}
 			d.cfg = cfg
-			d.log = cfg.Log.Logger(stdio.Err, false)
+			d.log = cfg.Log.Logger(stdio.Err, defaultLevel(cmd))
 			return nil
 		},
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&d.configFile, "config", "", "config file (default <config dir>/sft.yaml)")
 	d.bind(pf, "data_dir", "data-dir", "directory for keys, certificates and JetStream data")
-	d.bind(pf, "log.level", "log-level", "log level: debug, info, warn, error")
+	d.bind(pf, "log.level", "log-level", "log level: debug, info, warn, error (default info for dev and the services, warn for the other commands)")
 	d.bind(pf, "log.format", "log-format", "log format: text or json")
 	root.AddCommand(d.devCmd(), d.userCmd(), d.certsCmd(),
 		d.serviceCmd("auth", "Run the auth service (logins, tokens) against an external NATS"),
@@ -69,6 +69,20 @@ func Run(ctx context.Context, stdio IO, args, env []string) error {
 	root.SetOut(stdio.Out)
 	root.SetErr(stdio.Err)
 	return root.ExecuteContext(ctx)
+}
+
+// servesKey is the annotation of the commands that run until stopped (dev
+// and the services), whose logs are for operators.
+const servesKey = "sftd-serves"
+
+// defaultLevel is the log level of cmd when none was chosen: info for a
+// command that serves, warn for one a person types and waits for (user,
+// certs), which says what it did in its own words.
+func defaultLevel(cmd *cobra.Command) slog.Level {
+	if cmd.Annotations[servesKey] != "" {
+		return slog.LevelInfo
+	}
+	return slog.LevelWarn
 }
 
 type daemon struct {
@@ -85,9 +99,10 @@ func (d *daemon) bind(fs *pflag.FlagSet, key, name, usage string) {
 
 func (d *daemon) devCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "dev",
-		Short: "Run everything in one process: embedded NATS (TLS, JetStream), state store, auth, session and key services",
-		Args:  cobra.NoArgs,
+		Use:         "dev",
+		Short:       "Run everything in one process: embedded NATS (TLS, JetStream), state store, auth, session and key services",
+		Args:        cobra.NoArgs,
+		Annotations: map[string]string{servesKey: "yes"},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			st, err := devstack.Start(ctx, d.cfg, d.log)

@@ -17,6 +17,7 @@ import (
 	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/cli/client"
+	"github.com/sftproject/sft/internal/hermetic"
 	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/daemon"
 	"github.com/sftproject/sft/services/secrets"
@@ -35,7 +36,7 @@ type install struct {
 func newInstall(t *testing.T) *install {
 	home := t.TempDir()
 	data := filepath.Join(home, "data")
-	return &install{t: t, dataDir: data, env: []string{"HOME=" + home, "SFT_DATA_DIR=" + data, "SFT_LOG_LEVEL=warn"}}
+	return &install{t: t, dataDir: data, env: append(hermetic.Home(home), "SFT_DATA_DIR="+data, "SFT_LOG_LEVEL=warn")}
 }
 
 func testCtx(t *testing.T) context.Context {
@@ -58,6 +59,7 @@ func (in *install) sftd(stdin string, extraEnv []string, args ...string) (string
 type dev struct {
 	url    string
 	out    *syncbuf.Buffer // what sftd dev printed
+	log    *syncbuf.Buffer // what it logged (standard error)
 	cancel context.CancelFunc
 	done   chan error
 	store  *kvstore.Store // opened by install.user
@@ -71,7 +73,7 @@ func (in *install) startDev(args ...string) *dev {
 	in.t.Helper()
 	var out, errb syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &dev{cancel: cancel, done: make(chan error, 1), out: &out}
+	d := &dev{cancel: cancel, done: make(chan error, 1), out: &out, log: &errb}
 	go func() {
 		d.done <- daemon.Run(ctx, daemon.IO{In: strings.NewReader(""), Out: &out, Err: &errb},
 			append([]string{"dev", "--listen", "127.0.0.1:0"}, args...), in.env)

@@ -17,9 +17,10 @@ import (
 // queue group.
 func (d *daemon) serviceCmd(name, short string) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   name,
-		Short: short,
-		Args:  cobra.NoArgs,
+		Use:         name,
+		Short:       short,
+		Args:        cobra.NoArgs,
+		Annotations: map[string]string{servesKey: "yes"},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			nc, err := d.connect(ctx, name, "sftd-"+name)

@@ -73,8 +73,18 @@ func (s *Service) watch(ctx context.Context, c rpc.Caller, r *api.WatchRequest) 
 		}
 		cfg = jetstream.OrderedConsumerConfig{FilterSubjects: []string{api.SessionEvents(r.SessionID)}, DeliverPolicy: jetstream.DeliverAllPolicy}
 	}
-	if r.AfterSeq > 0 {
-		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, r.AfterSeq+1
+	after, resume := r.AfterSeq, r.Resume || r.AfterSeq > 0
+	if !resume && r.SessionID == "" {
+		// "From now on" is after the stream's last event, which the reply
+		// names so the watcher can resume from there.
+		st, err := s.js.Stream(ctx, api.EventStream)
+		if err != nil {
+			return nil, fmt.Errorf("watch: event stream: %w", err)
+		}
+		after, resume = st.CachedInfo().State.LastSeq, true
+	}
+	if resume {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, after+1
 	}
 	if !s.watches.acquire(c.User) {
 		return nil, api.Errorf(api.CodeThrottled, "too many open watches; close some and retry")
@@ -89,6 +99,7 @@ func (s *Service) watch(ctx context.Context, c rpc.Caller, r *api.WatchRequest) 
 		s.watches.release(c.User)
 		return nil, err
 	}
+	s.o.Logger.Debug("watch started", "watch", id, "user", c.User, "session", r.SessionID, "after_seq", after)
 	s.wg.Go(func() {
 		defer s.watches.release(c.User)
 		reason := s.relay(ctx, c, r, cons)
@@ -100,7 +111,11 @@ func (s *Service) watch(ctx context.Context, c rpc.Caller, r *api.WatchRequest) 
 		_ = s.nc.PublishMsg(end)
 		s.o.Logger.Debug("watch ended", "watch", id, "user", c.User, "reason", reason)
 	})
-	return &api.WatchReply{WatchID: id}, nil
+	reply := &api.WatchReply{WatchID: id}
+	if r.SessionID == "" {
+		reply.AfterSeq = after
+	}
+	return reply, nil
 }
 
 // relay forwards events until the watcher goes away, its token expires, the

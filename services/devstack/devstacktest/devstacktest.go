@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/config"
+	"github.com/sftproject/sft/internal/hermetic"
 	"github.com/sftproject/sft/services/auth"
 	"github.com/sftproject/sft/services/devstack"
 	"github.com/sftproject/sft/services/secrets"
@@ -37,8 +39,12 @@ func Password(user string) string { return "pw-" + user }
 // Harness is a running stack.
 type Harness struct {
 	T     testing.TB
-	Stack *devstack.Stack
+	Stack *devstack.Stack // nil while stopped
 	Cfg   config.Config
+
+	started config.Config // what the stack was started with
+	listen  string        // where it listens, also after a restart
+	log     *slog.Logger
 }
 
 // Option adjusts how Start runs the stack.
@@ -77,12 +83,19 @@ func Start(t testing.TB, tweak func(*config.Config), opts ...Option) *Harness {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	log := slog.New(slog.NewTextHandler(o.logTo, &slog.HandlerOptions{Level: o.logLevel}))
-	st, err := devstack.Start(ctx, cfg, log)
+	h := &Harness{T: t, Cfg: cfg, started: cfg, log: slog.New(slog.NewTextHandler(o.logTo, &slog.HandlerOptions{Level: o.logLevel}))}
+	h.startAt(cfg.Dev.Listen)
+	t.Cleanup(func() {
+		if h.Stack != nil {
+			h.Stack.Close()
+		}
+	})
+	st := h.Stack
+	u, err := url.Parse(st.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(st.Close)
+	h.listen = u.Host
 	if cfg.NATS.VerifyClients && cfg.NATS.CertFile == "" {
 		// The server wants a client certificate from everyone: the test
 		// clients (and sft-cli, through Env) present this one.
@@ -90,6 +103,7 @@ func Start(t testing.TB, tweak func(*config.Config), opts ...Option) *Harness {
 		if err := broker.EnsureClientCert(filepath.Dir(st.CAFile), "test-client", cfg.NATS.CertFile, cfg.NATS.KeyFile); err != nil {
 			t.Fatal(err)
 		}
+		h.Cfg = cfg
 	}
 	for _, u := range append(Users, Admin, Tester) {
 		// Cheap hash parameters: tests exercise the flow, not the cost.
@@ -105,7 +119,47 @@ func Start(t testing.TB, tweak func(*config.Config), opts ...Option) *Harness {
 			t.Fatal(err)
 		}
 	}
-	return &Harness{T: t, Stack: st, Cfg: cfg}
+	return h
+}
+
+// startAt starts the stack, listening at listen.
+func (h *Harness) startAt(listen string) {
+	h.T.Helper()
+	cfg := h.started
+	cfg.Dev.Listen = listen
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := devstack.Start(ctx, cfg, h.log)
+	if err != nil {
+		h.T.Fatal(err)
+	}
+	h.Stack = st
+}
+
+// Stop stops the stack as a stopped `sftd dev` stops: its clients lose
+// the server; its data (users, sessions, events, keys) stays for Restart.
+func (h *Harness) Stop() {
+	h.T.Helper()
+	if h.Stack == nil {
+		h.T.Fatal("Stop: the stack is not running")
+	}
+	h.Stack.Close()
+	h.Stack = nil
+}
+
+// Restart starts the stopped stack again on the same address and data:
+// clients that lost it reconnect by themselves.
+func (h *Harness) Restart() { h.RestartAt(h.listen) }
+
+// RestartAt starts the stopped stack on its data at another address
+// (127.0.0.1:0: any free port), where its clients cannot find it: what
+// happens there happens while they are away. Stop it, and Restart.
+func (h *Harness) RestartAt(listen string) {
+	h.T.Helper()
+	if h.Stack != nil {
+		h.T.Fatal("Restart: the stack is running")
+	}
+	h.startAt(listen)
 }
 
 type testWriter struct{ t testing.TB }
@@ -208,16 +262,18 @@ func (h *Harness) Login(user string) *client.Client {
 	return c
 }
 
-// Env is the environment sft-cli needs to act as user against this stack
-// (its own HOME, so its own token cache).
+// Env is the whole environment sft-cli needs to act as user against this
+// stack: a new home with its own config directory (so its own token cache)
+// and the server's address. In process, pass it as sft-cli's environment;
+// a child process gets hermetic.Environ(Env(user)...), so that nothing of
+// the developer's shell (XDG_CONFIG_HOME, SFT_*) joins in.
 func (h *Harness) Env(user string) []string {
-	env := []string{
-		"HOME=" + h.T.TempDir(),
-		"SFT_NATS_URL=" + h.Stack.URL,
-		"SFT_NATS_CA_FILE=" + h.Stack.CAFile,
-		"SFT_USER=" + user,
-		"SFT_PASSWORD=" + Password(user),
-	}
+	env := append(hermetic.Home(h.T.TempDir()),
+		"SFT_NATS_URL="+h.Stack.URL,
+		"SFT_NATS_CA_FILE="+h.Stack.CAFile,
+		"SFT_USER="+user,
+		"SFT_PASSWORD="+Password(user),
+	)
 	if h.Cfg.NATS.CertFile != "" {
 		env = append(env, "SFT_NATS_CERT_FILE="+h.Cfg.NATS.CertFile, "SFT_NATS_KEY_FILE="+h.Cfg.NATS.KeyFile)
 	}

@@ -1,0 +1,27 @@
+package hermetic
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestEnviron(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", "/decoy/config")
+	t.Setenv("SFT_NATS_URL", "tls://decoy:1")
+	t.Setenv("NATS_URL", "nats://decoy:1")
+	t.Setenv("HOME", "/decoy/home")
+	t.Setenv("HERMETIC_KEPT", "yes")
+	env := Environ("SFT_USER=alice")
+	for _, kv := range env {
+		if strings.Contains(kv, "decoy") {
+			t.Errorf("%s leaked", kv)
+		}
+	}
+	if !slices.Contains(env, "HERMETIC_KEPT=yes") {
+		t.Error("a variable SFT does not read was dropped")
+	}
+	if env[len(env)-1] != "SFT_USER=alice" {
+		t.Errorf("the test's own variables do not come last: %v", env)
+	}
+}
