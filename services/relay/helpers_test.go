@@ -126,18 +126,43 @@ func (r *testRelay) dial(ctx context.Context, ticket string) <-chan dialResult {
 }
 
 // pair connects both members of a new session through the relay and
-// returns the initiator's and the responder's connections.
+// returns the initiator's and the responder's connections. A member whose
+// connection was dropped before the relay read its ticket (a flood can
+// crowd it out) comes back with a new ticket, as clients do.
 func (r *testRelay) pair(ctx context.Context, edit ...func(*Ticket)) (ini, resp net.Conn) {
 	r.t.Helper()
 	session := newSessionID()
-	a := r.dial(ctx, r.ticket(session, api.RoleInitiator, edit...))
-	b := r.dial(ctx, r.ticket(session, api.RoleResponder, edit...))
-	ra, rb := <-a, <-b
-	if ra.err != nil || rb.err != nil {
-		r.t.Fatalf("pair: %v, %v", ra.err, rb.err)
+	roles := []api.Role{api.RoleInitiator, api.RoleResponder}
+	pending := make([]<-chan dialResult, 2)
+	got := make([]dialResult, 2)
+	tries := make([]int, 2)
+	for i, role := range roles {
+		pending[i] = r.dial(ctx, r.ticket(session, role, edit...))
 	}
-	r.t.Cleanup(func() { ra.conn.Close(); rb.conn.Close() })
-	return ra.conn, rb.conn
+	for done := 0; done < 2; {
+		select {
+		case got[0] = <-pending[0]:
+		case got[1] = <-pending[1]:
+		}
+		for i := range roles {
+			switch res := got[i]; {
+			case pending[i] == nil:
+			case res.conn == nil && res.err == nil: // not in yet
+			case res.err != nil && errors.Is(res.err, io.EOF) && tries[i] < 5:
+				tries[i]++
+				got[i] = dialResult{}
+				pending[i] = r.dial(ctx, r.ticket(session, roles[i], edit...))
+			default:
+				pending[i] = nil
+				done++
+			}
+		}
+	}
+	if got[0].err != nil || got[1].err != nil {
+		r.t.Fatalf("pair: %v, %v", got[0].err, got[1].err)
+	}
+	r.t.Cleanup(func() { got[0].conn.Close(); got[1].conn.Close() })
+	return got[0].conn, got[1].conn
 }
 
 // waitFor polls cond until it holds or ctx ends.
