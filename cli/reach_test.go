@@ -40,7 +40,7 @@ func startMachines(t *testing.T, ctx context.Context, server *netns.NS, serverIP
 	t.Helper()
 	m := &machines{t: t, bin: buildBinaries(t), server: server, homes: map[string]string{}, nss: clients}
 	m.srvEnv = append(machineEnv(m.bin, t.TempDir()), extraEnv...)
-	out := startServer(t, ctx, server, m.bin, m.srvEnv, "dev", "--listen", "0.0.0.0:4222")
+	out := startServer(t, ctx, server, m.bin, m.srvEnv, "NATS at", "dev", "--listen", "0.0.0.0:4222")
 	m.caFile = submatch(t, out, `(?m)^sftd dev: CA certificate at (\S+)`)
 	m.url = "tls://" + net.JoinHostPort(serverIP, "4222")
 	for user, ns := range clients {
@@ -293,35 +293,11 @@ func ip(t *testing.T, ctx context.Context, ns *netns.NS, args ...string) {
 	}
 }
 
-// startRelay runs `sftd relay` on ns with the server's data (its ticket
+// startRelay runs `sftd relay` on the server with its data (the ticket
 // key) until the test ends.
 func (m *machines) startRelay(t *testing.T, ctx context.Context, listen string) {
 	t.Helper()
-	ctx, stop := context.WithCancel(ctx)
-	cmd := m.server.Command(ctx, filepath.Join(m.bin, "sftd"), "relay", "--listen", listen)
-	var out, errb syncbuf.Buffer
-	cmd.Env, cmd.Stdout, cmd.Stderr = m.srvEnv, &out, &errb
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 10 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		stop()
-		<-exited
-		if t.Failed() {
-			t.Logf("sftd relay log:\n%s", errb.String())
-		}
-	})
-	for !strings.Contains(out.String(), "serving on") {
-		select {
-		case <-exited:
-			t.Fatalf("sftd relay ended: %s", errb.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	startServer(t, ctx, m.server, m.bin, m.srvEnv, "serving on", "relay", "--listen", listen)
 }
 
 // killAtBytes SIGKILLs p once its --json progress shows n bytes.
@@ -331,11 +307,7 @@ func (p *machineProc) killAtBytes(t *testing.T, n int64) {
 	for time.Now().Before(deadline) {
 		sc := bufio.NewScanner(strings.NewReader(p.stdout.String()))
 		for sc.Scan() {
-			var ev struct {
-				Type  string `json:"type"`
-				Bytes int64  `json:"bytes"`
-			}
-			if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Type == "progress" && ev.Bytes >= n {
+			if reached(sc.Bytes(), n) {
 				p.cmd.Process.Signal(syscall.SIGKILL)
 				<-p.done
 				return

@@ -306,6 +306,15 @@ func startCLI(t *testing.T, ctx context.Context, bin string, e *env, args ...str
 	return p
 }
 
+// reached reports whether line, of a --json run, shows a file at n bytes.
+func reached(line []byte, n int64) bool {
+	var ev struct {
+		Type  string `json:"type"`
+		Bytes int64  `json:"bytes"`
+	}
+	return json.Unmarshal(line, &ev) == nil && ev.Type == "progress" && ev.Bytes >= n
+}
+
 // killAtProgress reads p's progress lines and SIGKILLs it once a file has
 // reached n bytes; it fails the test if p ends first.
 func killAtProgress(t *testing.T, p *cliProc, n int64, who string) {
@@ -313,11 +322,7 @@ func killAtProgress(t *testing.T, p *cliProc, n int64, who string) {
 	sc := bufio.NewScanner(p.stdout)
 	killed := false
 	for sc.Scan() {
-		var ev struct {
-			Type  string `json:"type"`
-			Bytes int64  `json:"bytes"`
-		}
-		if json.Unmarshal(sc.Bytes(), &ev) == nil && ev.Type == "progress" && ev.Bytes >= n {
+		if reached(sc.Bytes(), n) {
 			p.cmd.Process.Signal(syscall.SIGKILL)
 			killed = true
 			break

@@ -35,7 +35,7 @@ func TestTwoMachines(t *testing.T) {
 
 	// The server machine.
 	srvEnv := machineEnv(bin, t.TempDir())
-	out := startServer(t, ctx, server, bin, srvEnv, "dev", "--listen", "0.0.0.0:4222")
+	out := startServer(t, ctx, server, bin, srvEnv, "NATS at", "dev", "--listen", "0.0.0.0:4222")
 	var urls []string
 	for _, m := range regexp.MustCompile(`(?m)^sftd dev: NATS at (\S+)$`).FindAllStringSubmatch(out, -1) {
 		urls = append(urls, m[1])
@@ -173,8 +173,9 @@ func machineEnv(bin, home string) []string {
 }
 
 // startServer runs bin/sftd with args in ns until the test ends (then
-// stops it as Ctrl-C would) and returns what it printed once it is ready.
-func startServer(t *testing.T, ctx context.Context, ns *netns.NS, bin string, env []string, args ...string) string {
+// stops it as Ctrl-C would) and returns what it printed once it printed
+// ready.
+func startServer(t *testing.T, ctx context.Context, ns *netns.NS, bin string, env []string, ready string, args ...string) string {
 	t.Helper()
 	ctx, stop := context.WithCancel(ctx)
 	cmd := ns.Command(ctx, filepath.Join(bin, "sftd"), args...)
@@ -196,14 +197,14 @@ func startServer(t *testing.T, ctx context.Context, ns *netns.NS, bin string, en
 			t.Logf("sftd %s log:\n%s", strings.Join(args, " "), errb.String())
 		}
 	})
-	// Everything is printed in one write, the URL first.
+	// Everything is printed in one write, so all of it is there with ready.
 	deadline := time.After(time.Minute)
-	for !strings.Contains(out.String(), "NATS at") {
+	for !strings.Contains(out.String(), ready) {
 		select {
 		case <-exited:
 			t.Fatalf("sftd %s ended before it was ready:\n%s%s", strings.Join(args, " "), out.String(), errb.String())
 		case <-deadline:
-			t.Fatalf("sftd %s printed no URL within a minute:\n%s%s", strings.Join(args, " "), out.String(), errb.String())
+			t.Fatalf("sftd %s did not print %q within a minute:\n%s%s", strings.Join(args, " "), ready, out.String(), errb.String())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

@@ -71,6 +71,7 @@ func newConn(nc net.Conn, log *slog.Logger) *Conn {
 
 // linkConn is the Conn for nc once its handshake completed.
 func linkConn(nc net.Conn, log *slog.Logger, sessionID string, enc, dec *noise.CipherState, path, peerAddr string) *Conn {
+	watchLiveness(nc)
 	c := newConn(nc, log)
 	c.sid, c.enc, c.dec = sessionID, enc, dec
 	c.path, c.peerAddr = path, peerAddr
