@@ -302,6 +302,8 @@ func (s *side) prepareRelay(ctx context.Context) error {
 			return fmt.Errorf("--relay: %w", err)
 		}
 		return nil
+	case api.CodeOf(err) == api.CodeConflict, api.CodeOf(err) == api.CodeExpired:
+		return err // the session ended meanwhile; the error says how
 	case err != nil:
 		return fmt.Errorf("ask for the relay: %w", err)
 	}
