@@ -51,6 +51,14 @@ type Config struct {
 	Relay   Relay   `mapstructure:"relay"`
 	Log     Log     `mapstructure:"log"`
 	Limits  Limits  `mapstructure:"limits"`
+	Metrics Metrics `mapstructure:"metrics"`
+}
+
+// Metrics configures the HTTP server of sftd's serving commands: Prometheus
+// metrics, health and readiness.
+type Metrics struct {
+	// Listen is its address (host:port); empty means no server.
+	Listen string `mapstructure:"listen"`
 }
 
 // NATS is how to reach the broker.
@@ -249,6 +257,7 @@ func Keys(env []string) []Key {
 		{"limits.manifest_entries", 10000, "most files one session may offer"},
 		{"limits.manifest_bytes", int64(1 << 40), "largest total size one session may declare, in bytes"},
 		{"limits.login_failures_per_address", 20, "failed password logins from one client address before each further one is delayed, doubling (counted per auth replica)"},
+		{"metrics.listen", "", "address (host:port) of the HTTP server of sftd dev, auth, session, key and relay with /metrics, /healthz and /readyz (empty: none; never the NATS port)"},
 	}
 }
 
@@ -404,6 +413,11 @@ func (c Config) validate() error {
 	}
 	if err := checkHostPort(c.Relay.Listen, true); err != nil {
 		errs = append(errs, fmt.Errorf("relay.listen: %w", err))
+	}
+	if c.Metrics.Listen != "" {
+		if err := checkHostPort(c.Metrics.Listen, true); err != nil {
+			errs = append(errs, fmt.Errorf("metrics.listen: %w", err))
+		}
 	}
 	for _, a := range c.Relay.Addrs {
 		if err := checkHostPort(a, false); err != nil {

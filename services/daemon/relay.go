@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sftproject/sft/services/launch"
+	"github.com/sftproject/sft/services/metrics"
 )
 
 // relayCmd runs the relay until SIGINT or SIGTERM, then stops taking
@@ -24,12 +25,20 @@ func (d *daemon) relayCmd() *cobra.Command {
 			svcCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 			defer cancel()
 			log := d.log.With("service", "relay")
-			r, err := launch.Relay(svcCtx, d.cfg, log)
+			m := metrics.NewMetrics()
+			r, err := launch.Relay(svcCtx, d.cfg, log, m)
 			if err != nil {
 				return fmt.Errorf("start relay: %w", err)
 			}
+			httpCtx, stopHTTP := context.WithCancel(ctx)
+			defer stopHTTP()
+			srv, addr, err := launch.Metrics(httpCtx, d.cfg, m, d.log.With("component", "metrics"))
+			if err != nil {
+				return err
+			}
+			launch.ReadyRelay(srv, r)
 			log.Info("serving", "listen", r.Addr.String())
-			fmt.Fprintf(d.io.Out, "sftd relay: serving on %s\n", r.Addr)
+			fmt.Fprintf(d.io.Out, "sftd relay: serving on %s%s\n", r.Addr, metricsNote(addr))
 			<-ctx.Done()
 			log.Info("stopping: letting relayed sessions finish", "sessions", r.Server.Stats().ActivePairs)
 			dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
@@ -39,10 +48,14 @@ func (d *daemon) relayCmd() *cobra.Command {
 			dcancel()
 			cancel()
 			err = r.Wait()
+			if srv != nil {
+				_ = srv.Wait()
+			}
 			log.Info("stopped")
 			return err
 		},
 	}
 	d.bind(cmd.Flags(), "relay.listen", "listen", "address to accept relay clients on (default 0.0.0.0:4223)")
+	d.bindMetrics(cmd)
 	return cmd
 }

@@ -3,12 +3,14 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
 	"github.com/sftproject/sft/services/launch"
+	"github.com/sftproject/sft/services/metrics"
 )
 
 // serviceCmd runs one service against an external NATS (and Redis) until
@@ -33,29 +35,58 @@ func (d *daemon) serviceCmd(name, short string) *cobra.Command {
 				return err
 			}
 			defer st.Close()
+			m := metrics.NewMetrics()
+			m.NATS(name, nc)
+			observed := launch.Observe(st, m, name)
 			// The service's context outlives the signal: in-flight work
 			// finishes before it ends.
 			svcCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 			defer cancel()
-			r, err := launch.Services[name](svcCtx, d.cfg, nc, st, d.log.With("service", name))
+			r, err := launch.Services[name](svcCtx, d.cfg, nc, observed, d.log.With("service", name), m)
 			if err != nil {
 				return fmt.Errorf("start %s service: %w", name, err)
 			}
+			// The metrics server ends with the signal: an orchestrator
+			// sees the replica go as soon as it drains.
+			httpCtx, stopHTTP := context.WithCancel(ctx)
+			defer stopHTTP()
+			srv, addr, err := launch.Metrics(httpCtx, d.cfg, m, d.log.With("component", "metrics"))
+			if err != nil {
+				return err
+			}
+			launch.Ready(srv, name, nc, observed, r)
 			d.log.Info("serving", "service", name, "nats", d.cfg.NATS.URL, "store", d.cfg.Store.Backend)
-			fmt.Fprintf(d.io.Out, "sftd %s: serving on %s\n", name, d.cfg.NATS.URL)
+			fmt.Fprintf(d.io.Out, "sftd %s: serving on %s%s\n", name, d.cfg.NATS.URL, metricsNote(addr))
 			<-ctx.Done()
 			d.log.Info("stopping: draining requests under way", "service", name)
 			r.Stop()
 			drain(nc, drainTimeout)
 			cancel()
 			r.Wait()
+			if srv != nil {
+				_ = srv.Wait()
+			}
 			d.log.Info("stopped", "service", name)
 			return nil
 		},
 	}
 	d.bind(cmd.Flags(), "nats.url", "server", "NATS server URL")
 	d.bind(cmd.Flags(), "store.backend", "store", "state store: jetstream or redis")
+	d.bindMetrics(cmd)
 	return cmd
+}
+
+// bindMetrics gives a serving command the --metrics flag.
+func (d *daemon) bindMetrics(cmd *cobra.Command) {
+	d.bind(cmd.Flags(), "metrics.listen", "metrics", "address of the HTTP server with /metrics, /healthz and /readyz, e.g. 127.0.0.1:9464 (default: none)")
+}
+
+// metricsNote is what the ready line adds when the metrics server runs.
+func metricsNote(addr net.Addr) string {
+	if addr == nil {
+		return ""
+	}
+	return fmt.Sprintf("; metrics, health and readiness on http://%s", addr)
 }
 
 // drainTimeout bounds how long a stopping service lets the work under way
