@@ -150,6 +150,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 		svc.AddEndpoint("cancel", rpc.Authed(h, s.cancel), micro.WithEndpointSubject(api.SubjectSessionCancel)),
 		svc.AddEndpoint("relay", rpc.Authed(h, s.relayTicket), micro.WithEndpointSubject(api.SubjectSessionRelay)),
 		svc.AddEndpoint("decline", rpc.Authed(h, s.decline), micro.WithEndpointSubject(api.SubjectSessionDecline)),
+		svc.AddEndpoint("status", rpc.Authed(h, s.status), micro.WithEndpointSubject(api.SubjectSessionStatus)),
 		svc.AddEndpoint("watch", rpc.Authed(h, func(_ context.Context, c rpc.Caller, r *api.WatchRequest) (*api.WatchReply, error) {
 			// The relay outlives the request, so it hangs off the service context.
 			return s.watch(ctx, c, r)
