@@ -143,9 +143,7 @@ func (d *daemon) printDevReady(st *devstack.Stack) {
 		}
 	}
 	fmt.Fprintf(&b, "sftd dev: relay at %s (for peers that cannot reach each other; it sees only ciphertext)\n", strings.Join(st.RelayAddrs, ", "))
-	if st.MetricsAddr != nil {
-		fmt.Fprintf(&b, "sftd dev: metrics, health and readiness on http://%s (/metrics, /healthz, /readyz)\n", st.MetricsAddr)
-	}
+	b.WriteString(metricsLine("dev", st.MetricsAddr))
 	fmt.Fprintf(&b, "sftd dev: CA certificate at %s (clients: --ca or SFT_NATS_CA_FILE; the default when on this machine)\n", st.CAFile)
 	if len(st.RemoteURLs) == 0 {
 		_, port, _ := net.SplitHostPort(d.cfg.Dev.Listen)

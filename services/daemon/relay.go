@@ -38,7 +38,7 @@ func (d *daemon) relayCmd() *cobra.Command {
 			}
 			launch.ReadyRelay(srv, r)
 			log.Info("serving", "listen", r.Addr.String())
-			fmt.Fprintf(d.io.Out, "sftd relay: serving on %s%s\n", r.Addr, metricsNote(addr))
+			fmt.Fprintf(d.io.Out, "sftd relay: serving on %s\n%s", r.Addr, metricsLine("relay", addr))
 			<-ctx.Done()
 			log.Info("stopping: letting relayed sessions finish", "sessions", r.Server.Stats().ActivePairs)
 			dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)

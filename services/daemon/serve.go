@@ -56,7 +56,7 @@ func (d *daemon) serviceCmd(name, short string) *cobra.Command {
 			}
 			launch.Ready(srv, name, nc, observed, r)
 			d.log.Info("serving", "service", name, "nats", d.cfg.NATS.URL, "store", d.cfg.Store.Backend)
-			fmt.Fprintf(d.io.Out, "sftd %s: serving on %s%s\n", name, d.cfg.NATS.URL, metricsNote(addr))
+			fmt.Fprintf(d.io.Out, "sftd %s: serving on %s\n%s", name, d.cfg.NATS.URL, metricsLine(name, addr))
 			<-ctx.Done()
 			d.log.Info("stopping: draining requests under way", "service", name)
 			r.Stop()
@@ -81,12 +81,13 @@ func (d *daemon) bindMetrics(cmd *cobra.Command) {
 	d.bind(cmd.Flags(), "metrics.listen", "metrics", "address of the HTTP server with /metrics, /healthz and /readyz, e.g. 127.0.0.1:9464 (default: none)")
 }
 
-// metricsNote is what the ready line adds when the metrics server runs.
-func metricsNote(addr net.Addr) string {
+// metricsLine is the line after the ready line that says where the
+// metrics server of command runs; empty without one.
+func metricsLine(command string, addr net.Addr) string {
 	if addr == nil {
 		return ""
 	}
-	return fmt.Sprintf("; metrics, health and readiness on http://%s", addr)
+	return fmt.Sprintf("sftd %s: metrics, health and readiness on http://%s (/metrics, /healthz, /readyz)\n", command, addr)
 }
 
 // drainTimeout bounds how long a stopping service lets the work under way
