@@ -15,7 +15,7 @@ import (
 // A scrape of the dev stack after one transfer through the relay shows
 // exactly what happened: four logins, one refused password, one session
 // created, joined and completed with its bytes, each request counted by
-// subject and code, and the relay's bytes.
+// subject and code (a get of no session: not_found), and the relay's bytes.
 func TestMetricsCountATransfer(t *testing.T) {
 	h := start(t, func(c *config.Config) { c.Metrics.Listen = "127.0.0.1:0" })
 	addr := h.Stack.MetricsAddr
@@ -42,9 +42,13 @@ func TestMetricsCountATransfer(t *testing.T) {
 	if r := <-sendRes; r.err != nil {
 		t.Fatalf("send: %v (%s)", r.err, r.errOut)
 	}
-	final, err := alice.client().Get(ctx, sess.ID)
+	ac := alice.client()
+	final, err := ac.Get(ctx, sess.ID)
 	if err != nil || final.State != api.StateCompleted {
 		t.Fatalf("session: %+v, %v", final, err)
+	}
+	if _, err := ac.Get(ctx, "aaaaaaaaaaaaaaaa"); api.CodeOf(err) != api.CodeNotFound {
+		t.Fatalf("get of no session: %v, want not_found", err)
 	}
 	waitFor(t, "no open session in sft_sessions_open", func() bool {
 		s := metricstest.Scrape(t, addr)
@@ -74,6 +78,7 @@ func TestMetricsCountATransfer(t *testing.T) {
 		{`sft_requests_total{code="ok",subject="sft.v1.session.join"}`, 1},
 		{`sft_requests_total{code="ok",subject="sft.v1.session.report"}`, 2},
 		{`sft_requests_total{code="ok",subject="sft.v1.session.relay"}`, 2},
+		{`sft_requests_total{code="not_found",subject="sft.v1.session.get"}`, 1},
 		{`sft_request_duration_seconds_count{subject="sft.v1.session.create"}`, 1},
 		{`sft_store_operation_duration_seconds_count{op="create_session",service="session"}`, 1},
 		{`sft_jetstream_publish_failures_total{stream="SFT_EVENTS"}`, 0},

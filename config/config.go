@@ -418,6 +418,13 @@ func (c Config) validate() error {
 		if err := checkHostPort(c.Metrics.Listen, true); err != nil {
 			errs = append(errs, fmt.Errorf("metrics.listen: %w", err))
 		}
+		// HTTP on the port of NATS or the relay would fail to listen, or
+		// worse, shadow it on another interface.
+		for key, other := range map[string]string{"dev.listen": c.Dev.Listen, "relay.listen": c.Relay.Listen} {
+			if samePort(c.Metrics.Listen, other) {
+				errs = append(errs, fmt.Errorf("metrics.listen %s uses the port of %s (%s): give it a port of its own", c.Metrics.Listen, key, other))
+			}
+		}
 	}
 	for _, a := range c.Relay.Addrs {
 		if err := checkHostPort(a, false); err != nil {
@@ -443,6 +450,13 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("log.level must be debug, info, warn or error, got %q", c.Log.Level))
 	}
 	return errors.Join(errs...)
+}
+
+// samePort reports whether two listen addresses name the same fixed port.
+func samePort(a, b string) bool {
+	_, pa, errA := net.SplitHostPort(a)
+	_, pb, errB := net.SplitHostPort(b)
+	return errA == nil && errB == nil && pa == pb && pa != "0"
 }
 
 // checkHostPort checks addr is host:port with a port number (0, any free

@@ -118,13 +118,6 @@ func (m *Metrics) Transferred(bytes int64) {
 	m.transferBytes.Add(float64(bytes))
 }
 
-// Login outcomes.
-const (
-	LoginOK            = "ok"
-	LoginWrongPassword = "wrong_password"
-	LoginThrottled     = "throttled"
-)
-
 // Login records a password login's outcome.
 func (m *Metrics) Login(outcome string) {
 	if m == nil {
