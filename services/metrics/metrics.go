@@ -89,6 +89,17 @@ func NewMetrics() *Metrics {
 	}
 	reg.MustRegister(m.requests, m.requestSeconds, m.sessions, m.transferBytes, m.logins, m.callouts,
 		m.storeSeconds, m.storeErrors, m.publishFailed, m.relayRefused)
+	// The series alerts and rates are taken on exist from the start at 0,
+	// so the first occurrence is an increase and not a new series.
+	for _, e := range []string{"created", "joined", "completed", "failed", "cancelled", "expired"} {
+		m.sessions.WithLabelValues(e)
+	}
+	for _, o := range []string{"ok", "wrong_password", "throttled"} {
+		m.logins.WithLabelValues(o)
+	}
+	for _, s := range []string{"SFT_EVENTS", "SFT_TIMERS"} {
+		m.publishFailed.WithLabelValues(s)
+	}
 	return m
 }
 

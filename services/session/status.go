@@ -23,7 +23,7 @@ const statusWindow = 500 * time.Millisecond
 // open sessions.
 func (s *Service) status(ctx context.Context, c rpc.Caller, _ *api.StatusRequest) (*api.StatusReply, error) {
 	if c.Role != "admin" {
-		return nil, api.Errorf(api.CodeForbidden, "the status of the system is for admins")
+		return nil, api.Errorf(api.CodeForbidden, "the status of the system is for admins (`sftd user set-role %s admin` makes one, from the next login)", c.User)
 	}
 	stats, err := gather(ctx, s.nc, rpc.StatsSubject, statusWindow)
 	if err != nil {
