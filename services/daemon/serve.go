@@ -36,8 +36,7 @@ func (d *daemon) serviceCmd(name, short string) *cobra.Command {
 			}
 			defer st.Close()
 			m := metrics.NewMetrics()
-			m.NATS(name, nc)
-			observed := launch.Observe(st, m, name)
+			observed := launch.Observe(m, name, nc, st)
 			// The service's context outlives the signal: in-flight work
 			// finishes before it ends.
 			svcCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))

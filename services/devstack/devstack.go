@@ -167,13 +167,12 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 			return nil, err
 		}
 		st.conns = append(st.conns, nc)
-		st.Metrics.NATS(name, nc)
 		s, err := launch.OpenStore(ctx, cfg, nc, log.With("component", "store", "service", name))
 		if err != nil {
 			return nil, fmt.Errorf("%s service: %w", name, err)
 		}
 		st.stores = append(st.stores, s)
-		s = launch.Observe(s, st.Metrics, name)
+		s = launch.Observe(st.Metrics, name, nc, s)
 		stores[name] = s
 		r, err := launch.Services[name](svcCtx, cfg, nc, s, log.With("service", name), st.Metrics)
 		if err != nil {

@@ -78,11 +78,14 @@ type observedStore struct {
 	service string
 }
 
-// Observe returns st, with its operations recorded in m as service's.
-func Observe(st Store, m *metrics.Metrics, service string) Store {
+// Observe reports service's NATS connection nc in m and returns st with
+// its operations recorded in m as service's: what every service process
+// (sftd dev, auth, session, key) records besides the service's own.
+func Observe(m *metrics.Metrics, service string, nc *nats.Conn, st Store) Store {
 	if m == nil {
 		return st
 	}
+	m.NATS(service, nc)
 	return observedStore{Store: st, m: m, service: service}
 }
 
