@@ -26,15 +26,16 @@ func (d *daemon) relayCmd() *cobra.Command {
 			defer cancel()
 			log := d.log.With("service", "relay")
 			m := metrics.NewMetrics()
-			r, err := launch.Relay(svcCtx, d.cfg, log, m)
-			if err != nil {
-				return fmt.Errorf("start relay: %w", err)
-			}
 			httpCtx, stopHTTP := context.WithCancel(ctx)
 			defer stopHTTP()
 			srv, addr, err := launch.Metrics(httpCtx, d.cfg, m, d.log.With("component", "metrics"))
 			if err != nil {
 				return err
+			}
+			defer stopMetrics(stopHTTP, srv)
+			r, err := launch.Relay(svcCtx, d.cfg, log, m)
+			if err != nil {
+				return fmt.Errorf("start relay: %w", err)
 			}
 			launch.ReadyRelay(srv, r)
 			log.Info("serving", "listen", r.Addr.String())
@@ -48,9 +49,6 @@ func (d *daemon) relayCmd() *cobra.Command {
 			dcancel()
 			cancel()
 			err = r.Wait()
-			if srv != nil {
-				_ = srv.Wait()
-			}
 			log.Info("stopped")
 			return err
 		},

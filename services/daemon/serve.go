@@ -37,6 +37,17 @@ func (d *daemon) serviceCmd(name, short string) *cobra.Command {
 			defer st.Close()
 			m := metrics.NewMetrics()
 			observed := launch.Observe(m, name, nc, st)
+			// The metrics server comes first, so /healthz answers (and
+			// /readyz says "starting") while the service starts; it ends
+			// with the signal, so an orchestrator sees the replica go as
+			// soon as it drains.
+			httpCtx, stopHTTP := context.WithCancel(ctx)
+			defer stopHTTP()
+			srv, addr, err := launch.Metrics(httpCtx, d.cfg, m, d.log.With("component", "metrics"))
+			if err != nil {
+				return err
+			}
+			defer stopMetrics(stopHTTP, srv)
 			// The service's context outlives the signal: in-flight work
 			// finishes before it ends.
 			svcCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -44,14 +55,6 @@ func (d *daemon) serviceCmd(name, short string) *cobra.Command {
 			r, err := launch.Services[name](svcCtx, d.cfg, nc, observed, d.log.With("service", name), m)
 			if err != nil {
 				return fmt.Errorf("start %s service: %w", name, err)
-			}
-			// The metrics server ends with the signal: an orchestrator
-			// sees the replica go as soon as it drains.
-			httpCtx, stopHTTP := context.WithCancel(ctx)
-			defer stopHTTP()
-			srv, addr, err := launch.Metrics(httpCtx, d.cfg, m, d.log.With("component", "metrics"))
-			if err != nil {
-				return err
 			}
 			launch.Ready(srv, name, nc, observed, r)
 			d.log.Info("serving", "service", name, "nats", d.cfg.NATS.URL, "store", d.cfg.Store.Backend)
@@ -62,9 +65,6 @@ func (d *daemon) serviceCmd(name, short string) *cobra.Command {
 			drain(nc, drainTimeout)
 			cancel()
 			r.Wait()
-			if srv != nil {
-				_ = srv.Wait()
-			}
 			d.log.Info("stopped", "service", name)
 			return nil
 		},
@@ -78,6 +78,15 @@ func (d *daemon) serviceCmd(name, short string) *cobra.Command {
 // bindMetrics gives a serving command the --metrics flag.
 func (d *daemon) bindMetrics(cmd *cobra.Command) {
 	d.bind(cmd.Flags(), "metrics.listen", "metrics", "address of the HTTP server with /metrics, /healthz and /readyz, e.g. 127.0.0.1:9464 (default: none)")
+}
+
+// stopMetrics stops the metrics server (nil: none) and waits until it
+// stopped.
+func stopMetrics(stop context.CancelFunc, srv *metrics.Server) {
+	stop()
+	if srv != nil {
+		_ = srv.Wait()
+	}
 }
 
 // metricsLine is the line after the ready line that says where the
