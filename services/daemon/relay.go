@@ -26,13 +26,11 @@ func (d *daemon) relayCmd() *cobra.Command {
 			defer cancel()
 			log := d.log.With("service", "relay")
 			m := metrics.NewMetrics()
-			httpCtx, stopHTTP := context.WithCancel(ctx)
-			defer stopHTTP()
-			srv, addr, err := launch.Metrics(httpCtx, d.cfg, m, d.log.With("component", "metrics"))
+			srv, addr, stopMetrics, err := d.serveMetrics(ctx, m)
 			if err != nil {
 				return err
 			}
-			defer stopMetrics(stopHTTP, srv)
+			defer stopMetrics()
 			r, err := launch.Relay(svcCtx, d.cfg, log, m)
 			if err != nil {
 				return fmt.Errorf("start relay: %w", err)

@@ -41,13 +41,11 @@ func (d *daemon) serviceCmd(name, short string) *cobra.Command {
 			// /readyz says "starting") while the service starts; it ends
 			// with the signal, so an orchestrator sees the replica go as
 			// soon as it drains.
-			httpCtx, stopHTTP := context.WithCancel(ctx)
-			defer stopHTTP()
-			srv, addr, err := launch.Metrics(httpCtx, d.cfg, m, d.log.With("component", "metrics"))
+			srv, addr, stopMetrics, err := d.serveMetrics(ctx, m)
 			if err != nil {
 				return err
 			}
-			defer stopMetrics(stopHTTP, srv)
+			defer stopMetrics()
 			// The service's context outlives the signal: in-flight work
 			// finishes before it ends.
 			svcCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -80,13 +78,22 @@ func (d *daemon) bindMetrics(cmd *cobra.Command) {
 	d.bind(cmd.Flags(), "metrics.listen", "metrics", "address of the HTTP server with /metrics, /healthz and /readyz, e.g. 127.0.0.1:9464 (default: none)")
 }
 
-// stopMetrics stops the metrics server (nil: none) and waits until it
-// stopped.
-func stopMetrics(stop context.CancelFunc, srv *metrics.Server) {
-	stop()
-	if srv != nil {
-		_ = srv.Wait()
+// serveMetrics starts the metrics server of a serving command on
+// metrics.listen (none when unset). It stops when ctx (the signal) ends or
+// stop is called; stop waits until it has.
+func (d *daemon) serveMetrics(ctx context.Context, m *metrics.Metrics) (srv *metrics.Server, addr net.Addr, stop func(), err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	srv, addr, err = launch.Metrics(ctx, d.cfg, m, d.log.With("component", "metrics"))
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
 	}
+	return srv, addr, func() {
+		cancel()
+		if srv != nil {
+			_ = srv.Wait()
+		}
+	}, nil
 }
 
 // metricsLine is the line after the ready line that says where the
