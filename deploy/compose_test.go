@@ -334,6 +334,12 @@ func TestCompose(t *testing.T) {
 				}
 			}
 		}
+		for name, s := range p.Services {
+			if hc := s.HealthCheck; isSftd(s) && (hc == nil || !slices.Equal(hc.Test, []string{"CMD", "/sftd", "health"}) ||
+				deref(s.Environment["SFT_METRICS_LISTEN"]) == "") {
+				t.Errorf("%s: health check %v, want `sftd health` asking the /readyz of SFT_METRICS_LISTEN", name, hc)
+			}
+		}
 		if hc := p.Services["nats"].HealthCheck; hc == nil || !strings.Contains(strings.Join(hc.Test, " "), "http://127.0.0.1:8222/healthz") {
 			t.Errorf("nats health check %v, want the monitoring endpoint's /healthz", hc)
 		}
@@ -463,6 +469,8 @@ func testComposeStack(t *testing.T, verifyClients bool) {
 				val = srv.URL
 			case k == "SFT_REDIS_URL":
 				val = redisURL
+			case k == "SFT_METRICS_LISTEN":
+				val = "127.0.0.1:0" // the processes share this machine
 			case path.IsAbs(val):
 				val = filepath.Join(fs, val)
 			}
@@ -498,6 +506,18 @@ func testComposeStack(t *testing.T, verifyClients bool) {
 	for _, pr := range procs {
 		if err := pr.ready(); err != nil {
 			t.Fatalf("%s: %v\n%s", pr.name, err, pr.out.String())
+		}
+	}
+	// Each process is ready by its own /readyz, as its health check asks.
+	for _, pr := range procs {
+		m := regexp.MustCompile(`readiness on (http://\S+)`).FindStringSubmatch(pr.out.String())
+		if m == nil {
+			t.Fatalf("%s printed no metrics address:\n%s", pr.name, pr.out.String())
+		}
+		var out, errOut bytes.Buffer
+		if err := daemon.Run(ctx, daemon.IO{In: strings.NewReader(""), Out: &out, Err: &errOut},
+			[]string{"health", "--url", m[1] + "/readyz"}, []string{"HOME=" + t.TempDir()}); err != nil {
+			t.Errorf("%s: sftd health: %v", pr.name, err)
 		}
 	}
 
