@@ -32,12 +32,15 @@ func (d *daemon) healthCmd() *cobra.Command {
 			if live {
 				path = "/healthz"
 			}
-			if url == "" {
+			switch {
+			case url == "":
 				base, err := localURL(d.cfg.Metrics.Listen)
 				if err != nil {
 					return err
 				}
 				url = base + path
+			case !strings.Contains(strings.TrimPrefix(strings.TrimPrefix(url, "http://"), "https://"), "/"):
+				url += path // a server's address alone: its readiness (or liveness)
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), healthTimeout)
 			defer cancel()
@@ -49,7 +52,7 @@ func (d *daemon) healthCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&url, "url", "", "URL to check (default: /readyz at metrics.listen on this machine)")
+	cmd.Flags().StringVar(&url, "url", "", "URL to check, or a metrics server's http://HOST:PORT (default: /readyz at metrics.listen on this machine)")
 	cmd.Flags().BoolVar(&live, "live", false, "check /healthz (the process is alive) instead of /readyz")
 	d.bindMetrics(cmd)
 	return cmd
