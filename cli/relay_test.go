@@ -14,13 +14,13 @@ import (
 // killed (SIGKILL) half-way, through the relay again.
 func TestForcedRelay(t *testing.T) {
 	if testing.Short() {
-		t.Skip("moves 128 MiB")
+		t.Skip("moves 256 MiB")
 	}
 	bin := sftCLI(t)
 	h := start(t, nil)
 	alice, bob := h.as("alice"), h.as("bob")
 	ctx := within(t, 3*time.Minute)
-	const size = 128 << 20
+	const size = 256 << 20
 	src := randomFile(t, t.TempDir(), "relayed.bin", size)
 	sendRes := alice.runAsync(ctx, "send", src, "--to", "bob", "--relay", "--json")
 	s := openSession(t, alice, "relayed.bin")
@@ -28,7 +28,7 @@ func TestForcedRelay(t *testing.T) {
 		t.Errorf("a sender forced through the relay announced %q", s.PeerAddrs)
 	}
 	out := t.TempDir()
-	killAtProgress(t, startCLI(t, ctx, bin, bob, "recv", s.ID, "-o", out, "--json", "--relay"), size/3, "receiver")
+	killAtProgress(t, startCLI(t, ctx, bin, bob, "recv", s.ID, "-o", out, "--json", "--relay"), size/2, "receiver") // past the first checkpoint (64 MiB)
 
 	stdout, errOut, err := bob.run(ctx, "recv", s.ID, "-o", out, "--json", "--relay")
 	if err != nil {
