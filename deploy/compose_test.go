@@ -98,15 +98,26 @@ const sftdDrain = 10 * time.Second
 // default.
 func loadCompose(t testing.TB) *types.Project {
 	t.Helper()
+	return loadComposeFiles(t, "docker-compose.yml")
+}
+
+// loadComposeFiles loads compose files (relative to the repository root,
+// later ones overriding earlier ones) as docker compose would with
+// COMPOSE_FILE naming them, with an empty environment.
+func loadComposeFiles(t testing.TB, files ...string) *types.Project {
+	t.Helper()
 	root := repoRoot(t)
-	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
-		cli.WithWorkingDirectory(root), cli.WithEnv(nil))
+	paths := make([]string, len(files))
+	for i, f := range files {
+		paths[i] = filepath.Join(root, filepath.FromSlash(f))
+	}
+	opts, err := cli.NewProjectOptions(paths, cli.WithWorkingDirectory(root), cli.WithEnv(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := opts.LoadProject(t.Context())
 	if err != nil {
-		t.Fatalf("docker-compose.yml: %v", err)
+		t.Fatalf("%s: %v", strings.Join(files, " + "), err)
 	}
 	return p
 }
@@ -312,14 +323,28 @@ func TestCompose(t *testing.T) {
 	})
 
 	t.Run("health", func(t *testing.T) {
+		// Every service says when it is ready (`docker compose ps`, `up
+		// --wait`), and the sftd services all the same way, so that
+		// changing their check is one line.
+		var sftdCheck []string
 		for name, s := range p.Services {
-			if s.HealthCheck != nil && !s.HealthCheck.Disable && len(s.HealthCheck.Test) > 1 {
+			if s.HealthCheck == nil || s.HealthCheck.Disable || len(s.HealthCheck.Test) < 2 {
+				t.Errorf("%s has no health check", name)
 				continue
 			}
-			if len(s.DependsOn) == 0 && (!isSftd(s) || onBus(s)) {
-				// The relay needs nothing else running, and nothing waits for it.
-				t.Errorf("%s has neither a health check nor dependencies", name)
+			if !isSftd(s) {
+				continue
 			}
+			if test := s.HealthCheck.Test; test[0] != "CMD" || test[1] != "/sftd" {
+				t.Errorf("%s: health check %q, want an sftd command (the image has no shell)", name, test)
+			}
+			if sftdCheck == nil {
+				sftdCheck = s.HealthCheck.Test
+			} else if !slices.Equal(s.HealthCheck.Test, sftdCheck) {
+				t.Errorf("%s: health check %q, unlike the other sftd services' %q", name, s.HealthCheck.Test, sftdCheck)
+			}
+		}
+		for name, s := range p.Services {
 			for dep, d := range s.DependsOn {
 				if d.Condition != types.ServiceConditionHealthy {
 					t.Errorf("%s: depends on %s being %s, want %s", name, dep, d.Condition, types.ServiceConditionHealthy)
