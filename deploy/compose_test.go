@@ -524,6 +524,11 @@ func testComposeStack(t *testing.T, verifyClients bool) {
 		if err := pr.ready(); err != nil {
 			t.Fatalf("%s: %v\n%s", pr.name, err, pr.out.String())
 		}
+		// The operators' log, JSON as compose asks, says so too (it is
+		// written before the line ready waits for).
+		if !strings.Contains(pr.out.String(), `"msg":"serving"`) {
+			t.Errorf("%s logged no JSON line that it serves:\n%s", pr.name, pr.out.String())
+		}
 	}
 
 	// As the compose file's header says: `docker compose run --rm auth user
