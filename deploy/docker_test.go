@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,8 +45,9 @@ const transferSize = 64 << 20
 // added in a one-off auth container, sft-cli on this host against the
 // published NATS port moving 64 MiB while `sft-cli watch` shows the
 // events; then a session and a key replica killed in the middle of a
-// transfer, Redis restarted under a waiting session, and `task down`,
-// after which nothing of the stack runs.
+// transfer, Redis restarted under a waiting session whose bytes then go
+// through the relay container, and `task down`, after which nothing of the
+// stack runs.
 func TestDockerCompose(t *testing.T) {
 	if os.Getenv(envRequireDocker) != "1" {
 		t.Skipf("runs the compose stack under Docker; run deploy/docker-env.sh setup, then set %s=1", envRequireDocker)
@@ -80,6 +82,7 @@ func TestDockerCompose(t *testing.T) {
 	d.run(5*time.Minute, nil, "go", "tool", "task", "up")
 	t.Logf("task up: every service healthy after %s", time.Since(began).Round(time.Second))
 	d.checkHealthy(map[string]int{"nats": 1, "redis": 1, "auth": 1, "session": 2, "key": 2, "relay": 1})
+	d.checkLogs("auth-1", "session-1", "session-2", "key-1", "key-2", "relay-1")
 
 	// Users as the README says: sftd user add in a one-off auth container,
 	// the password on standard input.
@@ -106,16 +109,17 @@ func TestDockerCompose(t *testing.T) {
 
 	// send starts alice's send and a watch of its session, and returns
 	// both and the session's id.
-	send := func(t *testing.T, name string) (sender, watch *proc, id string) {
-		sender = start(t, "send-"+name, dir, as("alice"), bin("sft-cli"), "send", src, "--to", "bob")
+	send := func(t *testing.T, name string, flags ...string) (sender, watch *proc, id string) {
+		args := append([]string{"send", src, "--to", "bob"}, flags...)
+		sender = start(t, "send-"+name, dir, as("alice"), bin("sft-cli"), args...)
 		id = sessionID(t, sender)
 		watch = start(t, "watch-"+name, dir, as("alice"), bin("sft-cli"), "watch", "--session", id, "--json")
 		return sender, watch, id
 	}
 	// finish waits for the sender and the watch, which ends with the
 	// session; the watch must have shown the session from creation to
-	// completion.
-	finish := func(t *testing.T, sender, watch *proc, id string) {
+	// completion by path.
+	finish := func(t *testing.T, sender, watch *proc, id string, path api.Path) {
 		t.Helper()
 		if err := sender.wait(2 * time.Minute); err != nil {
 			t.Fatalf("%s: %v\n%s", sender.name, err, sender.output())
@@ -123,7 +127,7 @@ func TestDockerCompose(t *testing.T) {
 		if err := watch.wait(time.Minute); err != nil {
 			t.Fatalf("%s: %v\n%s", watch.name, err, watch.output())
 		}
-		checkEvents(t, watch.output(), id)
+		checkEvents(t, watch.output(), id, path)
 	}
 
 	// Each step needs the one before it.
@@ -131,7 +135,7 @@ func TestDockerCompose(t *testing.T) {
 		sender, watch, id := send(t, "first")
 		out := mkdir(t, filepath.Join(dir, "inbox"))
 		mustRun(t, as("bob"), nil, bin("sft-cli"), "recv", id, "-o", out)
-		finish(t, sender, watch, id)
+		finish(t, sender, watch, id, api.PathDirect)
 		if got := fileHash(t, filepath.Join(out, "payload.bin")); got != want {
 			t.Fatal("the received file differs from the one sent")
 		}
@@ -167,19 +171,21 @@ func TestDockerCompose(t *testing.T) {
 		if err := recv.Wait(); err != nil {
 			t.Fatalf("recv: %v\n%s", err, recvErr.String())
 		}
-		finish(t, sender, watch, id)
+		finish(t, sender, watch, id, api.PathDirect)
 		if fmt.Sprintf("%x", h.Sum(nil)) != want {
 			t.Fatal("the received bytes differ from the file sent")
 		}
 	})
 
-	ok = ok && t.Run("redis restarted under a waiting session", func(t *testing.T) {
-		sender, watch, id := send(t, "redis")
+	// The bytes go through the relay container, at the published port the
+	// session service names (SFT_RELAY_ADDRS).
+	ok = ok && t.Run("redis restarted under a waiting session, then the relay", func(t *testing.T) {
+		sender, watch, id := send(t, "redis", "--relay")
 		d.run(time.Minute, nil, "docker", "restart", dockerProject+"-redis-1")
 		d.waitHealthy(dockerProject + "-redis-1")
 		out := mkdir(t, filepath.Join(dir, "inbox-redis"))
 		mustRun(t, as("bob"), nil, bin("sft-cli"), "recv", id, "-o", out)
-		finish(t, sender, watch, id)
+		finish(t, sender, watch, id, api.PathRelay)
 		if got := fileHash(t, filepath.Join(out, "payload.bin")); got != want {
 			t.Fatal("the received file differs from the one sent")
 		}
@@ -293,6 +299,46 @@ func (d *dockerStack) checkHealthy(replicas map[string]int) {
 	}
 }
 
+// checkLogs runs `task logs` until it has shown each of containers (as
+// compose names them in its log prefix) log that it serves, and then stops
+// it: task and the `docker compose logs -f` it runs, a process group.
+func (d *dockerStack) checkLogs(containers ...string) {
+	d.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "tool", "task", "logs")
+	cmd.Dir, cmd.Env = d.root, d.env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = stopTimeout
+	var out syncbuf.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		d.t.Fatalf("task logs: %v", err)
+	}
+	defer func() {
+		cancel()
+		_ = cmd.Wait()
+	}()
+	missing := func() []string {
+		serving := map[string]bool{}
+		for line := range strings.Lines(out.String()) {
+			name, msg, ok := strings.Cut(line, "|")
+			if ok && strings.Contains(msg, `"msg":"serving"`) {
+				serving[strings.TrimSpace(name)] = true
+			}
+		}
+		return slices.DeleteFunc(slices.Clone(containers), func(c string) bool { return serving[c] })
+	}
+	deadline := time.Now().Add(time.Minute)
+	for len(missing()) > 0 {
+		if time.Now().After(deadline) {
+			d.t.Fatalf("task logs showed no %q line of %v in a minute:\n%s", `"msg":"serving"`, missing(), out.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // waitHealthy waits until a container's health check passes again.
 func (d *dockerStack) waitHealthy(container string) {
 	d.t.Helper()
@@ -324,9 +370,10 @@ func sessionID(t *testing.T, sender *proc) string {
 
 // checkEvents checks that a `watch --json` of session id showed it from
 // creation to completion.
-func checkEvents(t *testing.T, out, id string) {
+func checkEvents(t *testing.T, out, id string, path api.Path) {
 	t.Helper()
 	var types []api.EventType
+	var got api.Path
 	dec := json.NewDecoder(strings.NewReader(out))
 	for dec.More() {
 		var ev api.Event
@@ -336,11 +383,17 @@ func checkEvents(t *testing.T, out, id string) {
 		if ev.Session == id {
 			types = append(types, ev.Type)
 		}
+		if ev.Session == id && ev.Type == api.EventCompleted {
+			got = ev.Path
+		}
 	}
 	for _, want := range []api.EventType{api.EventCreated, api.EventJoined, api.EventCompleted} {
 		if !slices.Contains(types, want) {
 			t.Errorf("watch showed %v of session %s, no %s:\n%s", types, id, want, out)
 		}
+	}
+	if got != path {
+		t.Errorf("session %s completed %s, want %s:\n%s", id, got, path, out)
 	}
 }
 
