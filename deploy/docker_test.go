@@ -61,6 +61,8 @@ func TestDockerCompose(t *testing.T) {
 		}
 	}
 	d.run(5*time.Minute, nil, "bash", "deploy/docker-env.sh", "images")
+	// What a run that was itself killed may have left of the test's stack.
+	d.down()
 	// The published ports: a stack already on them would take the test's
 	// transfers.
 	for _, addr := range []string{"127.0.0.1:4222", ":4223"} {
@@ -76,7 +78,7 @@ func TestDockerCompose(t *testing.T) {
 		if t.Failed() {
 			t.Logf("compose logs:\n%s", d.output(time.Minute, nil, "docker", "compose", "logs", "--no-color", "--tail", "100"))
 		}
-		d.output(2*time.Minute, nil, "docker", "compose", "down", "--volumes", "--remove-orphans", "--timeout", "5")
+		d.down()
 	})
 	began := time.Now()
 	d.run(5*time.Minute, nil, "go", "tool", "task", "up")
@@ -160,6 +162,11 @@ func TestDockerCompose(t *testing.T) {
 		if err := recv.Start(); err != nil {
 			t.Fatal(err)
 		}
+		// On a failure, the receiver goes before the test does.
+		defer func() {
+			cancel()
+			_ = recv.Wait()
+		}()
 		h := sha256.New()
 		if _, err := io.CopyN(h, pipe, transferSize/4); err != nil {
 			t.Fatalf("first quarter: %v\n%s", err, recvErr.String())
@@ -201,10 +208,10 @@ func TestDockerCompose(t *testing.T) {
 
 	d.run(2*time.Minute, nil, "go", "tool", "task", "down")
 	label := "label=com.docker.compose.project=" + dockerProject
-	if left := d.output(time.Minute, nil, "docker", "ps", "--all", "--quiet", "--filter", label); strings.TrimSpace(left) != "" {
+	if left := d.run(time.Minute, nil, "docker", "ps", "--all", "--quiet", "--filter", label); strings.TrimSpace(left) != "" {
 		t.Errorf("containers left after task down: %s", left)
 	}
-	if left := d.output(time.Minute, nil, "docker", "network", "ls", "--quiet", "--filter", label); strings.TrimSpace(left) != "" {
+	if left := d.run(time.Minute, nil, "docker", "network", "ls", "--quiet", "--filter", label); strings.TrimSpace(left) != "" {
 		t.Errorf("networks left after task down: %s", left)
 	}
 }
@@ -239,6 +246,14 @@ func dockerEnv(t *testing.T, home string) []string {
 		env = append(env, v+"="+vals[i])
 	}
 	return hermetic.Environ(env...)
+}
+
+// down removes the test's stack, volumes and all.
+func (d *dockerStack) down() {
+	d.t.Helper()
+	if out, err := d.exec(2*time.Minute, nil, "docker", "compose", "down", "--volumes", "--remove-orphans", "--timeout", "5"); err != nil {
+		d.t.Errorf("docker compose down: %v\n%s", err, out)
+	}
 }
 
 // output runs a command and returns its combined output, whether or not it
