@@ -30,6 +30,10 @@ const (
 	// The responder refuses a waiting session (DeclineRequest).
 	SubjectSessionDecline = Prefix + ".session.decline"
 
+	// Every service replica on the bus and the open sessions (admin
+	// only; StatusRequest, StatusReply).
+	SubjectSessionStatus = Prefix + ".session.status"
+
 	SubjectKeyGet = Prefix + ".key.get"
 )
 

@@ -56,14 +56,18 @@ func runAll(ctx context.Context, o options, env []string, stdout io.Writer) erro
 	}
 	steps := []step{
 		{caseRawTCP, withFile(caseRawTCP, func(src string) *Case { return benchRawTCP(ctx, o, dir, src) })},
-		{caseSFT, withFile(caseSFT, func(src string) *Case { return benchSFT(ctx, o, dir, src, env) })},
+		{caseSFT, withFile(caseSFT, func(src string) *Case { return benchSFT(ctx, o, dir, src, env, sftDirect) })},
+		{caseSFTRelay, withFile(caseSFTRelay, func(src string) *Case { return benchSFT(ctx, o, dir, src, env, sftRelay) })},
 	}
-	if o.skipCroc {
-		res.Cases = append(res.Cases, &Case{Name: caseCroc, Skipped: "--skip-croc"}, &Case{Name: caseCrocNoCompress, Skipped: "--skip-croc"})
-	} else {
-		steps = append(steps,
-			step{caseCroc, withFile(caseCroc, func(src string) *Case { return benchCroc(ctx, o, dir, src, env, false, say) })},
-			step{caseCrocNoCompress, withFile(caseCrocNoCompress, func(src string) *Case { return benchCroc(ctx, o, dir, src, env, true, say) })})
+	for _, name := range []string{caseCroc, caseCrocNoCompress} {
+		run := withFile(name, func(src string) *Case { return benchCroc(ctx, o, dir, src, env, name == caseCrocNoCompress, say) })
+		if o.skipCroc {
+			run = func() *Case { return &Case{Name: name, Skipped: "--skip-croc"} }
+		}
+		steps = append(steps, step{name, run})
+	}
+	for _, n := range relayPairs {
+		steps = append(steps, step{relayCase(n), func() *Case { return benchRelayPairs(ctx, o, dir, env, n) }})
 	}
 	steps = append(steps,
 		step{caseLifecycleEmbedded, func() *Case { return benchLifecycleEmbedded(ctx, o, dir) }},
@@ -74,7 +78,7 @@ func runAll(ctx context.Context, o options, env []string, stdout io.Writer) erro
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if o.only != "" && !strings.HasPrefix(st.name, o.only) {
+		if !selected(o.only, st.name) {
 			continue
 		}
 		c := st.run()
@@ -93,6 +97,21 @@ func runAll(ctx context.Context, o options, env []string, stdout io.Writer) erro
 	}
 	say("\nwrote %s (%.0f s)", o.jsonPath, res.Seconds)
 	return nil
+}
+
+// selected tells whether --only (comma-separated words, any case) picks
+// the case called name: one of the words is part of it. No words pick
+// every case.
+func selected(only, name string) bool {
+	if only == "" {
+		return true
+	}
+	for w := range strings.SplitSeq(only, ",") {
+		if w = strings.TrimSpace(w); w != "" && strings.Contains(strings.ToLower(name), strings.ToLower(w)) {
+			return true
+		}
+	}
+	return false
 }
 
 func human(n int64) string {

@@ -19,7 +19,7 @@ import (
 
 func benchLifecycleEmbedded(ctx context.Context, o options, dir string) *Case {
 	c := newCase(caseLifecycleEmbedded)
-	st, tgt, err := startEmbedded(ctx, filepath.Join(dir, "stack-cp"))
+	st, tgt, err := startEmbedded(ctx, filepath.Join(dir, "stack-cp"), nil)
 	if err != nil {
 		return &Case{Name: c.Name, Skipped: err.Error()}
 	}
@@ -200,7 +200,7 @@ func both(f, g func() error) error {
 // bound it on purpose.
 func benchLogin(ctx context.Context, o options, dir string) *Case {
 	c := newCase(caseLogin)
-	st, tgt, err := startEmbedded(ctx, filepath.Join(dir, "stack-login"))
+	st, tgt, err := startEmbedded(ctx, filepath.Join(dir, "stack-login"), nil)
 	if err != nil {
 		return &Case{Name: c.Name, Skipped: err.Error()}
 	}

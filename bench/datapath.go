@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -9,17 +8,14 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
-	"strings"
-	"syscall"
 	"time"
 )
 
 const (
 	caseRawTCP            = "raw TCP"
 	caseSFT               = "SFT send/recv"
+	caseSFTRelay          = "SFT send/recv via relay"
 	caseCroc              = "croc"
 	caseCrocNoCompress    = "croc --no-compress"
 	caseLifecycleEmbedded = "lifecycle (embedded)"
@@ -52,6 +48,10 @@ func randomFile(ctx context.Context, dir string, size int64) (string, error) {
 }
 
 func mbps(size int64, d time.Duration) float64 { return float64(size) / 1e6 / d.Seconds() }
+
+func gib(n int64) float64 { return float64(n) / (1 << 30) }
+
+func mib(kib int64) float64 { return float64(kib) / 1024 }
 
 // repeat runs one warm-up and then o.runs measured runs of fn.
 func repeat(o options, c *Case, fn func(measured bool) error) *Case {
@@ -117,144 +117,3 @@ func benchRawTCP(ctx context.Context, o options, dir, src string) *Case {
 		return nil
 	})
 }
-
-// benchSFT runs sender and receiver as separate processes (this binary in
-// its hidden side mode) against the embedded stack, so that CPU time and
-// peak RSS are each side's own.
-func benchSFT(ctx context.Context, o options, dir, src string, env []string) *Case {
-	c := newCase(caseSFT)
-	st, tgt, err := startEmbedded(ctx, filepath.Join(dir, "stack-sft"))
-	if err != nil {
-		return &Case{Name: c.Name, Skipped: err.Error()}
-	}
-	defer st.Close()
-	if err := tgt.addUsers(ctx, cheapHash, "alice", "bob"); err != nil {
-		return &Case{Name: c.Name, Skipped: err.Error()}
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return &Case{Name: c.Name, Skipped: err.Error()}
-	}
-	out := filepath.Join(dir, "sft-inbox")
-	if err := os.MkdirAll(out, 0o700); err != nil {
-		return &Case{Name: c.Name, Skipped: err.Error()}
-	}
-	sideEnv := slices.Concat(env, []string{"SFT_BENCH_URL=" + tgt.url, "SFT_BENCH_CA=" + tgt.caFile})
-	return repeat(o, c, func(measured bool) error {
-		defer os.Remove(filepath.Join(out, filepath.Base(src)))
-		send, err := startSide(ctx, self, sideEnv, "send", "alice", src)
-		if err != nil {
-			return err
-		}
-		defer send.kill()
-		recv, err := startSide(ctx, self, sideEnv, "recv", "bob", out)
-		if err != nil {
-			return err
-		}
-		defer recv.kill()
-		if err := errors.Join(send.expect("ready"), recv.expect("ready")); err != nil {
-			return err
-		}
-		fmt.Fprintln(send.in, "go")
-		id, err := send.line()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(recv.in, strings.TrimPrefix(id, "session "))
-		sres, serr := send.finish()
-		rres, rerr := recv.finish()
-		if err := errors.Join(serr, rerr); err != nil {
-			return err
-		}
-		if measured {
-			// From the sender's first request to the receiver's return:
-			// the verified rename and the session completed.
-			c.add("throughput", "MB/s", mbps(o.size, time.Unix(0, rres.t1).Sub(time.Unix(0, sres.t0))))
-			c.add("sender CPU", "s", sres.cpu)
-			c.add("receiver CPU", "s", rres.cpu)
-			c.add("sender peak RSS", "MiB", sres.rssMiB)
-			c.add("receiver peak RSS", "MiB", rres.rssMiB)
-		}
-		return nil
-	})
-}
-
-// side is a running transfer side process.
-type side struct {
-	cmd  *exec.Cmd
-	in   io.WriteCloser
-	out  *bufio.Scanner
-	errb *strings.Builder
-}
-
-type sideResult struct {
-	t0, t1 int64 // unix ns: first request, return
-	hwmKiB int64 // the side's own VmHWM
-	cpu    float64
-	rssMiB float64
-}
-
-func startSide(ctx context.Context, self string, env []string, role, user, path string) (*side, error) {
-	cmd := exec.CommandContext(ctx, self, modeSide, role, user, path)
-	cmd.Env = env
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	outp, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	s := &side{cmd: cmd, in: in, out: bufio.NewScanner(outp), errb: &strings.Builder{}}
-	cmd.Stderr = s.errb
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s side: %w", role, err)
-	}
-	return s, nil
-}
-
-func (s *side) line() (string, error) {
-	if s.out.Scan() {
-		return s.out.Text(), nil
-	}
-	_ = s.cmd.Wait()
-	return "", fmt.Errorf("%s side ended early: %s", s.cmd.Args[2], strings.TrimSpace(s.errb.String()))
-}
-
-func (s *side) expect(want string) error {
-	l, err := s.line()
-	if err == nil && l != want {
-		err = fmt.Errorf("%s side said %q, want %q", s.cmd.Args[2], l, want)
-	}
-	return err
-}
-
-// finish reads the side's "done t0 t1" line and its resource usage.
-func (s *side) finish() (sideResult, error) {
-	l, err := s.line()
-	if err != nil {
-		return sideResult{}, err
-	}
-	var r sideResult
-	if _, err := fmt.Sscanf(l, "done %d %d %d", &r.t0, &r.t1, &r.hwmKiB); err != nil {
-		return r, fmt.Errorf("%s side said %q", s.cmd.Args[2], l)
-	}
-	s.in.Close()
-	if err := s.cmd.Wait(); err != nil {
-		return r, fmt.Errorf("%s side: %w: %s", s.cmd.Args[2], err, s.errb.String())
-	}
-	if ru, ok := s.cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		r.cpu = tvSeconds(ru.Utime) + tvSeconds(ru.Stime)
-	}
-	r.rssMiB = float64(r.hwmKiB) / 1024
-	return r, nil
-}
-
-func (s *side) kill() {
-	if s.cmd.ProcessState == nil && s.cmd.Process != nil {
-		_ = s.cmd.Process.Kill()
-		_ = s.cmd.Wait()
-	}
-}
-
-func tvSeconds(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }

@@ -1,6 +1,8 @@
-// Command bench measures SFT on loopback in one run: the data path against
-// raw TCP and croc, control-plane capacity (session lifecycles, logins) and
-// the memory of each transfer side. `go tool task bench` runs it; it prints
+// Command bench measures SFT on loopback in one run: the data path, direct
+// and through the relay, against raw TCP and croc; the relay's own CPU and
+// memory, under a transfer and under 1 and 50 pairs of raw connections;
+// control-plane capacity (session lifecycles, logins); and the memory of
+// each transfer side. `go tool task bench` runs it; it prints
 // a Markdown table and writes every figure to a JSON file.
 package main
 
@@ -40,14 +42,17 @@ type options struct {
 	cpuProfile string
 	replicas   int
 	only       string
+	// the least each pair of a raw relay case moves per run
+	relayPairBytes int64
 }
 
 // Hidden first arguments: the bench re-executes itself so that each
-// transfer side, and each service of the production topology, is its own
-// process with its own CPU time and peak RSS.
+// transfer side, the relay, and each service of the production topology is
+// its own process with its own CPU time and peak RSS.
 const (
-	modeSide = "__side"
-	modeSftd = "__sftd"
+	modeSide  = "__side"
+	modeSftd  = "__sftd"
+	modeRelay = "__relay"
 )
 
 func run(ctx context.Context, args, env []string, stdout io.Writer) error {
@@ -57,6 +62,8 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 			return runSide(ctx, args[1:], env, stdout)
 		case modeSftd:
 			return runSftd(ctx, args[1:], env, stdout)
+		case modeRelay:
+			return runRelay(ctx, args[1:], stdout)
 		}
 	}
 	o, err := parseFlags(args)
@@ -80,7 +87,7 @@ func parseFlags(args []string) (options, error) {
 	fs.BoolVar(&o.skipCroc, "skip-croc", false, "do not install or run croc")
 	fs.BoolVar(&o.skipRedis, "skip-redis", false, "skip the Redis + separate-processes control-plane case")
 	fs.IntVar(&o.replicas, "replicas", 1, "processes of sftd session and of sftd key in the Redis topology case")
-	fs.StringVar(&o.only, "only", "", "run only the cases whose name starts with this (e.g. lifecycle)")
+	fs.StringVar(&o.only, "only", "", "run only the cases whose name contains one of these comma-separated words (e.g. lifecycle, or SFT,relay)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process (the embedded stacks run in it) to this file")
 	fs.DurationVar(&o.cpDuration, "cp-duration", 5*time.Second, "length of one control-plane run")
 	if err := fs.Parse(args); err != nil {
@@ -94,6 +101,7 @@ func parseFlags(args []string) (options, error) {
 		return o, err
 	}
 	o.size = n
+	o.relayPairBytes = 64 << 20
 	if o.quick {
 		sizeSet := false
 		fs.Visit(func(f *flag.Flag) { sizeSet = sizeSet || f.Name == "size" })
@@ -101,6 +109,7 @@ func parseFlags(args []string) (options, error) {
 			o.size = 64 << 20
 		}
 		o.runs = 1
+		o.relayPairBytes = 8 << 20
 		o.cpDuration = time.Second
 		if o.pairs > 16 {
 			o.pairs = 16

@@ -125,6 +125,7 @@ func (r *Results) settle() {
 	if croc := r.find(caseCroc); croc != nil && sft != nil {
 		r.Ratios["sft_over_croc_default"] = sft.median("throughput") / croc.median("throughput")
 	}
+	r.settleRelay(sft)
 	for k, v := range r.Ratios {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			delete(r.Ratios, k)
@@ -138,6 +139,44 @@ func (r *Results) settle() {
 			r.Targets[name+": >= 2000 lifecycles/s"] = c.median("lifecycles") >= 2000
 			r.Targets[name+": p99 setup <= 20 ms"] = c.median("setup p99") <= 20
 		}
+	}
+}
+
+// Targets of the relay (issue 12).
+const (
+	relayOverDirect      = 0.8  // SFT via relay against SFT direct
+	relayCPUPerGiB       = 0.3  // s of relay CPU per GiB relayed
+	relayGrowthMiB       = 1.0  // the most the relay's peak RSS may grow after the warm-up
+	relayKiBPerAddedPair = 256. // the most each pair beyond the first may add to its peak RSS
+)
+
+// settleRelay adds the ratios and targets of the relay cases; sft is the
+// direct case of the same run, if any.
+func (r *Results) settleRelay(sft *Case) {
+	if via := r.find(caseSFTRelay); via != nil {
+		if sft != nil {
+			v := via.median("throughput") / sft.median("throughput")
+			r.Ratios["sft_relay_over_direct"] = v
+			r.Targets[fmt.Sprintf("sft via relay >= %.1f x direct", relayOverDirect)] = v >= relayOverDirect
+		}
+		if croc := r.find(caseCrocNoCompress); croc != nil {
+			r.Ratios["sft_relay_over_croc_no_compress"] = via.median("throughput") / croc.median("throughput")
+		}
+		if _, ok := via.Metrics["relay CPU"]; ok {
+			r.Targets[fmt.Sprintf("relay CPU <= %.1f s/GiB (sft via relay)", relayCPUPerGiB)] = via.median("relay CPU") <= relayCPUPerGiB
+		}
+	}
+	for _, n := range relayPairs {
+		if c := r.find(relayCase(n)); c != nil && c.Metrics["relay peak RSS growth"] != nil {
+			r.Targets[fmt.Sprintf("%s: relay memory flat in bytes relayed (peak RSS grows <= %.0f MiB after the warm-up)", c.Name, relayGrowthMiB)] =
+				c.Metrics["relay peak RSS growth"].Max <= relayGrowthMiB
+		}
+	}
+	first, last := relayPairs[0], relayPairs[len(relayPairs)-1]
+	if one, many := r.find(relayCase(first)), r.find(relayCase(last)); one != nil && many != nil {
+		v := (many.median("relay peak RSS") - one.median("relay peak RSS")) * 1024 / float64(last-first)
+		r.Ratios["relay_peak_rss_kib_per_added_pair"] = v
+		r.Targets[fmt.Sprintf("relay peak RSS <= %.0f KiB per added pair", relayKiBPerAddedPair)] = v <= relayKiBPerAddedPair
 	}
 }
 

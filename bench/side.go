@@ -13,11 +13,13 @@ import (
 
 	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli/client"
+	"github.com/sftproject/sft/internal/procstat"
 )
 
 // runSide is one transfer side, in a process of its own: it logs in, says
 // "ready", and on the parent's word (stdin) sends or receives, then prints
-// "done <first request ns> <return ns>".
+// "done <first request ns> <return ns> <peak RSS KiB> <path>". Both sides
+// use the relay as SFT_BENCH_RELAY says (client.RelayMode: never, always).
 func runSide(ctx context.Context, args, env []string, stdout io.Writer) error {
 	if len(args) != 3 {
 		return errors.New("side: want ROLE USER PATH")
@@ -32,6 +34,7 @@ func runSide(ctx context.Context, args, env []string, stdout io.Writer) error {
 		return ""
 	}
 	tgt := target{url: getenv("SFT_BENCH_URL"), caFile: getenv("SFT_BENCH_CA")}
+	peer := client.PeerOptions{Timeout: time.Minute, Relay: client.RelayMode(getenv("SFT_BENCH_RELAY"))}
 	c, nc, err := tgt.login(ctx, user)
 	if err != nil {
 		return err
@@ -43,7 +46,10 @@ func runSide(ctx context.Context, args, env []string, stdout io.Writer) error {
 		return errors.New("side: no word from the parent")
 	}
 	word := in.Text()
-	var t0 time.Time
+	var (
+		t0  time.Time
+		out *client.Outcome
+	)
 	switch role {
 	case "send":
 		t0 = time.Now()
@@ -51,13 +57,14 @@ func runSide(ctx context.Context, args, env []string, stdout io.Writer) error {
 		if serr != nil {
 			return serr
 		}
-		_, err = c.Send(ctx, client.SendOptions{
-			To: "bob", Sources: src, Peer: client.PeerOptions{Listen: "127.0.0.1:0", Timeout: time.Minute, Relay: client.RelayNever}, Logger: slog.New(slog.DiscardHandler),
+		peer.Listen = "127.0.0.1:0"
+		out, err = c.Send(ctx, client.SendOptions{
+			To: "bob", Sources: src, Peer: peer, Logger: slog.New(slog.DiscardHandler),
 			OnSession: func(s *api.Session, _ bool) { fmt.Fprintln(stdout, "session "+s.ID) },
 		})
 	case "recv":
 		t0 = time.Now()
-		_, err = c.Receive(ctx, client.ReceiveOptions{SessionID: word, Dir: path, Overwrite: true, Peer: client.PeerOptions{Timeout: time.Minute, Relay: client.RelayNever}, Logger: slog.New(slog.DiscardHandler)})
+		out, err = c.Receive(ctx, client.ReceiveOptions{SessionID: word, Dir: path, Overwrite: true, Peer: peer, Logger: slog.New(slog.DiscardHandler)})
 	default:
 		return fmt.Errorf("side: unknown role %q", role)
 	}
@@ -65,24 +72,14 @@ func runSide(ctx context.Context, args, env []string, stdout io.Writer) error {
 		return err
 	}
 	t1 := time.Now()
-	fmt.Fprintf(stdout, "done %d %d %d\n", t0.UnixNano(), t1.UnixNano(), peakRSSKiB())
-	return nil
-}
-
-// peakRSSKiB is this process's own peak resident set (VmHWM). The rusage
-// the parent sees is no good here: Linux carries the parent's peak into a
-// child's ru_maxrss when the child execs from a vfork (as os/exec does).
-func peakRSSKiB() int64 {
-	b, err := os.ReadFile("/proc/self/status")
+	_, peak, err := procstat.Memory(os.Getpid())
 	if err != nil {
-		return -1
+		return err
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			var n int64
-			fmt.Sscanf(strings.TrimSpace(v), "%d", &n)
-			return n
-		}
+	linkPath := string(out.Path)
+	if linkPath == "" {
+		linkPath = "unknown"
 	}
-	return -1
+	fmt.Fprintf(stdout, "done %d %d %d %s\n", t0.UnixNano(), t1.UnixNano(), peak, linkPath)
+	return nil
 }

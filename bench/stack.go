@@ -57,8 +57,9 @@ func (t target) login(ctx context.Context, user string) (*client.Client, *nats.C
 	return c, c.Conn(), nil
 }
 
-// startEmbedded runs `sftd dev` in-process with its data under dir.
-func startEmbedded(ctx context.Context, dir string) (*devstack.Stack, target, error) {
+// startEmbedded runs `sftd dev` in-process with its data under dir; tweak,
+// when not nil, may change the configuration before the stack starts.
+func startEmbedded(ctx context.Context, dir string, tweak func(*config.Config) error) (*devstack.Stack, target, error) {
 	cfg, err := config.Load([]string{"HOME=" + dir}, "", nil)
 	if err != nil {
 		return nil, target{}, err
@@ -68,6 +69,11 @@ func startEmbedded(ctx context.Context, dir string) (*devstack.Stack, target, er
 	// The load is a few users creating sessions back to back, which the
 	// per-user creation rate limit exists to stop.
 	cfg.Limits.SessionsPerMinute = unlimitedRate
+	if tweak != nil {
+		if err := tweak(&cfg); err != nil {
+			return nil, target{}, err
+		}
+	}
 	sctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	st, err := devstack.Start(sctx, cfg, slog.New(slog.DiscardHandler))

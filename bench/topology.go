@@ -13,12 +13,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/sftproject/sft/config"
+	"github.com/sftproject/sft/internal/procstat"
 	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/daemon"
 	"github.com/sftproject/sft/services/launch"
@@ -191,7 +191,7 @@ func (g *procGroup) start(ctx context.Context, name, dir string, env []string, b
 func (g *procGroup) cpu() (time.Duration, error) {
 	var total time.Duration
 	for _, p := range g.procs {
-		d, err := procCPU(p.cmd.Process.Pid)
+		d, err := procstat.CPU(p.cmd.Process.Pid)
 		if err != nil {
 			return 0, fmt.Errorf("%s: %w", p.name, err)
 		}
@@ -199,34 +199,6 @@ func (g *procGroup) cpu() (time.Duration, error) {
 	}
 	return total, nil
 }
-
-// procCPU reads a live process's user and system time from /proc.
-func procCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// Fields after the command name, which is in parentheses and may
-	// hold spaces: state is field 3, utime 14, stime 15.
-	_, rest, ok := strings.Cut(string(b), ") ")
-	f := strings.Fields(rest)
-	if !ok || len(f) < 13 {
-		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
-	}
-	var ticks int64
-	for _, s := range f[11:13] {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("unexpected /proc/%d/stat: %w", pid, err)
-		}
-		ticks += n
-	}
-	return time.Duration(ticks) * time.Second / clockTicks, nil
-}
-
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat times: 100 on every
-// Linux architecture Go supports.
-const clockTicks = 100
 
 func (g *procGroup) stop() {
 	for i := len(g.stops) - 1; i >= 0; i-- {

@@ -92,6 +92,8 @@ func LoginPermissions(user string) jwt.Permissions {
 //   - session publishes events and expiry timers, keeps session records,
 //     reads accounts, consumes the event stream for watches and delivers
 //     the watch relay into clients' inboxes (the only identity that may);
+//     it also asks every service for its statistics ($SRV.SFT.STATS) for an
+//     admin's status request, the answers coming to its own inbox;
 //   - key keeps session keys, consumes terminal events to delete them,
 //     and asks the session service for a session on a caller's behalf.
 //
@@ -111,6 +113,7 @@ func ServicePermissions(service string) (*server.Permissions, error) {
 	case ServiceSession:
 		pub = slices.Concat(
 			[]string{api.EventsPrefix + ".>", timerSubjects, "_INBOX.*.*"}, // _INBOX.<user>.<id>: watch relay deliveries and heartbeats
+			[]string{discoveryStats},
 			bucketRead(SessionsBucket), bucketWrite(SessionsBucket), bucketWatch(SessionsBucket),
 			bucketRead(UsersBucket),
 			streamAdmin(api.EventStream), anyConsumer(api.EventStream),
@@ -161,6 +164,10 @@ func allServicesPermissions() *server.Permissions {
 		Response:  &server.ResponsePermission{MaxMsgs: responseMaxMsgs, Expires: responseExpires},
 	}
 }
+
+// discoveryStats asks every service replica for its statistics
+// (services/rpc.StatsSubject).
+const discoveryStats = "$SRV.SFT.STATS"
 
 // timerSubjects are the session service's expiry timers.
 const timerSubjects = api.Prefix + ".timers.>"

@@ -1,5 +1,5 @@
 // Package cli implements the sft-cli commands: login, send, recv, watch,
-// ls and cancel. It only parses, prompts and prints; the work happens in
+// ls, cancel and admin status. It only parses, prompts and prints; the work happens in
 // package client.
 package cli
 
@@ -71,7 +71,7 @@ func (a *app) rootCmd() *cobra.Command {
 	a.bind(pf, "nats.ca_file", "ca", "", "CA certificate of the NATS server (default: the dev CA)")
 	a.bind(pf, "config_dir", "config-dir", "", "directory for the login token and config file")
 	a.bind(pf, "log.level", "log-level", "", "log level: debug, info, warn, error (default warn)")
-	root.AddCommand(a.loginCmd(), a.logoutCmd(), a.sendCmd(), a.recvCmd(), a.watchCmd(), a.lsCmd(), a.cancelCmd())
+	root.AddCommand(a.loginCmd(), a.logoutCmd(), a.sendCmd(), a.recvCmd(), a.watchCmd(), a.lsCmd(), a.cancelCmd(), a.adminCmd())
 	return root
 }
 

@@ -51,6 +51,14 @@ type Config struct {
 	Relay   Relay   `mapstructure:"relay"`
 	Log     Log     `mapstructure:"log"`
 	Limits  Limits  `mapstructure:"limits"`
+	Metrics Metrics `mapstructure:"metrics"`
+}
+
+// Metrics configures the HTTP server of sftd's serving commands: Prometheus
+// metrics, health and readiness.
+type Metrics struct {
+	// Listen is its address (host:port); empty means no server.
+	Listen string `mapstructure:"listen"`
 }
 
 // NATS is how to reach the broker.
@@ -249,6 +257,7 @@ func Keys(env []string) []Key {
 		{"limits.manifest_entries", 10000, "most files one session may offer"},
 		{"limits.manifest_bytes", int64(1 << 40), "largest total size one session may declare, in bytes"},
 		{"limits.login_failures_per_address", 20, "failed password logins from one client address before each further one is delayed, doubling (counted per auth replica)"},
+		{"metrics.listen", "", "address (host:port) of the HTTP server of sftd dev, auth, session, key and relay with /metrics, /healthz and /readyz (empty: none; never the NATS port)"},
 	}
 }
 
@@ -405,6 +414,18 @@ func (c Config) validate() error {
 	if err := checkHostPort(c.Relay.Listen, true); err != nil {
 		errs = append(errs, fmt.Errorf("relay.listen: %w", err))
 	}
+	if c.Metrics.Listen != "" {
+		if err := checkHostPort(c.Metrics.Listen, true); err != nil {
+			errs = append(errs, fmt.Errorf("metrics.listen: %w", err))
+		}
+		// HTTP on the port of NATS or the relay would fail to listen, or
+		// worse, shadow it on another interface.
+		for key, other := range map[string]string{"dev.listen": c.Dev.Listen, "relay.listen": c.Relay.Listen} {
+			if samePort(c.Metrics.Listen, other) {
+				errs = append(errs, fmt.Errorf("metrics.listen %s uses the port of %s (%s): give it a port of its own", c.Metrics.Listen, key, other))
+			}
+		}
+	}
 	for _, a := range c.Relay.Addrs {
 		if err := checkHostPort(a, false); err != nil {
 			errs = append(errs, fmt.Errorf("relay.addrs: %w", err))
@@ -429,6 +450,13 @@ func (c Config) validate() error {
 		errs = append(errs, fmt.Errorf("log.level must be debug, info, warn or error, got %q", c.Log.Level))
 	}
 	return errors.Join(errs...)
+}
+
+// samePort reports whether two listen addresses name the same fixed port.
+func samePort(a, b string) bool {
+	_, pa, errA := net.SplitHostPort(a)
+	_, pb, errB := net.SplitHostPort(b)
+	return errA == nil && errB == nil && pa == pb && pa != "0"
 }
 
 // checkHostPort checks addr is host:port with a port number (0, any free

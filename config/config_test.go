@@ -322,3 +322,30 @@ func TestRelaySettings(t *testing.T) {
 		}
 	}
 }
+
+// metrics.listen is off by default, takes any host:port of its own, and
+// never the port of NATS (dev.listen) or the relay.
+func TestMetricsListen(t *testing.T) {
+	home := t.TempDir()
+	if c, err := Load([]string{"HOME=" + home}, "", nil); err != nil || c.Metrics.Listen != "" {
+		t.Fatalf("default metrics.listen = %q, %v; want none", c.Metrics.Listen, err)
+	}
+	for _, tc := range []struct {
+		env  []string
+		want string // an error about this; empty: no error
+	}{
+		{[]string{"SFT_METRICS_LISTEN=127.0.0.1:9464"}, ""},
+		{[]string{"SFT_METRICS_LISTEN=127.0.0.1:0", "SFT_DEV_LISTEN=127.0.0.1:0"}, ""},
+		{[]string{"SFT_METRICS_LISTEN=9464"}, "metrics.listen"},
+		{[]string{"SFT_METRICS_LISTEN=0.0.0.0:4222"}, "the port of dev.listen"},
+		{[]string{"SFT_METRICS_LISTEN=127.0.0.1:4223"}, "the port of relay.listen"},
+	} {
+		_, err := Load(append([]string{"HOME=" + home}, tc.env...), "", nil)
+		if tc.want == "" && err != nil {
+			t.Errorf("%v: %v", tc.env, err)
+		}
+		if tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%v: %v, want an error about %s", tc.env, err, tc.want)
+		}
+	}
+}

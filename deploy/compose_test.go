@@ -324,24 +324,10 @@ func TestCompose(t *testing.T) {
 
 	t.Run("health", func(t *testing.T) {
 		// Every service says when it is ready (`docker compose ps`, `up
-		// --wait`), and the sftd services all the same way, so that
-		// changing their check is one line.
-		var sftdCheck []string
+		// --wait`).
 		for name, s := range p.Services {
 			if s.HealthCheck == nil || s.HealthCheck.Disable || len(s.HealthCheck.Test) < 2 {
 				t.Errorf("%s has no health check", name)
-				continue
-			}
-			if !isSftd(s) {
-				continue
-			}
-			if test := s.HealthCheck.Test; test[0] != "CMD" || test[1] != "/sftd" {
-				t.Errorf("%s: health check %q, want an sftd command (the image has no shell)", name, test)
-			}
-			if sftdCheck == nil {
-				sftdCheck = s.HealthCheck.Test
-			} else if !slices.Equal(s.HealthCheck.Test, sftdCheck) {
-				t.Errorf("%s: health check %q, unlike the other sftd services' %q", name, s.HealthCheck.Test, sftdCheck)
 			}
 		}
 		for name, s := range p.Services {
@@ -357,6 +343,12 @@ func TestCompose(t *testing.T) {
 				if _, ok := s.DependsOn[dep]; onBus(s) && !ok {
 					t.Errorf("%s does not wait for %s", name, dep)
 				}
+			}
+		}
+		for name, s := range p.Services {
+			if hc := s.HealthCheck; isSftd(s) && (hc == nil || !slices.Equal(hc.Test, []string{"CMD", "/sftd", "health"}) ||
+				deref(s.Environment["SFT_METRICS_LISTEN"]) == "") {
+				t.Errorf("%s: health check %v, want `sftd health` asking the /readyz of SFT_METRICS_LISTEN", name, hc)
 			}
 		}
 		if hc := p.Services["nats"].HealthCheck; hc == nil || !strings.Contains(strings.Join(hc.Test, " "), "http://127.0.0.1:8222/healthz") {
@@ -488,6 +480,8 @@ func testComposeStack(t *testing.T, verifyClients bool) {
 				val = srv.URL
 			case k == "SFT_REDIS_URL":
 				val = redisURL
+			case k == "SFT_METRICS_LISTEN":
+				val = "127.0.0.1:0" // the processes share this machine
 			case path.IsAbs(val):
 				val = filepath.Join(fs, val)
 			}
@@ -528,6 +522,18 @@ func testComposeStack(t *testing.T, verifyClients bool) {
 		// written before the line ready waits for).
 		if !strings.Contains(pr.out.String(), `"msg":"serving"`) {
 			t.Errorf("%s logged no JSON line that it serves:\n%s", pr.name, pr.out.String())
+		}
+	}
+	// Each process is ready by its own /readyz, as its health check asks.
+	for _, pr := range procs {
+		m := regexp.MustCompile(`readiness on (http://\S+)`).FindStringSubmatch(pr.out.String())
+		if m == nil {
+			t.Fatalf("%s printed no metrics address:\n%s", pr.name, pr.out.String())
+		}
+		var out, errOut bytes.Buffer
+		if err := daemon.Run(ctx, daemon.IO{In: strings.NewReader(""), Out: &out, Err: &errOut},
+			[]string{"health", "--url", m[1] + "/readyz"}, []string{"HOME=" + t.TempDir()}); err != nil {
+			t.Errorf("%s: sftd health: %v", pr.name, err)
 		}
 	}
 

@@ -122,6 +122,13 @@ func (c *Client) ListReply(ctx context.Context, state api.State) (*api.ListReply
 	return &rep, c.call(ctx, api.SubjectSessionList, api.ListRequest{State: state}, &rep)
 }
 
+// Status is every service replica on the bus and the open sessions; only
+// an admin may ask.
+func (c *Client) Status(ctx context.Context) (*api.StatusReply, error) {
+	var rep api.StatusReply
+	return &rep, c.call(ctx, api.SubjectSessionStatus, api.StatusRequest{}, &rep)
+}
+
 // Report records this member's outcome.
 func (c *Client) Report(ctx context.Context, id string, r api.Report) (*api.Session, error) {
 	var s api.Session

@@ -43,7 +43,29 @@ type Options struct {
 	// so it is well above the per-name allowance.
 	AddressFailures int
 	Logger          *slog.Logger
+	// Metrics records requests, logins and callout decisions (nil: none).
+	Metrics Metrics
 }
+
+// Metrics is what the auth service records (services/metrics.Metrics).
+type Metrics interface {
+	rpc.Recorder
+	Login(outcome string)   // ok, wrong_password, throttled
+	Callout(outcome string) // see the callout* outcomes
+}
+
+// Login outcomes, as services/metrics names them.
+const (
+	loginOK            = "ok"
+	loginWrongPassword = "wrong_password"
+	loginThrottled     = "throttled"
+)
+
+type noMetrics struct{}
+
+func (noMetrics) Request(string, string, time.Duration) {}
+func (noMetrics) Login(string)                          {}
+func (noMetrics) Callout(string)                        {}
 
 // DefaultAddressFailures is Options.AddressFailures when unset.
 const DefaultAddressFailures = 20
@@ -68,6 +90,9 @@ func New(o Options) (*Service, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Metrics == nil {
+		o.Metrics = noMetrics{}
 	}
 	return &Service{
 		o: o, issuer: token.NewIssuer(o.SigningKey, o.TokenTTL), verifier: token.NewVerifier(o.SigningKey.Public().(ed25519.PublicKey)),
@@ -94,7 +119,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 			return nil, fmt.Errorf("start auth service: %w", err)
 		}
 	}
-	svc, err := micro.AddService(nc, micro.Config{
+	svc, err := rpc.AddService(nc, micro.Config{
 		Name:        "sft-auth",
 		Version:     "1.0.0",
 		Description: "SFT authentication: password login, signed tokens",
@@ -106,14 +131,14 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 				_ = callout.Drain()
 			}
 		},
-	})
+	}, 1)
 	if err != nil {
 		if callout != nil {
 			_ = callout.Unsubscribe()
 		}
 		return nil, fmt.Errorf("start auth service: %w", err)
 	}
-	h := rpc.Handler{Ctx: ctx, Log: s.o.Logger, Verifier: rpc.CheckRevoked(s.verifier, s.revokedList)}
+	h := rpc.Handler{Ctx: ctx, Log: s.o.Logger, Verifier: rpc.CheckRevoked(s.verifier, s.revokedList), Metrics: s.o.Metrics}
 	if err := errors.Join(
 		svc.AddEndpoint("info", rpc.Public(h, s.info), micro.WithEndpointSubject(api.SubjectAuthInfo)),
 		svc.AddEndpoint("login", rpc.Public(h, s.login), micro.WithEndpointSubject(api.SubjectAuthLogin)),
@@ -147,6 +172,7 @@ func (s *Service) login(ctx context.Context, req *api.LoginRequest) (*api.LoginR
 		return nil, api.Errorf(api.CodeInvalid, "reply_key is not a valid public key")
 	}
 	if wait := s.throttle.allow(req.User); wait > 0 {
+		s.o.Metrics.Login(loginThrottled)
 		return nil, api.Errorf(api.CodeThrottled, "too many failed logins for %q: retry in %ds", req.User, int(math.Ceil(wait.Seconds())))
 	}
 	password, err := s.o.SealKey.Open(seal.LoginPasswordInfo(req.User), req.SealedPassword)
@@ -155,6 +181,9 @@ func (s *Service) login(ctx context.Context, req *api.LoginRequest) (*api.LoginR
 	}
 	defer clear(password)
 	u, err := s.checkPassword(ctx, req.User, password)
+	if errors.Is(err, errLogin) {
+		s.o.Metrics.Login(loginWrongPassword)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -166,6 +195,7 @@ func (s *Service) login(ctx context.Context, req *api.LoginRequest) (*api.LoginR
 	if err != nil {
 		return nil, api.Errorf(api.CodeInvalid, "reply_key is not a valid public key: %v", err)
 	}
+	s.o.Metrics.Login(loginOK)
 	s.o.Logger.Info("login", "user", u.Name, "token_id", claims.ID)
 	return &api.LoginReply{SealedToken: sealed, ExpiresAt: claims.ExpiresAt}, nil
 }

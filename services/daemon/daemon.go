@@ -1,6 +1,7 @@
 // Package daemon implements the sftd commands: `dev` runs the all-in-one
 // stack, `user` manages accounts, `certs` makes a deployment's keys, and
-// `auth`, `session`, `key` and `relay` run one service each.
+// `auth`, `session`, `key` and `relay` run one service each, and `health`
+// checks a running one.
 package daemon
 
 import (
@@ -62,7 +63,7 @@ func Run(ctx context.Context, stdio IO, args, env []string) error {
 		d.serviceCmd("auth", "Run the auth service (logins, tokens) against an external NATS"),
 		d.serviceCmd("session", "Run the session service (state machine, events, watch relay) against an external NATS"),
 		d.serviceCmd("key", "Run the key service (session keys) against an external NATS"),
-		d.relayCmd(),
+		d.relayCmd(), d.healthCmd(),
 	)
 	root.SetArgs(args)
 	root.SetIn(stdio.In)
@@ -120,6 +121,7 @@ func (d *daemon) devCmd() *cobra.Command {
 	config.ListFlag(cmd.Flags(), "dev.hosts", "host", "another name or address clients reach the server by, for its certificate (repeatable)")
 	d.bind(cmd.Flags(), "session.ttl", "session-ttl", "session lifetime (default 15m)")
 	d.bind(cmd.Flags(), "auth.token_ttl", "token-ttl", "login token lifetime (default 12h)")
+	d.bindMetrics(cmd)
 	return cmd
 }
 
@@ -141,6 +143,7 @@ func (d *daemon) printDevReady(st *devstack.Stack) {
 		}
 	}
 	fmt.Fprintf(&b, "sftd dev: relay at %s (for peers that cannot reach each other; it sees only ciphertext)\n", strings.Join(st.RelayAddrs, ", "))
+	b.WriteString(metricsLine("dev", st.MetricsAddr))
 	fmt.Fprintf(&b, "sftd dev: CA certificate at %s (clients: --ca or SFT_NATS_CA_FILE; the default when on this machine)\n", st.CAFile)
 	if len(st.RemoteURLs) == 0 {
 		_, port, _ := net.SplitHostPort(d.cfg.Dev.Listen)

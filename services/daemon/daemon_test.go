@@ -330,3 +330,12 @@ func TestBadInvocation(t *testing.T) {
 		}
 	}
 }
+
+// sftd health needs to know where to ask: metrics.listen or --url.
+func TestHealthNeedsAnAddress(t *testing.T) {
+	var out, errOut syncbuf.Buffer
+	err := daemon.Run(t.Context(), daemon.IO{In: strings.NewReader(""), Out: &out, Err: &errOut}, []string{"health"}, hermetic.Home(t.TempDir()))
+	if err == nil || !strings.Contains(err.Error(), "metrics.listen") {
+		t.Errorf("sftd health without an address: %v, want one that names metrics.listen", err)
+	}
+}

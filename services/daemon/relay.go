@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sftproject/sft/services/launch"
+	"github.com/sftproject/sft/services/metrics"
 )
 
 // relayCmd runs the relay until SIGINT or SIGTERM, then stops taking
@@ -25,12 +26,19 @@ func (d *daemon) relayCmd() *cobra.Command {
 			svcCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 			defer cancel()
 			log := d.log.With("service", "relay")
-			r, err := launch.Relay(svcCtx, d.cfg, log)
+			m := metrics.NewMetrics()
+			srv, addr, stopMetrics, err := d.serveMetrics(ctx, m)
+			if err != nil {
+				return err
+			}
+			defer stopMetrics()
+			r, err := launch.Relay(svcCtx, d.cfg, log, m)
 			if err != nil {
 				return fmt.Errorf("start relay: %w", err)
 			}
+			launch.ReadyRelay(srv, r)
 			log.Info("serving", "listen", r.Addr.String())
-			fmt.Fprintf(d.io.Out, "sftd relay: serving on %s\n", r.Addr)
+			fmt.Fprintf(d.io.Out, "sftd relay: serving on %s\n%s", r.Addr, metricsLine("relay", addr))
 			<-ctx.Done()
 			log.Info("stopping: letting relayed sessions finish", "sessions", r.Server.Stats().ActivePairs)
 			dctx, dcancel := context.WithTimeout(context.Background(), drainTimeout)
@@ -45,5 +53,6 @@ func (d *daemon) relayCmd() *cobra.Command {
 		},
 	}
 	d.bind(cmd.Flags(), "relay.listen", "listen", "address to accept relay clients on (default 0.0.0.0:4223)")
+	d.bindMetrics(cmd)
 	return cmd
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/config"
 	"github.com/sftproject/sft/services/launch"
+	"github.com/sftproject/sft/services/metrics"
 	"github.com/sftproject/sft/services/rpc"
 	"github.com/sftproject/sft/services/secrets"
 )
@@ -37,6 +38,10 @@ type Stack struct {
 	// the service that owns it (users: auth, sessions: session, keys:
 	// key), as tests and `sftd user` need.
 	Store launch.Store
+	// Metrics is the process's registry; MetricsAddr is where it, health
+	// and readiness are served (nil unless metrics.listen is set).
+	Metrics     *metrics.Metrics
+	MetricsAddr net.Addr
 
 	cancel context.CancelFunc
 	srv    *broker.Embedded
@@ -44,6 +49,7 @@ type Stack struct {
 	stores []launch.Store
 	svcs   []*launch.Running
 	relay  *launch.RunningRelay
+	http   *metrics.Server
 }
 
 // startRelay runs the relay on the host NATS listens on, at the NATS port
@@ -56,7 +62,7 @@ func (st *Stack) startRelay(ctx context.Context, cfg config.Config, host string,
 		port = natsPort + 1
 	}
 	cfg.Relay.Listen = net.JoinHostPort(host, strconv.Itoa(port))
-	rr, err := launch.Relay(ctx, cfg, log)
+	rr, err := launch.Relay(ctx, cfg, log, st.Metrics)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +135,7 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 	}
 	// The services' own context: it outlives ctx (start-up only) and ends in Close.
 	svcCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	st = &Stack{URL: srv.ClientURL(), CAFile: pki.CAFile, srv: srv, cancel: cancel}
+	st = &Stack{URL: srv.ClientURL(), CAFile: pki.CAFile, srv: srv, cancel: cancel, Metrics: metrics.NewMetrics()}
 	for _, h := range r.remote {
 		st.RemoteURLs = append(st.RemoteURLs, "tls://"+net.JoinHostPort(h, strconv.Itoa(srv.Port())))
 	}
@@ -148,6 +154,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 	// Each service on a connection of its own identity, with its own view
 	// of the store: what it may reach is what its permissions allow.
 	stores := map[string]launch.Store{}
+	type started struct {
+		name string
+		nc   *nats.Conn
+		st   launch.Store
+		r    *launch.Running
+	}
+	var all []started
 	for _, name := range broker.Services() {
 		nc, err := srv.InProcessConn(ctx, name, sec.ServiceKeys[name], "sftd-dev-"+name)
 		if err != nil {
@@ -159,12 +172,23 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 			return nil, fmt.Errorf("%s service: %w", name, err)
 		}
 		st.stores = append(st.stores, s)
+		s = launch.Observe(st.Metrics, name, nc, s)
 		stores[name] = s
-		r, err := launch.Services[name](svcCtx, cfg, nc, s, log.With("service", name))
+		r, err := launch.Services[name](svcCtx, cfg, nc, s, log.With("service", name), st.Metrics)
 		if err != nil {
 			return nil, fmt.Errorf("start %s service: %w", name, err)
 		}
 		st.svcs = append(st.svcs, r)
+		all = append(all, started{name, nc, s, r})
+	}
+	if st.http, st.MetricsAddr, err = launch.Metrics(svcCtx, cfg, st.Metrics, log.With("component", "metrics")); err != nil {
+		return nil, err
+	}
+	for _, s := range all {
+		launch.Ready(st.http, s.name, s.nc, s.st, s.r)
+	}
+	if st.relay != nil {
+		launch.ReadyRelay(st.http, st.relay)
 	}
 	st.Store = routedStore{users: stores[broker.ServiceAuth], sessions: stores[broker.ServiceSession], keys: stores[broker.ServiceKey]}
 	log.Info("sft dev stack ready", "url", st.URL, "remote_urls", st.RemoteURLs, "ca_file", st.CAFile, "data_dir", cfg.DataDir, "store", cfg.Store.Backend,
@@ -194,6 +218,9 @@ func (st *Stack) Close() {
 	}
 	if st.relay != nil {
 		_ = st.relay.Wait() // its context ended with the services'
+	}
+	if st.http != nil {
+		_ = st.http.Wait() // likewise
 	}
 	st.srv.Shutdown()
 }

@@ -52,7 +52,7 @@ func TestVerifyClients(t *testing.T) {
 	}
 	defer st.Close()
 	svcCtx, stopSvc := context.WithCancel(context.Background())
-	replica, err := launch.Session(svcCtx, h.Cfg, nc, st, log)
+	replica, err := launch.Session(svcCtx, h.Cfg, nc, st, log, nil)
 	if err != nil {
 		t.Fatalf("session replica over mTLS: %v", err)
 	}

@@ -2,6 +2,7 @@ package devstack
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/sftproject/sft/api"
@@ -44,6 +45,15 @@ func (r routedStore) UpdateSession(ctx context.Context, s *api.Session, rev uint
 
 func (r routedStore) ListSessions(ctx context.Context, user string) ([]*api.Session, error) {
 	return r.sessions.ListSessions(ctx, user)
+}
+
+func (r routedStore) OpenSessions(ctx context.Context, user string, now time.Time) (int, error) {
+	return r.sessions.OpenSessions(ctx, user, now)
+}
+
+// Ping asks the store of each service.
+func (r routedStore) Ping(ctx context.Context) error {
+	return errors.Join(r.users.Ping(ctx), r.sessions.Ping(ctx), r.keys.Ping(ctx))
 }
 
 func (r routedStore) CreateKey(ctx context.Context, sessionID string, sealed []byte, ttl time.Duration) error {

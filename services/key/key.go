@@ -56,6 +56,8 @@ type Options struct {
 	// Instances is how many requests this process serves at once
 	// (rpc.AddService); 0 means 1.
 	Instances int
+	// Metrics counts and times requests (nil: not recorded).
+	Metrics rpc.Recorder
 }
 
 // Service answers sft.v1.key.get and reaps keys of ended sessions.
@@ -128,7 +130,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 	if err != nil {
 		return nil, fmt.Errorf("start key service: %w", err)
 	}
-	h := rpc.Handler{Ctx: ctx, Verifier: s.o.Verifier, Log: s.o.Logger, MaxBody: s.o.MaxRequestBytes}
+	h := rpc.Handler{Ctx: ctx, Verifier: s.o.Verifier, Log: s.o.Logger, MaxBody: s.o.MaxRequestBytes, Metrics: s.o.Metrics}
 	if err := svc.AddEndpoint("get", rpc.Authed(h, s.get), micro.WithEndpointSubject(api.SubjectKeyGet)); err != nil {
 		_ = svc.Stop()
 		return nil, fmt.Errorf("start key service: %w", err)

@@ -27,6 +27,7 @@ import (
 	"github.com/sftproject/sft/link"
 	"github.com/sftproject/sft/services/auth"
 	"github.com/sftproject/sft/services/key"
+	"github.com/sftproject/sft/services/metrics"
 	"github.com/sftproject/sft/services/relay"
 	"github.com/sftproject/sft/services/rpc"
 	"github.com/sftproject/sft/services/secrets"
@@ -54,14 +55,17 @@ func Connect(ctx context.Context, cfg config.Config, service, name string, log *
 	})
 }
 
-// Store is every state-store method the three services and sftd's user
-// commands use.
+// Store is every state-store method the three services, sftd's user
+// commands and the readiness check use.
 type Store interface {
 	auth.Users
 	session.Store
+	session.OpenCounter
 	key.Store
 	CreateUser(ctx context.Context, u *store.User) error
 	UpdateUser(ctx context.Context, u *store.User) error
+	// Ping checks the store answers (readiness).
+	Ping(ctx context.Context) error
 	Close() error
 }
 
@@ -131,7 +135,7 @@ func (r *Running) Wait() {
 
 // Auth starts the auth service. It needs the signing and seal keys and the
 // NATS auth callout keys: it decides every client connection.
-func Auth(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *slog.Logger) (*Running, error) {
+func Auth(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *slog.Logger, m *metrics.Metrics) (*Running, error) {
 	dir := cfg.SecretsPath()
 	signing, err := secrets.SigningKey(dir)
 	if err != nil {
@@ -147,16 +151,16 @@ func Auth(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *
 	}
 	svc, err := auth.New(auth.Options{
 		Users: st, SigningKey: signing, SealKey: sealKey, TokenTTL: cfg.Auth.TokenTTL, Callout: &callout,
-		AddressFailures: cfg.Limits.LoginFailuresPerAddress, Logger: log,
+		AddressFailures: cfg.Limits.LoginFailuresPerAddress, Logger: log, Metrics: m,
 	})
 	if err != nil {
 		return nil, err
 	}
-	m, err := svc.Start(ctx, nc)
+	ms, err := svc.Start(ctx, nc)
 	if err != nil {
 		return nil, err
 	}
-	return &Running{Service: m, wait: svc.Wait}, nil
+	return &Running{Service: ms, wait: svc.Wait}, nil
 }
 
 // verifier checks a request's token: its signature and expiry, and that
@@ -175,7 +179,7 @@ func verifier(ctx context.Context, cfg config.Config, nc *nats.Conn, log *slog.L
 }
 
 // Session starts the session service. It needs the token public key.
-func Session(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *slog.Logger) (*Running, error) {
+func Session(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *slog.Logger, m *metrics.Metrics) (*Running, error) {
 	v, waitRevoked, err := verifier(ctx, cfg, nc, log)
 	if err != nil {
 		return nil, err
@@ -187,18 +191,26 @@ func Session(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, lo
 	svc := session.New(session.Options{
 		Store: st, Verifier: v, CheckManifest: link.CheckManifest, Relay: offer,
 		TTL: cfg.Session.TTL, Retention: cfg.Session.Retention, Logger: log,
-		Instances: cfg.Instances,
+		Instances: cfg.Instances, Metrics: m,
 		Limits: session.Limits{
 			OpenSessions: cfg.Limits.OpenSessions, SessionsPerMinute: cfg.Limits.SessionsPerMinute,
 			RequestBytes:    cfg.Limits.RequestBytes,
 			ManifestEntries: cfg.Limits.ManifestEntries, ManifestBytes: cfg.Limits.ManifestBytes,
 		},
 	})
-	m, err := svc.Start(ctx, nc)
+	ms, err := svc.Start(ctx, nc)
 	if err != nil {
 		return nil, err
 	}
-	return &Running{Service: m, wait: func() { svc.Wait(); waitRevoked() }}, nil
+	m.Gauge("sft_sessions_open", "Sessions not ended yet, by state (waiting, joined), across every replica as this one follows them.", "state",
+		func() map[string]float64 {
+			out := map[string]float64{}
+			for st, n := range svc.OpenSessions() {
+				out[string(st)] = float64(n)
+			}
+			return out
+		})
+	return &Running{Service: ms, wait: func() { svc.Wait(); waitRevoked() }}, nil
 }
 
 // relayOffer is the relay the session service hands to clients: none
@@ -221,7 +233,7 @@ func relayOffer(cfg config.Config) (session.Relay, error) {
 }
 
 // Key starts the key service. It needs the token public key and the KEK.
-func Key(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *slog.Logger) (*Running, error) {
+func Key(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *slog.Logger, m *metrics.Metrics) (*Running, error) {
 	kek, err := secrets.KEK(cfg.SecretsPath())
 	if err != nil {
 		return nil, err
@@ -230,19 +242,22 @@ func Key(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *s
 	if err != nil {
 		return nil, err
 	}
-	svc, err := key.New(key.Options{Store: st, Verifier: v, KEK: kek, Logger: log, MaxRequestBytes: cfg.Limits.RequestBytes, Instances: cfg.Instances})
+	svc, err := key.New(key.Options{
+		Store: st, Verifier: v, KEK: kek, Logger: log, MaxRequestBytes: cfg.Limits.RequestBytes, Instances: cfg.Instances,
+		Metrics: m,
+	})
 	if err != nil {
 		return nil, err
 	}
-	m, err := svc.Start(ctx, nc)
+	ms, err := svc.Start(ctx, nc)
 	if err != nil {
 		return nil, err
 	}
-	return &Running{Service: m, wait: func() { svc.Wait(); waitRevoked() }}, nil
+	return &Running{Service: ms, wait: func() { svc.Wait(); waitRevoked() }}, nil
 }
 
-// Starter starts one service.
-type Starter func(context.Context, config.Config, *nats.Conn, Store, *slog.Logger) (*Running, error)
+// Starter starts one service; its metrics go to m (nil: none).
+type Starter func(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *slog.Logger, m *metrics.Metrics) (*Running, error)
 
 // Services names the starters, as the sftd subcommands do.
 var Services = map[string]Starter{"auth": Auth, "session": Session, "key": Key}
@@ -266,7 +281,7 @@ func (r *RunningRelay) Wait() error {
 // reads only the relay ticket public key and needs no NATS connection. It
 // serves until ctx ends, which closes every connection; Server.Drain first
 // lets the relayed sessions finish.
-func Relay(ctx context.Context, cfg config.Config, log *slog.Logger) (*RunningRelay, error) {
+func Relay(ctx context.Context, cfg config.Config, log *slog.Logger, m *metrics.Metrics) (*RunningRelay, error) {
 	pub, err := secrets.RelayTicketPublicKey(cfg.SecretsPath())
 	if err != nil {
 		return nil, err
@@ -280,8 +295,16 @@ func Relay(ctx context.Context, cfg config.Config, log *slog.Logger) (*RunningRe
 		TicketKey:   pub,
 		MaxSessions: cfg.Relay.MaxSessions, MaxWaiting: cfg.Relay.MaxWaiting, RatePerSession: cfg.Relay.Rate,
 		IdleTimeout: cfg.Relay.IdleTimeout, PairTimeout: cfg.Relay.PairTimeout, AdmissionTimeout: cfg.Relay.AdmissionTimeout,
-		Logger: log,
+		Logger: log, Metrics: m,
 	})
+	if m != nil {
+		stat := func(f func(relay.Stats) float64) func() map[string]float64 {
+			return func() map[string]float64 { return map[string]float64{"": f(srv.Stats())} }
+		}
+		m.Gauge("sft_relay_pairs_active", "Sessions the relay carries now.", "", stat(func(s relay.Stats) float64 { return float64(s.ActivePairs) }))
+		m.Gauge("sft_relay_waiting", "Admitted relay connections waiting for their peer.", "", stat(func(s relay.Stats) float64 { return float64(s.Waiting) }))
+		m.Counter("sft_relay_bytes_total", "Bytes the relay copied, both directions.", "", stat(func(s relay.Stats) float64 { return float64(s.BytesRelayed) }))
+	}
 	r := &RunningRelay{Server: srv, Addr: ln.Addr(), done: make(chan struct{})}
 	go func() {
 		defer close(r.done)

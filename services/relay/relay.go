@@ -62,6 +62,13 @@ type Options struct {
 	AdmissionTimeout time.Duration
 	// Logger receives refusals (Warn) and pairs' ends (default slog.Default()).
 	Logger *slog.Logger
+	// Metrics counts refusals (nil: not counted); Stats has the rest.
+	Metrics Metrics
+}
+
+// Metrics is what the relay records (services/metrics.Metrics).
+type Metrics interface {
+	RelayRefused(code string)
 }
 
 func (o Options) withDefaults() Options {
@@ -350,6 +357,9 @@ func (s *Server) admission(c *net.TCPConn) (Ticket, *api.Error) {
 
 // refuse tells c why it is not admitted, logs it and closes c.
 func (s *Server) refuse(c *net.TCPConn, remote string, e *api.Error, level slog.Level, attrs ...any) {
+	if s.opts.Metrics != nil {
+		s.opts.Metrics.RelayRefused(string(e.Code))
+	}
 	s.log.Log(context.Background(), level, "relay: refused connection", append([]any{"remote", remote, "reason", e.Error()}, attrs...)...)
 	_ = c.SetWriteDeadline(time.Now().Add(statusWriteTimeout))
 	_, _ = c.Write(refusal(e))

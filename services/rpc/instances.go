@@ -1,12 +1,18 @@
 package rpc
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"os"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
 )
 
 // AddService starts n instances of the micro service cfg describes on nc,
@@ -19,9 +25,35 @@ import (
 // instances serve up to n requests of an endpoint at once. The server
 // spreads requests over the group's members at random, as it does over
 // replicas in other processes. The count is configuration (instances).
+//
+// Every instance carries the same replica id and host in its metadata
+// (MetaReplica, MetaHost), and the replica answers StatsSubject once with
+// the sum of its instances' statistics.
 func AddService(nc *nats.Conn, cfg micro.Config, n int) (micro.Service, error) {
 	if n < 1 {
 		n = 1
+	}
+	cfg.Metadata = maps.Clone(cfg.Metadata)
+	if cfg.Metadata == nil {
+		cfg.Metadata = map[string]string{}
+	}
+	cfg.Metadata[MetaReplica] = nuid.Next()
+	if host, err := os.Hostname(); err == nil {
+		cfg.Metadata[MetaHost] = host
+	}
+	// The stats subscription goes when the service stops.
+	var statsSub atomic.Pointer[nats.Subscription]
+	unsubscribe := sync.OnceFunc(func() {
+		if sub := statsSub.Load(); sub != nil {
+			_ = sub.Unsubscribe()
+		}
+	})
+	done := cfg.DoneHandler
+	cfg.DoneHandler = func(s micro.Service) {
+		unsubscribe()
+		if done != nil {
+			done(s)
+		}
 	}
 	all := make(Instances, 0, n)
 	for range n {
@@ -32,11 +64,44 @@ func AddService(nc *nats.Conn, cfg micro.Config, n int) (micro.Service, error) {
 		}
 		all = append(all, svc)
 	}
+	var svc micro.Service = all
 	if n == 1 {
-		return all[0], nil
+		svc = all[0]
 	}
-	return all, nil
+	sub, err := nc.Subscribe(StatsSubject, func(m *nats.Msg) {
+		b, err := json.Marshal(ReplicaStats{Stats: svc.Stats(), Instances: len(all)})
+		if err == nil {
+			_ = m.Respond(b)
+		}
+	})
+	if err != nil {
+		_ = all.Stop()
+		return nil, fmt.Errorf("start %s: stats: %w", cfg.Name, err)
+	}
+	statsSub.Store(sub)
+	return svc, nil
 }
+
+// StatsSubject is where every replica started by AddService answers with
+// its ReplicaStats. micro's own $SRV.STATS has each instance answer, and
+// the broker lets a connection answer a message it received only once
+// (response permissions), so a replica of n instances could not; here
+// each replica has one subscription. It lies under $SRV, which clients
+// may not reach; the session service asks on an admin's behalf.
+const StatsSubject = micro.APIPrefix + ".SFT.STATS"
+
+// ReplicaStats is one replica's answer on StatsSubject: the identity of
+// its first instance and each endpoint's figures summed over all.
+type ReplicaStats struct {
+	micro.Stats
+	Instances int `json:"instances"`
+}
+
+// Metadata keys AddService sets on every instance.
+const (
+	MetaReplica = "replica" // the same for the instances started together
+	MetaHost    = "host"    // the machine's (or container's) host name
+)
 
 // Instances are instances of one service that act as one: endpoints are
 // added to each, Stop stops each, and Stats sums each endpoint's figures.

@@ -80,7 +80,19 @@ type Handler struct {
 	Log      *slog.Logger
 	// MaxBody bounds a request body; 0 means the package's MaxBody.
 	MaxBody int
+	// Metrics, when set, counts every request by subject and result code
+	// and times it.
+	Metrics Recorder
 }
+
+// Recorder records answered requests: code is "ok" or the error code of
+// the reply (services/metrics.Metrics).
+type Recorder interface {
+	Request(subject, code string, d time.Duration)
+}
+
+// codeOK is the result code of a request answered without error.
+const codeOK = "ok"
 
 // Authed returns a handler for an endpoint that needs a valid token.
 func Authed[Req, Rep any](h Handler, fn func(context.Context, Caller, *Req) (*Rep, error)) micro.Handler {
@@ -108,16 +120,20 @@ func (h Handler) handle(authed bool, fn func(context.Context, Caller, []byte) (a
 	return micro.HandlerFunc(func(r micro.Request) {
 		ctx, cancel := context.WithTimeout(h.Ctx, Timeout)
 		defer cancel()
+		start, code := time.Now(), codeOK
+		if h.Metrics != nil {
+			defer func() { h.Metrics.Request(r.Subject(), code, time.Since(start)) }()
+		}
 		// A bug in one handler must not take the whole service down.
 		defer func() {
 			if p := recover(); p != nil {
 				h.Log.Error("handler panicked", "subject", r.Subject(), "panic", p, "stack", string(debug.Stack()))
-				h.respondError(r, fmt.Errorf("panic: %v", p))
+				code = h.respondError(r, fmt.Errorf("panic: %v", p))
 			}
 		}()
 		rep, err := h.serve(ctx, authed, r, fn)
 		if err != nil {
-			h.respondError(r, err)
+			code = h.respondError(r, err)
 			return
 		}
 		if err := r.RespondJSON(rep); err != nil {
@@ -149,7 +165,8 @@ func (h Handler) serve(ctx context.Context, authed bool, r micro.Request, fn fun
 	return fn(ctx, c, r.Data())
 }
 
-func (h Handler) respondError(r micro.Request, err error) {
+// respondError answers r with err and returns the code it answered with.
+func (h Handler) respondError(r micro.Request, err error) string {
 	var e *api.Error
 	if !errors.As(err, &e) {
 		// Unexpected failures are logged in full here and answered
@@ -160,6 +177,7 @@ func (h Handler) respondError(r micro.Request, err error) {
 	if rerr := r.Error(string(e.Code), e.Message, nil); rerr != nil {
 		h.Log.Warn("error reply failed", "subject", r.Subject(), "err", rerr)
 	}
+	return string(e.Code)
 }
 
 // Decode parses a JSON request body strictly: unknown fields, trailing data

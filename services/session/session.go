@@ -55,7 +55,28 @@ type Options struct {
 	// Relay, when it has addresses, is offered to members whose peers
 	// cannot reach each other directly.
 	Relay Relay
+	// Metrics records requests, session changes and lost publishes (nil:
+	// none are recorded).
+	Metrics Metrics
 }
+
+// Metrics is what the session service records (services/metrics.Metrics).
+type Metrics interface {
+	rpc.Recorder
+	// Session counts a state change this replica wrote, by event type.
+	Session(event string)
+	// Transferred adds the confirmed bytes of a completed session.
+	Transferred(bytes int64)
+	// PublishFailed counts a JetStream publish to stream that failed.
+	PublishFailed(stream string)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) Request(string, string, time.Duration) {}
+func (noMetrics) Session(string)                        {}
+func (noMetrics) Transferred(int64)                     {}
+func (noMetrics) PublishFailed(string)                  {}
 
 // Relay is where the relay is and how to admit a member to it.
 type Relay struct {
@@ -73,6 +94,7 @@ type Service struct {
 	now func() time.Time
 
 	watches watchSet
+	open    *openSet
 	creates *rateLimiter
 	wg      sync.WaitGroup // background work: timers, relays
 }
@@ -80,7 +102,13 @@ type Service struct {
 // New builds the service.
 func New(o Options) *Service {
 	o.Limits = o.Limits.withDefaults()
-	return &Service{o: o, now: time.Now, watches: watchSet{perUser: map[string]int{}}, creates: newRateLimiter(o.Limits.SessionsPerMinute)}
+	if o.Metrics == nil {
+		o.Metrics = noMetrics{}
+	}
+	return &Service{
+		o: o, now: time.Now, watches: watchSet{perUser: map[string]int{}}, open: newOpenSet(o.TTL),
+		creates: newRateLimiter(o.Limits.SessionsPerMinute),
+	}
 }
 
 // Start registers the endpoints and starts the expiry timer consumer. It
@@ -99,6 +127,9 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 	if err := s.startTimers(ctx); err != nil {
 		return nil, err
 	}
+	if err := s.open.follow(ctx, js, &s.wg); err != nil {
+		return nil, err
+	}
 	svc, err := rpc.AddService(nc, micro.Config{
 		Name:        "sft-session",
 		Version:     "1.0.0",
@@ -108,7 +139,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 	if err != nil {
 		return nil, fmt.Errorf("start session service: %w", err)
 	}
-	h := rpc.Handler{Ctx: ctx, Verifier: s.o.Verifier, Log: s.o.Logger, MaxBody: s.o.Limits.RequestBytes}
+	h := rpc.Handler{Ctx: ctx, Verifier: s.o.Verifier, Log: s.o.Logger, MaxBody: s.o.Limits.RequestBytes, Metrics: s.o.Metrics}
 	if err := errors.Join(
 		svc.AddEndpoint("create", rpc.Authed(h, s.create), micro.WithEndpointSubject(api.SubjectSessionCreate)),
 		svc.AddEndpoint("join", rpc.Authed(h, s.join), micro.WithEndpointSubject(api.SubjectSessionJoin)),
@@ -119,6 +150,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 		svc.AddEndpoint("cancel", rpc.Authed(h, s.cancel), micro.WithEndpointSubject(api.SubjectSessionCancel)),
 		svc.AddEndpoint("relay", rpc.Authed(h, s.relayTicket), micro.WithEndpointSubject(api.SubjectSessionRelay)),
 		svc.AddEndpoint("decline", rpc.Authed(h, s.decline), micro.WithEndpointSubject(api.SubjectSessionDecline)),
+		svc.AddEndpoint("status", rpc.Authed(h, s.status), micro.WithEndpointSubject(api.SubjectSessionStatus)),
 		svc.AddEndpoint("watch", rpc.Authed(h, func(_ context.Context, c rpc.Caller, r *api.WatchRequest) (*api.WatchReply, error) {
 			// The relay outlives the request, so it hangs off the service context.
 			return s.watch(ctx, c, r)
@@ -218,6 +250,7 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 		s.publish(ctx, s.event(sess, 0, api.Event{Type: api.EventFailed, Actor: c.User}))
 		return nil, fmt.Errorf("store session: %w", err)
 	}
+	s.o.Metrics.Session(string(api.EventCreated))
 	s.o.Logger.Info("session created", "session", id, "initiator", c.User, "responder", r.Responder)
 	return sess, nil
 }
@@ -295,6 +328,7 @@ func (s *Service) load(ctx context.Context, id string) (*api.Session, uint64, er
 		if err != nil {
 			return nil, 0, err
 		}
+		s.o.Metrics.Session(string(api.EventExpired))
 		s.publish(ctx, append(s.past(prior), s.event(sess, newRev, api.Event{Type: api.EventExpired, Reason: sess.Reason}))...)
 		return sess, newRev, nil
 	}
@@ -326,6 +360,7 @@ func (s *Service) mutate(ctx context.Context, c rpc.Caller, id string, change fu
 		if err != nil {
 			return nil, err
 		}
+		s.count(sess, evs)
 		out := s.past(prior)
 		for i, ev := range evs {
 			ev.Actor = c.User
@@ -336,6 +371,20 @@ func (s *Service) mutate(ctx context.Context, c rpc.Caller, id string, change fu
 		return sess, nil
 	}
 	return nil, api.Errorf(api.CodeConflict, "session %s is changing too fast; retry", id)
+}
+
+// count records the state changes of one write in the metrics; a
+// completed session adds the bytes both members confirmed.
+func (s *Service) count(sess *api.Session, evs []api.Event) {
+	for _, ev := range evs {
+		switch ev.Type {
+		case api.EventJoined, api.EventFailed, api.EventCancelled:
+			s.o.Metrics.Session(string(ev.Type))
+		case api.EventCompleted:
+			s.o.Metrics.Session(string(ev.Type))
+			s.o.Metrics.Transferred(sess.Reports[api.RoleInitiator].Bytes)
+		}
+	}
 }
 
 // pastEvent is an event of an earlier write, with the session as that
@@ -481,6 +530,7 @@ func (s *Service) event(sess *api.Session, seq uint64, ev api.Event) api.Event {
 // retry that the state machine then refuses.
 func (s *Service) publish(ctx context.Context, evs ...api.Event) {
 	if err := events.Publish(ctx, s.js, evs...); err != nil {
+		s.o.Metrics.PublishFailed(api.EventStream)
 		s.o.Logger.Error("event lost", "err", err)
 	}
 }

@@ -67,6 +67,7 @@ func (s *Service) scheduleExpiry(ctx context.Context, sess *api.Session) error {
 		return err
 	}
 	if _, err := s.js.Publish(ctx, timerSubject(sess.ID), b); err != nil {
+		s.o.Metrics.PublishFailed(timerStream)
 		return fmt.Errorf("schedule expiry of session %s: %w", sess.ID, err)
 	}
 	return nil

@@ -20,6 +20,8 @@ import (
 	"github.com/sftproject/sft/internal/hermetic"
 	"github.com/sftproject/sft/services/auth"
 	"github.com/sftproject/sft/services/devstack"
+	"github.com/sftproject/sft/services/launch"
+	"github.com/sftproject/sft/services/metrics"
 	"github.com/sftproject/sft/services/secrets"
 	"github.com/sftproject/sft/services/store"
 )
@@ -278,4 +280,31 @@ func (h *Harness) Env(user string) []string {
 		env = append(env, "SFT_NATS_CERT_FILE="+h.Cfg.NATS.CertFile, "SFT_NATS_KEY_FILE="+h.Cfg.NATS.KeyFile)
 	}
 	return env
+}
+
+// Replica starts one more replica of service (broker.ServiceAuth, ...)
+// beside the stack's, as another `sftd <service>` process would: its own
+// connection, store and metrics. It stops when the test ends.
+func (h *Harness) Replica(service string) *launch.Running {
+	h.T.Helper()
+	nc := h.ServiceConnAs(service)
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := launch.OpenStore(ctx, h.Cfg, nc, h.log)
+	if err != nil {
+		cancel()
+		h.T.Fatal(err)
+	}
+	r, err := launch.Services[service](ctx, h.Cfg, nc, st, h.log.With("service", service, "replica", "extra"), metrics.NewMetrics())
+	if err != nil {
+		cancel()
+		_ = st.Close()
+		h.T.Fatalf("start a %s replica: %v", service, err)
+	}
+	h.T.Cleanup(func() {
+		r.Stop()
+		cancel()
+		r.Wait()
+		_ = st.Close()
+	})
+	return r
 }

@@ -157,6 +157,15 @@ func openBucket(ctx context.Context, js jetstream.JetStream, bucket string, repl
 	return kv, nil
 }
 
+// Ping checks that JetStream answers for the store: it reads the user
+// bucket's configuration, which every service may.
+func (s *Store) Ping(ctx context.Context) error {
+	if _, err := s.users.Status(ctx); err != nil {
+		return fmt.Errorf("kvstore: %w", err)
+	}
+	return nil
+}
+
 // Close releases nothing today: the NATS connection belongs to the caller.
 func (s *Store) Close() error { return nil }
 

@@ -292,6 +292,14 @@ func (s *Store) checkConfig(ctx context.Context, addr string) {
 	}
 }
 
+// Ping checks that Redis answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	return nil
+}
+
 // Close closes the connection pool.
 func (s *Store) Close() error { return s.rdb.Close() }
 

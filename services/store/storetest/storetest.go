@@ -37,6 +37,7 @@ type Store interface {
 	CreateKey(ctx context.Context, sessionID string, sealed []byte, ttl time.Duration) error
 	GetKey(ctx context.Context, sessionID string) ([]byte, error)
 	DeleteKey(ctx context.Context, sessionID string) error
+	Ping(ctx context.Context) error
 	Close() error
 }
 
@@ -85,6 +86,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		{"KeyExpiry", testKeyExpiry},
 		{"InvalidNames", testInvalidNames},
 		{"InvalidArguments", testInvalidArguments},
+		{"Ping", testPing},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, open(t)) })
@@ -782,5 +784,12 @@ func testInvalidArguments(t *testing.T, s Store) {
 	// The refused update left the record alone.
 	if _, gotRev, err := s.GetSession(ctx, "valid"); err != nil || gotRev != rev {
 		t.Errorf("GetSession(valid) = rev %d, %v; want rev %d", gotRev, err, rev)
+	}
+}
+
+// testPing: a store that is open answers Ping (the readiness check).
+func testPing(t *testing.T, s Store) {
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping: %v", err)
 	}
 }
