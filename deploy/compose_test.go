@@ -98,15 +98,26 @@ const sftdDrain = 10 * time.Second
 // default.
 func loadCompose(t testing.TB) *types.Project {
 	t.Helper()
+	return loadComposeFiles(t, "docker-compose.yml")
+}
+
+// loadComposeFiles loads compose files (relative to the repository root,
+// later ones overriding earlier ones) as docker compose would with
+// COMPOSE_FILE naming them, with an empty environment.
+func loadComposeFiles(t testing.TB, files ...string) *types.Project {
+	t.Helper()
 	root := repoRoot(t)
-	opts, err := cli.NewProjectOptions([]string{filepath.Join(root, "docker-compose.yml")},
-		cli.WithWorkingDirectory(root), cli.WithEnv(nil))
+	paths := make([]string, len(files))
+	for i, f := range files {
+		paths[i] = filepath.Join(root, filepath.FromSlash(f))
+	}
+	opts, err := cli.NewProjectOptions(paths, cli.WithWorkingDirectory(root), cli.WithEnv(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, err := opts.LoadProject(t.Context())
 	if err != nil {
-		t.Fatalf("docker-compose.yml: %v", err)
+		t.Fatalf("%s: %v", strings.Join(files, " + "), err)
 	}
 	return p
 }
@@ -312,14 +323,14 @@ func TestCompose(t *testing.T) {
 	})
 
 	t.Run("health", func(t *testing.T) {
+		// Every service says when it is ready (`docker compose ps`, `up
+		// --wait`).
 		for name, s := range p.Services {
-			if s.HealthCheck != nil && !s.HealthCheck.Disable && len(s.HealthCheck.Test) > 1 {
-				continue
+			if s.HealthCheck == nil || s.HealthCheck.Disable || len(s.HealthCheck.Test) < 2 {
+				t.Errorf("%s has no health check", name)
 			}
-			if len(s.DependsOn) == 0 && (!isSftd(s) || onBus(s)) {
-				// The relay needs nothing else running, and nothing waits for it.
-				t.Errorf("%s has neither a health check nor dependencies", name)
-			}
+		}
+		for name, s := range p.Services {
 			for dep, d := range s.DependsOn {
 				if d.Condition != types.ServiceConditionHealthy {
 					t.Errorf("%s: depends on %s being %s, want %s", name, dep, d.Condition, types.ServiceConditionHealthy)
@@ -506,6 +517,11 @@ func testComposeStack(t *testing.T, verifyClients bool) {
 	for _, pr := range procs {
 		if err := pr.ready(); err != nil {
 			t.Fatalf("%s: %v\n%s", pr.name, err, pr.out.String())
+		}
+		// The operators' log, JSON as compose asks, says so too (it is
+		// written before the line ready waits for).
+		if !strings.Contains(pr.out.String(), `"msg":"serving"`) {
+			t.Errorf("%s logged no JSON line that it serves:\n%s", pr.name, pr.out.String())
 		}
 	}
 	// Each process is ready by its own /readyz, as its health check asks.

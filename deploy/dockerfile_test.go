@@ -3,12 +3,16 @@ package deploy_test
 import (
 	"bufio"
 	"go/build"
+	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/compose-spec/compose-go/v2/types"
 )
 
 // TestDockerfile checks what deploy/Dockerfile promises: the repository's Go
@@ -91,5 +95,42 @@ func TestComposeNATSImage(t *testing.T) {
 	p := loadCompose(t)
 	if img := p.Services["nats"].Image; img != "nats:"+version+"-alpine" {
 		t.Errorf("nats image %s, want nats:%s-alpine", img, version)
+	}
+}
+
+// standinFile overrides docker-compose.yml's images with the stand-ins
+// deploy/docker-env.sh builds on a machine without a registry.
+const standinFile = "deploy/compose.standin.yml"
+
+// TestComposeStandins checks that the stand-in override changes images and
+// nothing else, so the stack TestDockerCompose runs is docker-compose.yml's:
+// with the override's image, build and pull policy taken away, every
+// service is as docker-compose.yml has it. The stand-ins are local images
+// the script builds, never pulled, and NATS's is the version in go.mod.
+func TestComposeStandins(t *testing.T) {
+	base := loadCompose(t)
+	over := loadComposeFiles(t, "docker-compose.yml", standinFile)
+	script, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", "docker-env.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(slices.Sorted(maps.Keys(over.Services)), slices.Sorted(maps.Keys(base.Services))) {
+		t.Fatalf("services %v with the stand-ins, want docker-compose.yml's %v", slices.Sorted(maps.Keys(over.Services)), slices.Sorted(maps.Keys(base.Services)))
+	}
+	for name, s := range over.Services {
+		if !strings.HasPrefix(s.Image, "sft-standin/") || s.PullPolicy != types.PullPolicyNever || s.Build != nil {
+			t.Errorf("%s: image %q, pull_policy %q, build %v; want a local sft-standin/ image, never pulled, not built", name, s.Image, s.PullPolicy, s.Build)
+		}
+		if name != "nats" && !strings.Contains(string(script), s.Image) {
+			t.Errorf("%s: deploy/docker-env.sh does not build %s", name, s.Image)
+		}
+		want := base.Services[name]
+		s.Image, s.Build, s.PullPolicy = want.Image, want.Build, want.PullPolicy
+		if !reflect.DeepEqual(s, want) {
+			t.Errorf("%s: %s changes more than the image:\n%+v\nwant\n%+v", name, standinFile, s, want)
+		}
+	}
+	if got, want := over.Services["nats"].Image, "sft-standin/nats:"+strings.TrimPrefix(base.Services["nats"].Image, "nats:"); got+"-alpine" != want {
+		t.Errorf("nats stand-in %s, want the version of %s", got, base.Services["nats"].Image)
 	}
 }

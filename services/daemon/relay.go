@@ -15,9 +15,10 @@ import (
 // relayed sessions finish for up to drainTimeout and exits.
 func (d *daemon) relayCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "relay",
-		Short: "Run the relay: carries the peer link, still end-to-end encrypted, between clients that cannot reach each other",
-		Args:  cobra.NoArgs,
+		Use:         "relay",
+		Short:       "Run the relay: carries the peer link, still end-to-end encrypted, between clients that cannot reach each other",
+		Args:        cobra.NoArgs,
+		Annotations: map[string]string{servesKey: "yes"},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			// The relay's context outlives the signal: relayed sessions
