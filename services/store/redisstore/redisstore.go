@@ -279,6 +279,8 @@ func connectError(addr string, err, ctxErr error) error {
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF):
 		reason = "the server closed the connection (if it only speaks TLS, use rediss://)"
 	}
+	// Errors joined from several sentinels come one a line; keep one line.
+	reason = strings.ReplaceAll(reason, "\n", "; ")
 	return &openError{fmt.Sprintf("redisstore: cannot reach Redis at %s: %s", addr, reason), err}
 }
 

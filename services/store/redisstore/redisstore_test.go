@@ -334,7 +334,7 @@ func TestOpenErrors(t *testing.T) {
 	const password = "correct-horse-battery"
 	srv := redistest.Start(t, redistest.Options{Password: password})
 	addr := srv.Addr()
-	dead := deadPort(t)
+	dead, dead2 := deadPort(t), deadPort(t)
 
 	for _, tc := range []struct {
 		name    string
@@ -364,6 +364,11 @@ func TestOpenErrors(t *testing.T) {
 			want: "use rediss://", invalid: true},
 		{name: "UnknownOption", opts: Options{URL: "redis://" + addr + "?bogus=1"},
 			want: "bogus", invalid: true},
+		{name: "SentinelsRefused", opts: Options{URL: "redis://:hunter2-secret@unused/0", SentinelMaster: "sft",
+			SentinelAddrs: []string{dead, dead2}, SentinelPassword: "sentinel-secret-3"},
+			want: `cannot reach Redis at master "sft" of sentinels ` + dead + "," + dead2, secret: "sentinel-secret-3"},
+		{name: "SentinelWithoutAddrs", opts: Options{URL: "redis://" + addr, SentinelMaster: "sft"},
+			want: "without sentinel addresses", invalid: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := Open(t.Context(), tc.opts)
