@@ -138,6 +138,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	s.log.Debug("redisstore: connected", "addr", addr, "db", ro.DB, "tls", ro.TLSConfig != nil)
 	s.checkConfig(pctx, addr)
+	s.checkReplicas(pctx, addr)
 	return s, nil
 }
 
@@ -351,6 +352,20 @@ func (s *Store) checkConfig(ctx context.Context, addr string) {
 		s.log.Warn("redisstore: Redis has appendonly off, so a restart loses recent writes",
 			"addr", addr, "save", cfg["save"])
 	}
+}
+
+// checkReplicas warns, under Sentinel, when the primary has no replica in
+// sync: until one is, every write fails.
+func (s *Store) checkReplicas(ctx context.Context, addr string) {
+	if s.replicas == 0 {
+		return
+	}
+	info, err := s.rdb.Info(ctx, "replication").Result()
+	if err != nil || strings.Contains(info, "state=online") {
+		return
+	}
+	s.log.Warn("redisstore: the Redis primary has no replica in sync, so every write fails as unavailable until one is",
+		"addr", addr)
 }
 
 // Ping checks that Redis answers.

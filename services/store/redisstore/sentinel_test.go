@@ -2,10 +2,13 @@ package redisstore
 
 import (
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/sftproject/sft/api"
+	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/store"
 	"github.com/sftproject/sft/services/store/redisstore/redistest"
 	"github.com/sftproject/sft/services/store/storetest"
@@ -63,8 +66,15 @@ func TestSentinelFailover(t *testing.T) {
 	// connection the failover cut.
 	untilAvailable(t, func() error { _, _, err := s.GetSession(ctx, "durable"); return err })
 
-	// The promoted primary has no replica yet: a write is applied but not
-	// acknowledged, and the caller is told.
+	// The promoted primary has no replica yet: a store opened now says so,
+	// a write is applied but not acknowledged, and the caller is told.
+	var logs syncbuf.Buffer
+	opts := sentinelOptions(st, o)
+	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	openStore(t, opts)
+	if !strings.Contains(logs.String(), "no replica in sync") {
+		t.Errorf("no warning of the missing replica; log:\n%s", logs.String())
+	}
 	orphan := newSession("unreplicated", "carol", "dave")
 	if _, err := s.CreateSession(ctx, orphan, time.Hour); !errors.Is(err, store.ErrUnavailable) {
 		t.Fatalf("CreateSession with no replica: %v, want ErrUnavailable", err)
