@@ -91,6 +91,14 @@ type Redis struct {
 	PasswordFile string `mapstructure:"password_file"`
 	// CAFile verifies the server of a rediss:// URL.
 	CAFile string `mapstructure:"ca_file"`
+	// SentinelMaster, when set, makes the store ask Sentinel at
+	// SentinelAddrs for the primary of that name instead of dialling
+	// URL's host; URL still gives the scheme, database and user.
+	SentinelMaster string   `mapstructure:"sentinel_master"`
+	SentinelAddrs  []string `mapstructure:"sentinel_addrs"`
+	// SentinelPasswordFile holds the sentinels' own password (their
+	// requirepass), which may differ from the data password.
+	SentinelPasswordFile string `mapstructure:"sentinel_password_file"`
 }
 
 // Dev configures the all-in-one `sftd dev`.
@@ -231,6 +239,9 @@ func Keys(env []string) []Key {
 		{"redis.username", "", "Redis ACL user name"},
 		{"redis.password_file", "", "file with the Redis password"},
 		{"redis.ca_file", "", "CA certificate of a rediss:// server"},
+		{"redis.sentinel_master", "", "Redis Sentinel master name; empty: no Sentinel, redis.url's host is the server"},
+		{"redis.sentinel_addrs", []string{}, "Redis Sentinels (host:port, comma-separated in the environment) asked for the primary of redis.sentinel_master"},
+		{"redis.sentinel_password_file", "", "file with the Redis Sentinels' password, when they require one"},
 		{"dev.listen", "127.0.0.1:4222", "address the embedded NATS server of `sftd dev` listens on"},
 		{"dev.hosts", []string{}, "more names or addresses of the `sftd dev` server for its certificate and printed URLs (comma-separated in the environment)"},
 		{"auth.token_ttl", 12 * time.Hour, "lifetime of a login token"},
@@ -426,10 +437,18 @@ func (c Config) validate() error {
 			}
 		}
 	}
-	for _, a := range c.Relay.Addrs {
-		if err := checkHostPort(a, false); err != nil {
-			errs = append(errs, fmt.Errorf("relay.addrs: %w", err))
+	for _, l := range []struct {
+		key   string
+		addrs []string
+	}{{"relay.addrs", c.Relay.Addrs}, {"redis.sentinel_addrs", c.Redis.SentinelAddrs}} {
+		for _, a := range l.addrs {
+			if err := checkHostPort(a, false); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", l.key, err))
+			}
 		}
+	}
+	if (c.Redis.SentinelMaster == "") != (len(c.Redis.SentinelAddrs) == 0) {
+		errs = append(errs, errors.New("redis.sentinel_master and redis.sentinel_addrs go together"))
 	}
 	switch c.Store.Backend {
 	case "jetstream", "redis":

@@ -349,3 +349,24 @@ func TestMetricsListen(t *testing.T) {
 		}
 	}
 }
+
+// Sentinel is configured by a master name and a list of sentinels, which
+// go together; the data password stays redis.password_file.
+func TestRedisSentinel(t *testing.T) {
+	home := t.TempDir()
+	c := loadWith(t, home, []string{"SFT_REDIS_SENTINEL_MASTER=sft", "SFT_REDIS_SENTINEL_ADDRS=10.0.0.1:26379, s2.example:26379"},
+		"redis:\n  sentinel_password_file: /run/secrets/sentinel\n")
+	if c.Redis.SentinelMaster != "sft" || !slices.Equal(c.Redis.SentinelAddrs, []string{"10.0.0.1:26379", "s2.example:26379"}) ||
+		c.Redis.SentinelPasswordFile != "/run/secrets/sentinel" {
+		t.Errorf("redis = %+v", c.Redis)
+	}
+	for _, env := range [][]string{
+		{"SFT_REDIS_SENTINEL_MASTER=sft"},
+		{"SFT_REDIS_SENTINEL_ADDRS=10.0.0.1:26379"},
+		{"SFT_REDIS_SENTINEL_MASTER=sft", "SFT_REDIS_SENTINEL_ADDRS=10.0.0.1"},
+	} {
+		if _, err := Load(append([]string{"HOME=" + home}, env...), "", nil); err == nil || !strings.Contains(err.Error(), "redis.sentinel_") {
+			t.Errorf("%q: %v, want an error about redis.sentinel_*", env, err)
+		}
+	}
+}

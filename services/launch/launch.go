@@ -74,19 +74,26 @@ type Store interface {
 func OpenStore(ctx context.Context, cfg config.Config, nc *nats.Conn, log *slog.Logger) (Store, error) {
 	switch cfg.Store.Backend {
 	case "redis":
-		o := redisstore.Options{URL: cfg.Redis.URL, Username: cfg.Redis.Username, CAFile: cfg.Redis.CAFile, Logger: log}
-		if cfg.Redis.PasswordFile != "" {
-			b, err := os.ReadFile(cfg.Redis.PasswordFile)
-			if err != nil {
-				return nil, fmt.Errorf("read redis.password_file: %w", err)
-			}
-			o.Password = strings.TrimSpace(string(b))
+		o := redisstore.Options{
+			URL: cfg.Redis.URL, Username: cfg.Redis.Username, CAFile: cfg.Redis.CAFile, Logger: log,
+			SentinelMaster: cfg.Redis.SentinelMaster, SentinelAddrs: cfg.Redis.SentinelAddrs,
+		}
+		var err error
+		if o.Password, err = readSecret("redis.password_file", cfg.Redis.PasswordFile); err != nil {
+			return nil, err
+		}
+		if o.SentinelPassword, err = readSecret("redis.sentinel_password_file", cfg.Redis.SentinelPasswordFile); err != nil {
+			return nil, err
 		}
 		st, err := redisstore.Open(ctx, o)
 		if err != nil {
 			return nil, err
 		}
-		log.Info("state store: redis", "url", redactURL(cfg.Redis.URL))
+		if o.SentinelMaster != "" {
+			log.Info("state store: redis via sentinel", "master", o.SentinelMaster, "sentinels", o.SentinelAddrs)
+		} else {
+			log.Info("state store: redis", "url", redactURL(cfg.Redis.URL))
+		}
 		return st, nil
 	default:
 		js, err := jetstream.New(nc)
@@ -104,6 +111,18 @@ func OpenStore(ctx context.Context, cfg config.Config, nc *nats.Conn, log *slog.
 		log.Info("state store: jetstream kv")
 		return st, nil
 	}
+}
+
+// readSecret reads the secret in the file key names; no file, no secret.
+func readSecret(key, file string) (string, error) {
+	if file == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", key, err)
+	}
+	return strings.TrimSpace(string(b)), nil
 }
 
 func redactURL(u string) string {

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/sftproject/sft/api"
+	"github.com/sftproject/sft/services/store"
 	"github.com/sftproject/sft/services/token"
 )
 
@@ -168,7 +169,14 @@ func (h Handler) serve(ctx context.Context, authed bool, r micro.Request, fn fun
 // respondError answers r with err and returns the code it answered with.
 func (h Handler) respondError(r micro.Request, err error) string {
 	var e *api.Error
-	if !errors.As(err, &e) {
+	switch {
+	case errors.As(err, &e):
+	case errors.Is(err, store.ErrUnavailable):
+		// The caller can act on this one: the store is failing over or
+		// down, and the request may be retried after a re-read.
+		h.Log.Warn("request failed: state store unavailable", "subject", r.Subject(), "err", err)
+		e = api.Errorf(api.CodeUnavailable, "the state store is unavailable; retry shortly")
+	default:
 		// Unexpected failures are logged in full here and answered
 		// generically: internals stay out of replies.
 		h.Log.Error("request failed", "subject", r.Subject(), "err", err)

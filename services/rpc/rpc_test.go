@@ -19,6 +19,7 @@ import (
 	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/rpc"
+	"github.com/sftproject/sft/services/store"
 	"github.com/sftproject/sft/services/token"
 )
 
@@ -104,6 +105,9 @@ func startService(t *testing.T) *fixture {
 		"broken": rpc.Public(h, func(context.Context, *struct{}) (*struct{}, error) {
 			return nil, fmt.Errorf("query store: %s", secretDetail)
 		}),
+		"storedown": rpc.Public(h, func(context.Context, *struct{}) (*struct{}, error) {
+			return nil, fmt.Errorf("update session x: %w: %s", store.ErrUnavailable, secretDetail)
+		}),
 		"panics": rpc.Public(h, func(context.Context, *struct{}) (*struct{}, error) {
 			panic("nil map in " + secretDetail)
 		}),
@@ -188,6 +192,12 @@ func TestCallErrors(t *testing.T) {
 				t.Fatalf("the failure was not logged; log:\n%s", f.log.String())
 			}
 			time.Sleep(10 * time.Millisecond)
+		}
+	})
+	t.Run("an unavailable store is unavailable, without details", func(t *testing.T) {
+		e := wantAPIError(t, rpc.Call(ctx, f.nc, "sft.v1.test.storedown", "", struct{}{}, nil), api.CodeUnavailable, "retry")
+		if strings.Contains(e.Message, "hunter2") {
+			t.Fatalf("store detail leaked into the reply: %q", e.Message)
 		}
 	})
 	t.Run("panic is internal and the service lives on", func(t *testing.T) {

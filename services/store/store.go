@@ -29,6 +29,10 @@ var (
 	// ErrInvalid: the request can never succeed as given (a name that is
 	// not a valid key, a nil record, a TTL out of range).
 	ErrInvalid = errors.New("store: invalid request")
+	// ErrUnavailable: the store could not be reached or could not make the
+	// write durable (for example during a Redis failover). A write that
+	// failed so may or may not have been applied; re-read, then retry.
+	ErrUnavailable = errors.New("store: unavailable")
 )
 
 // User is an account record.

@@ -17,9 +17,17 @@
 // stale reader may still hold. Every multi-key write is one Lua script, so it
 // is atomic, and scripts read the server's clock, so client clock skew does
 // not shift expiries.
+//
+// With Sentinel (Options.SentinelMaster), the store follows the primary
+// Sentinel names, and every write waits (WAIT) until a replica holds it
+// before it succeeds: Redis acknowledges a write before it replicates it,
+// so a write acknowledged by the primary alone may vanish when a replica is
+// promoted. A write no replica acknowledged in time fails with
+// store.ErrUnavailable; it may or may not survive a failover.
 package redisstore
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -51,6 +59,9 @@ const (
 	// connectTimeout bounds Open's first round trip unless ctx is shorter.
 	connectTimeout = 5 * time.Second
 	dialTimeout    = 3 * time.Second
+	// DefaultReplicaTimeout is how long a write waits for a replica when
+	// Options.ReplicaTimeout is zero.
+	DefaultReplicaTimeout = 2 * time.Second
 )
 
 // Options configure Open.
@@ -69,6 +80,18 @@ type Options struct {
 	// Logger receives connection and configuration warnings (default
 	// slog.Default()).
 	Logger *slog.Logger
+
+	// SentinelMaster, when set, names the primary the sentinels at
+	// SentinelAddrs watch; the store connects to whichever server they
+	// name and follows failovers. URL then gives only the scheme, user,
+	// password and database; its host is not used.
+	SentinelMaster string
+	SentinelAddrs  []string
+	// SentinelPassword is the sentinels' requirepass, if any.
+	SentinelPassword string
+	// ReplicaTimeout bounds how long a write waits for a replica to hold
+	// it under Sentinel (default DefaultReplicaTimeout).
+	ReplicaTimeout time.Duration
 }
 
 // Store is the Redis state store. It is safe for concurrent use.
@@ -76,6 +99,10 @@ type Store struct {
 	rdb    *redis.Client
 	prefix string
 	log    *slog.Logger
+	// replicas is how many replicas must hold a write before it succeeds
+	// (0: none, without Sentinel), waiting at most replicaTimeout.
+	replicas       int
+	replicaTimeout time.Duration
 }
 
 // Open connects to Redis and checks it answers. Its errors name the address
@@ -92,7 +119,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		return nil, redact(err, opts)
 	}
 	routeClientLog()
-	rdb := redis.NewClient(ro)
+	rdb, addr := newClient(ro, opts)
 	pctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
@@ -103,16 +130,50 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		if dl, ok := ctx.Deadline(); ok && ctxErr == nil && isTimeout(err) && !time.Now().Before(dl) {
 			ctxErr = context.DeadlineExceeded
 		}
-		return nil, redact(connectError(ro, err, ctxErr), opts, ro.Password)
+		return nil, redact(connectError(addr, err, ctxErr), opts, ro.Password, opts.SentinelPassword)
 	}
 	s := &Store{rdb: rdb, prefix: opts.Prefix, log: opts.Logger}
-	s.log.Debug("redisstore: connected", "addr", ro.Addr, "db", ro.DB, "tls", ro.TLSConfig != nil)
-	s.checkConfig(pctx, ro.Addr)
+	if opts.SentinelMaster != "" {
+		s.replicas, s.replicaTimeout = 1, cmp.Or(opts.ReplicaTimeout, DefaultReplicaTimeout)
+	}
+	s.log.Debug("redisstore: connected", "addr", addr, "db", ro.DB, "tls", ro.TLSConfig != nil)
+	s.checkConfig(pctx, addr)
+	s.checkReplicas(pctx, addr)
 	return s, nil
+}
+
+// newClient returns a client of the single server ro names, or, with
+// Sentinel, of the primary the sentinels name, and the address to show in
+// messages.
+func newClient(ro *redis.Options, opts Options) (*redis.Client, string) {
+	if opts.SentinelMaster == "" {
+		return redis.NewClient(ro), ro.Addr
+	}
+	// The same no-retry, context-bound settings as a single server: a
+	// write is never replayed, including across a failover.
+	rdb := redis.NewFailoverClient(&redis.FailoverOptions{
+		MasterName:            opts.SentinelMaster,
+		SentinelAddrs:         opts.SentinelAddrs,
+		SentinelPassword:      opts.SentinelPassword,
+		Username:              ro.Username,
+		Password:              ro.Password,
+		DB:                    ro.DB,
+		TLSConfig:             ro.TLSConfig,
+		DialTimeout:           ro.DialTimeout,
+		ReadTimeout:           ro.ReadTimeout,
+		WriteTimeout:          ro.WriteTimeout,
+		MaxRetries:            ro.MaxRetries,
+		ContextTimeoutEnabled: ro.ContextTimeoutEnabled,
+		PoolSize:              ro.PoolSize,
+	})
+	return rdb, fmt.Sprintf("master %q of sentinels %s", opts.SentinelMaster, strings.Join(opts.SentinelAddrs, ","))
 }
 
 // clientOptions turns Options into go-redis options.
 func clientOptions(opts Options) (*redis.Options, error) {
+	if opts.SentinelMaster != "" && len(opts.SentinelAddrs) == 0 {
+		return nil, fmt.Errorf("redisstore: %w: Sentinel master %q given without sentinel addresses", store.ErrInvalid, opts.SentinelMaster)
+	}
 	if opts.URL == "" {
 		return nil, fmt.Errorf("redisstore: %w: no Redis URL given (redis://host:port/db or rediss://…)", store.ErrInvalid)
 	}
@@ -182,8 +243,7 @@ func clientOptions(opts Options) (*redis.Options, error) {
 
 // connectError says in one line why the first PING failed. ctxErr is the
 // caller's context error, which takes precedence over our own timeout.
-func connectError(ro *redis.Options, err, ctxErr error) error {
-	addr := ro.Addr
+func connectError(addr string, err, ctxErr error) error {
 	if ctxErr != nil {
 		return &openError{fmt.Sprintf("redisstore: cannot reach Redis at %s: %v", addr, ctxErr),
 			errors.Join(ctxErr, err)}
@@ -220,6 +280,8 @@ func connectError(ro *redis.Options, err, ctxErr error) error {
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, io.EOF):
 		reason = "the server closed the connection (if it only speaks TLS, use rediss://)"
 	}
+	// Errors joined from several sentinels come one a line; keep one line.
+	reason = strings.ReplaceAll(reason, "\n", "; ")
 	return &openError{fmt.Sprintf("redisstore: cannot reach Redis at %s: %s", addr, reason), err}
 }
 
@@ -256,7 +318,7 @@ func (e *openError) Unwrap() error { return e.err }
 // redact keeps a password out of an error's text, whatever layer put it
 // there.
 func redact(err error, opts Options, more ...string) error {
-	secrets := append([]string{opts.Password}, more...)
+	secrets := append([]string{opts.Password, opts.SentinelPassword}, more...)
 	if u, perr := url.Parse(opts.URL); perr == nil && u.User != nil {
 		if p, ok := u.User.Password(); ok {
 			secrets = append(secrets, p, url.QueryEscape(p), url.PathEscape(p))
@@ -292,10 +354,24 @@ func (s *Store) checkConfig(ctx context.Context, addr string) {
 	}
 }
 
+// checkReplicas warns, under Sentinel, when the primary has no replica in
+// sync: until one is, every write fails.
+func (s *Store) checkReplicas(ctx context.Context, addr string) {
+	if s.replicas == 0 {
+		return
+	}
+	info, err := s.rdb.Info(ctx, "replication").Result()
+	if err != nil || strings.Contains(info, "state=online") {
+		return
+	}
+	s.log.Warn("redisstore: the Redis primary has no replica in sync, so every write fails as unavailable until one is",
+		"addr", addr)
+}
+
 // Ping checks that Redis answers.
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("redis: %w", err)
+		return fmt.Errorf("redis: %w", unavailable(err))
 	}
 	return nil
 }
@@ -419,7 +495,11 @@ func (s *Store) CreateSession(ctx context.Context, sess *api.Session, ttl time.D
 		return 0, fmt.Errorf("create session %s: encode: %w", sess.ID, err)
 	}
 	live, expires := openArgs(sess)
-	rev, err := createScript.Run(ctx, s.rdb, s.scriptKeys(sess), data, ms, sess.ID, live, expires).Int64()
+	var rev int64
+	err = s.write(ctx, func(c redis.Cmdable) (err error) {
+		rev, err = createScript.Run(ctx, c, s.scriptKeys(sess), data, ms, sess.ID, live, expires).Int64()
+		return skipWait(rev > 0, err)
+	})
 	switch {
 	case err != nil:
 		return 0, fmt.Errorf("create session %s: %w", sess.ID, err)
@@ -436,7 +516,7 @@ func (s *Store) GetSession(ctx context.Context, id string) (*api.Session, uint64
 	}
 	vals, err := s.rdb.HMGet(ctx, s.sessionKey(id), "rev", "data").Result()
 	if err != nil {
-		return nil, 0, fmt.Errorf("get session %s: %w", id, err)
+		return nil, 0, fmt.Errorf("get session %s: %w", id, unavailable(err))
 	}
 	sess, rev, err := decodeSession(vals[0], vals[1])
 	if err != nil {
@@ -478,8 +558,12 @@ func (s *Store) UpdateSession(ctx context.Context, sess *api.Session, rev uint64
 	}
 	// Revisions are never 0, so "0" never matches a stored one.
 	live, expires := openArgs(sess)
-	newRev, err := updateScript.Run(ctx, s.rdb, s.scriptKeys(sess), data, ms, sess.ID, live, expires,
-		strconv.FormatUint(rev, 10)).Int64()
+	var newRev int64
+	err = s.write(ctx, func(c redis.Cmdable) (err error) {
+		newRev, err = updateScript.Run(ctx, c, s.scriptKeys(sess), data, ms, sess.ID, live, expires,
+			strconv.FormatUint(rev, 10)).Int64()
+		return skipWait(newRev > 0, err)
+	})
 	switch {
 	case err != nil:
 		return 0, fmt.Errorf("update session %s: %w", sess.ID, err)
@@ -498,7 +582,7 @@ func (s *Store) ListSessions(ctx context.Context, user string) ([]*api.Session, 
 	}
 	ids, err := listScript.Run(ctx, s.rdb, []string{s.memberKey(user)}).StringSlice()
 	if err != nil {
-		return nil, fmt.Errorf("list sessions of %s: %w", user, err)
+		return nil, fmt.Errorf("list sessions of %s: %w", user, unavailable(err))
 	}
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(ids))
@@ -507,7 +591,7 @@ func (s *Store) ListSessions(ctx context.Context, user string) ([]*api.Session, 
 	}
 	if len(ids) > 0 {
 		if _, err := pipe.Exec(ctx); err != nil {
-			return nil, fmt.Errorf("list sessions of %s: %w", user, err)
+			return nil, fmt.Errorf("list sessions of %s: %w", user, unavailable(err))
 		}
 	}
 	out := make([]*api.Session, 0, len(ids))
@@ -537,7 +621,7 @@ func (s *Store) OpenSessions(ctx context.Context, user string, now time.Time) (i
 	}
 	n, err := s.rdb.ZCount(ctx, s.openKey(user), "("+strconv.FormatInt(now.UnixMilli(), 10), "+inf").Result()
 	if err != nil {
-		return 0, fmt.Errorf("open sessions of %s: %w", user, err)
+		return 0, fmt.Errorf("open sessions of %s: %w", user, unavailable(err))
 	}
 	return int(n), nil
 }
@@ -548,7 +632,11 @@ func (s *Store) CreateUser(ctx context.Context, u *store.User) error {
 	if err != nil {
 		return err
 	}
-	ok, err := s.rdb.SetNX(ctx, s.userKey(u.Name), data, 0).Result()
+	var ok bool
+	err = s.write(ctx, func(c redis.Cmdable) (err error) {
+		ok, err = c.SetNX(ctx, s.userKey(u.Name), data, 0).Result()
+		return skipWait(ok, err)
+	})
 	switch {
 	case err != nil:
 		return fmt.Errorf("create user %s: %w", u.Name, err)
@@ -568,7 +656,7 @@ func (s *Store) GetUser(ctx context.Context, name string) (*store.User, error) {
 	case errors.Is(err, redis.Nil):
 		return nil, fmt.Errorf("get user %s: %w", name, store.ErrNotFound)
 	case err != nil:
-		return nil, fmt.Errorf("get user %s: %w", name, err)
+		return nil, fmt.Errorf("get user %s: %w", name, unavailable(err))
 	}
 	var u store.User
 	if err := json.Unmarshal(data, &u); err != nil {
@@ -583,7 +671,11 @@ func (s *Store) UpdateUser(ctx context.Context, u *store.User) error {
 	if err != nil {
 		return err
 	}
-	ok, err := s.rdb.SetXX(ctx, s.userKey(u.Name), data, 0).Result()
+	var ok bool
+	err = s.write(ctx, func(c redis.Cmdable) (err error) {
+		ok, err = c.SetXX(ctx, s.userKey(u.Name), data, 0).Result()
+		return skipWait(ok, err)
+	})
 	switch {
 	case err != nil:
 		return fmt.Errorf("update user %s: %w", u.Name, err)
@@ -605,7 +697,11 @@ func (s *Store) CreateKey(ctx context.Context, sessionID string, sealed []byte, 
 	if err != nil {
 		return fmt.Errorf("create key for session %s: %w", sessionID, err)
 	}
-	ok, err := s.rdb.SetNX(ctx, s.keyKey(sessionID), sealed, time.Duration(ms)*time.Millisecond).Result()
+	var ok bool
+	err = s.write(ctx, func(c redis.Cmdable) (err error) {
+		ok, err = c.SetNX(ctx, s.keyKey(sessionID), sealed, time.Duration(ms)*time.Millisecond).Result()
+		return skipWait(ok, err)
+	})
 	switch {
 	case err != nil:
 		return fmt.Errorf("create key for session %s: %w", sessionID, err)
@@ -625,7 +721,7 @@ func (s *Store) GetKey(ctx context.Context, sessionID string) ([]byte, error) {
 	case errors.Is(err, redis.Nil):
 		return nil, fmt.Errorf("get key for session %s: %w", sessionID, store.ErrNotFound)
 	case err != nil:
-		return nil, fmt.Errorf("get key for session %s: %w", sessionID, err)
+		return nil, fmt.Errorf("get key for session %s: %w", sessionID, unavailable(err))
 	}
 	return b, nil
 }
@@ -635,10 +731,75 @@ func (s *Store) DeleteKey(ctx context.Context, sessionID string) error {
 	if err := store.ValidateName("session id", sessionID); err != nil {
 		return err
 	}
-	if err := s.rdb.Del(ctx, s.keyKey(sessionID)).Err(); err != nil {
+	err := s.write(ctx, func(c redis.Cmdable) error { return c.Del(ctx, s.keyKey(sessionID)).Err() })
+	if err != nil {
 		return fmt.Errorf("delete key for session %s: %w", sessionID, err)
 	}
 	return nil
+}
+
+// errNoChange tells write that fn changed nothing, so there is nothing to
+// wait for.
+var errNoChange = errors.New("no change")
+
+// skipWait is what a write's fn returns: err, or errNoChange when the
+// write was refused (the record exists, the revision moved on).
+func skipWait(changed bool, err error) error {
+	if err == nil && !changed {
+		return errNoChange
+	}
+	return err
+}
+
+// write runs fn and then, under Sentinel, waits until a replica holds what
+// it wrote. Both run on one connection, because WAIT counts the replicas
+// that hold the writes of its own connection. Errors that a caller can
+// retry after a while wrap store.ErrUnavailable; that includes a write the
+// primary applied but no replica acknowledged in time.
+func (s *Store) write(ctx context.Context, fn func(redis.Cmdable) error) error {
+	if s.replicas == 0 {
+		if err := fn(s.rdb); err != nil && !errors.Is(err, errNoChange) {
+			return unavailable(err)
+		}
+		return nil
+	}
+	cn := s.rdb.Conn()
+	defer cn.Close()
+	switch err := fn(cn); {
+	case errors.Is(err, errNoChange):
+		return nil
+	case err != nil:
+		return unavailable(err)
+	}
+	n, err := cn.Wait(ctx, s.replicas, s.replicaTimeout).Result()
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: applied on the primary, but waiting for a replica failed, so a failover may lose it: %w",
+			store.ErrUnavailable, err)
+	case n < int64(s.replicas):
+		return fmt.Errorf("%w: applied on the primary, but no replica acknowledged it within %v, so a failover may lose it",
+			store.ErrUnavailable, s.replicaTimeout)
+	}
+	return nil
+}
+
+// unavailable marks the errors a caller may retry after a while with
+// store.ErrUnavailable: failures to reach the server or the sentinels (a
+// connection cut by a failover among them), and the replies of a server
+// that cannot take the command now. Replies about the request itself, and
+// the caller's own cancellation, pass unchanged.
+func unavailable(err error) error {
+	switch {
+	case err == nil, errors.Is(err, store.ErrUnavailable), errors.Is(err, redis.ErrClosed),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) && !redis.IsReadOnlyError(err) && !redis.IsLoadingError(err) &&
+		!redis.HasErrorPrefix(err, "MASTERDOWN") && !redis.HasErrorPrefix(err, "NOREPLICAS") && !redis.HasErrorPrefix(err, "TRYAGAIN") {
+		return err
+	}
+	return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 }
 
 // ttlMillis validates a TTL and rounds it up to whole milliseconds, Redis's

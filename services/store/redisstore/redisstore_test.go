@@ -229,59 +229,77 @@ func TestRestart(t *testing.T) {
 			s := openStore(t, Options{URL: srv.URL(), Prefix: uniquePrefix()})
 			ctx := t.Context()
 
-			sess := newSession("durable", "alice", "bob")
-			rev, err := s.CreateSession(ctx, sess, time.Hour)
-			if err != nil {
-				t.Fatalf("CreateSession: %v", err)
-			}
-			sess.State = api.StateJoined
-			if rev, err = s.UpdateSession(ctx, sess, rev, time.Hour); err != nil {
-				t.Fatalf("UpdateSession: %v", err)
-			}
-			if err := s.CreateKey(ctx, "durable", []byte("sealed\x00key"), time.Hour); err != nil {
-				t.Fatalf("CreateKey: %v", err)
-			}
-			if err := s.CreateUser(ctx, &store.User{Name: "alice", Role: "admin"}); err != nil {
-				t.Fatalf("CreateUser: %v", err)
-			}
-
+			sess, rev := writeDurable(t, s)
 			tc.stop(srv)
 			srv.Restart()
+			checkDurable(t, s, sess, rev, "after restart")
 
-			got, gotRev, err := s.GetSession(ctx, "durable")
-			if err != nil {
-				t.Fatalf("GetSession after restart: %v", err)
-			}
-			if got.State != api.StateJoined || gotRev != rev {
-				t.Fatalf("after restart: state %s rev %d, want %s rev %d", got.State, gotRev, api.StateJoined, rev)
-			}
-			if ids := listIDs(t, s, "bob"); !slices.Equal(ids, []string{"durable"}) {
-				t.Errorf("ListSessions(bob) after restart = %v", ids)
-			}
-			if key, err := s.GetKey(ctx, "durable"); err != nil || string(key) != "sealed\x00key" {
-				t.Errorf("GetKey after restart = %q, %v", key, err)
-			}
-			if u, err := s.GetUser(ctx, "alice"); err != nil || u.Role != "admin" {
-				t.Errorf("GetUser after restart = %+v, %v", u, err)
-			}
-			// The pre-restart revision works exactly once.
-			sess.State = api.StateCompleted
-			newRev, err := s.UpdateSession(ctx, sess, rev, time.Hour)
-			if err != nil {
-				t.Fatalf("UpdateSession with the pre-restart revision: %v", err)
-			}
-			if newRev <= rev {
-				t.Errorf("revision after restart %d, not above %d: the counter went back", newRev, rev)
-			}
-			if _, err := s.UpdateSession(ctx, sess, rev, time.Hour); !errors.Is(err, store.ErrConflict) {
-				t.Errorf("second UpdateSession with the pre-restart revision: %v, want ErrConflict", err)
-			}
 			// The TTL survived too.
 			pttl, err := rawClient(t, srv).PTTL(ctx, s.sessionKey("durable")).Result()
 			if err != nil || pttl <= 0 || pttl > time.Hour {
 				t.Errorf("PTTL after restart = %v, %v", pttl, err)
 			}
 		})
+	}
+}
+
+// writeDurable creates a session, moves it on, and stores a key and a
+// user: the writes that must survive a crash. It returns the session and
+// its revision.
+func writeDurable(t *testing.T, s *Store) (*api.Session, uint64) {
+	t.Helper()
+	ctx := t.Context()
+	sess := newSession("durable", "alice", "bob")
+	rev, err := s.CreateSession(ctx, sess, time.Hour)
+	if err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	sess.State = api.StateJoined
+	if rev, err = s.UpdateSession(ctx, sess, rev, time.Hour); err != nil {
+		t.Fatalf("UpdateSession: %v", err)
+	}
+	if err := s.CreateKey(ctx, "durable", []byte("sealed\x00key"), time.Hour); err != nil {
+		t.Fatalf("CreateKey: %v", err)
+	}
+	if err := s.CreateUser(ctx, &store.User{Name: "alice", Role: "admin"}); err != nil {
+		t.Fatalf("CreateUser: %v", err)
+	}
+	return sess, rev
+}
+
+// checkDurable checks what writeDurable wrote is all there, and that its
+// revision works exactly once: the counter did not go back. when says
+// after what.
+func checkDurable(t *testing.T, s *Store, sess *api.Session, rev uint64, when string) {
+	t.Helper()
+	ctx := t.Context()
+	got, gotRev, err := s.GetSession(ctx, "durable")
+	if err != nil {
+		t.Fatalf("GetSession %s: %v", when, err)
+	}
+	if got.State != api.StateJoined || gotRev != rev {
+		t.Fatalf("%s: state %s rev %d, want %s rev %d", when, got.State, gotRev, api.StateJoined, rev)
+	}
+	if ids := listIDs(t, s, "bob"); !slices.Equal(ids, []string{"durable"}) {
+		t.Errorf("ListSessions(bob) %s = %v", when, ids)
+	}
+	if key, err := s.GetKey(ctx, "durable"); err != nil || string(key) != "sealed\x00key" {
+		t.Errorf("GetKey %s = %q, %v", when, key, err)
+	}
+	if u, err := s.GetUser(ctx, "alice"); err != nil || u.Role != "admin" {
+		t.Errorf("GetUser %s = %+v, %v", when, u, err)
+	}
+	next := *sess
+	next.State = api.StateCompleted
+	newRev, err := s.UpdateSession(ctx, &next, rev, time.Hour)
+	if err != nil {
+		t.Fatalf("UpdateSession with the revision from before, %s: %v", when, err)
+	}
+	if newRev <= rev {
+		t.Errorf("revision %s %d, not above %d: the counter went back", when, newRev, rev)
+	}
+	if _, err := s.UpdateSession(ctx, &next, rev, time.Hour); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("second UpdateSession with the revision from before, %s: %v, want ErrConflict", when, err)
 	}
 }
 
@@ -316,7 +334,7 @@ func TestOpenErrors(t *testing.T) {
 	const password = "correct-horse-battery"
 	srv := redistest.Start(t, redistest.Options{Password: password})
 	addr := srv.Addr()
-	dead := deadPort(t)
+	dead, dead2 := deadPort(t), deadPort(t)
 
 	for _, tc := range []struct {
 		name    string
@@ -346,6 +364,11 @@ func TestOpenErrors(t *testing.T) {
 			want: "use rediss://", invalid: true},
 		{name: "UnknownOption", opts: Options{URL: "redis://" + addr + "?bogus=1"},
 			want: "bogus", invalid: true},
+		{name: "SentinelsRefused", opts: Options{URL: "redis://:hunter2-secret@unused/0", SentinelMaster: "sft",
+			SentinelAddrs: []string{dead, dead2}, SentinelPassword: "sentinel-secret-3"},
+			want: `cannot reach Redis at master "sft" of sentinels ` + dead + "," + dead2, secret: "sentinel-secret-3"},
+		{name: "SentinelWithoutAddrs", opts: Options{URL: "redis://" + addr, SentinelMaster: "sft"},
+			want: "without sentinel addresses", invalid: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := Open(t.Context(), tc.opts)

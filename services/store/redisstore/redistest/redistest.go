@@ -44,6 +44,9 @@ type Options struct {
 	// rediss://). Start skips the test when redis-server was built without
 	// TLS support.
 	TLS *TLS
+	// ReplicaOf, when set (host:port), makes the server a replica of that
+	// primary, which it authenticates to with Password.
+	ReplicaOf string
 }
 
 // TLS names the PEM files of a TLS-only server. Clients are not asked for
@@ -65,6 +68,11 @@ type Server struct {
 	opts Options
 	log  *syncbuf.Buffer
 
+	// conf renders the config file (default: Server.config); args follow
+	// it on the command line.
+	conf func() string
+	args []string
+
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
@@ -75,6 +83,14 @@ type Server struct {
 // redis-server is not on PATH, unless SFT_REQUIRE_REDIS=1.
 func Start(t testing.TB, o Options) *Server {
 	t.Helper()
+	s := newServer(t, o)
+	s.launch()
+	return s
+}
+
+// newServer prepares a Server; launch starts it.
+func newServer(t testing.TB, o Options) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		msg := "redis-server not found on PATH; install it (Debian/Ubuntu: apt-get install redis-server) to run this test"
@@ -84,19 +100,27 @@ func Start(t testing.TB, o Options) *Server {
 		t.Skip(msg)
 	}
 	s := &Server{t: t, bin: bin, dir: t.TempDir(), opts: o, log: &syncbuf.Buffer{}}
+	s.conf = s.config
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
-			t.Logf("redis-server log:\n%s", s.log.String())
+			t.Logf("redis-server %s log:\n%s", s.Addr(), s.log.String())
 		}
 	})
+	return s
+}
+
+// launch starts s on a free port, or fails the test.
+func (s *Server) launch() {
+	t, o, bin := s.t, s.opts, s.bin
+	t.Helper()
 	// Another process may grab the port between probing and binding;
 	// a few attempts make that race harmless.
 	for attempt := 0; ; attempt++ {
 		s.port = freePort(t)
 		err := s.start()
 		if err == nil {
-			return s
+			return
 		}
 		if o.TLS != nil && noTLSSupport(s.log.String()) {
 			t.Skipf("redis-server at %s was built without TLS support: %v", bin, err)
@@ -165,10 +189,10 @@ func (s *Server) signal(sig syscall.Signal) {
 // the process is gone and the error says why.
 func (s *Server) start() error {
 	conf := filepath.Join(s.dir, "redis.conf")
-	if err := os.WriteFile(conf, []byte(s.config()), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte(s.conf()), 0o600); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
-	cmd := exec.Command(s.bin, conf)
+	cmd := exec.Command(s.bin, append([]string{conf}, s.args...)...)
 	cmd.Dir = s.dir
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	if err := cmd.Start(); err != nil {
@@ -220,6 +244,14 @@ func (s *Server) config() string {
 	line("logfile", `""`)
 	if s.opts.Password != "" {
 		line("requirepass", quote(s.opts.Password))
+		// A primary may become a replica after a failover.
+		line("masterauth", quote(s.opts.Password))
+	}
+	// A replica joining should not wait for others to share a transfer.
+	line("repl-diskless-sync-delay", "0")
+	if s.opts.ReplicaOf != "" {
+		host, port, _ := net.SplitHostPort(s.opts.ReplicaOf)
+		line("replicaof", host, port)
 	}
 	if t := s.opts.TLS; t != nil {
 		line("port", "0")
