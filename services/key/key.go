@@ -58,6 +58,9 @@ type Options struct {
 	Instances int
 	// Metrics counts and times requests (nil: not recorded).
 	Metrics rpc.Recorder
+	// Replicas is the replica count of the event stream when this service
+	// creates it; 0 means 1.
+	Replicas int
 }
 
 // Service answers sft.v1.key.get and reaps keys of ended sessions.
@@ -96,7 +99,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 	if err != nil {
 		return nil, fmt.Errorf("key service: jetstream: %w", err)
 	}
-	st, err := events.EnsureStream(ctx, js)
+	st, err := events.EnsureStream(ctx, js, s.o.Replicas)
 	if err != nil {
 		return nil, err
 	}

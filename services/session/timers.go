@@ -37,6 +37,7 @@ func (s *Service) startTimers(ctx context.Context) error {
 		Subjects:    []string{timerSubjects},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
+		Replicas:    max(s.o.Replicas, 1),
 	})
 	if err != nil {
 		return fmt.Errorf("ensure timer stream: %w", err)
