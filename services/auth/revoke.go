@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sftproject/sft/broker"
+	"github.com/sftproject/sft/services/jsretry"
 )
 
 // RevokedBucket is the JetStream KV bucket of revoked token ids (token id
@@ -48,7 +49,9 @@ func openRevocations(ctx context.Context, nc *nats.Conn, tokenTTL time.Duration,
 	if err != nil {
 		return nil, err
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, revokedBucketConfig(tokenTTL, replicas))
+	kv, err := jsretry.Do(ctx, func() (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, revokedBucketConfig(tokenTTL, replicas))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open the %s bucket: %w", RevokedBucket, err)
 	}
@@ -110,14 +113,17 @@ func WatchRevocations(ctx context.Context, nc *nats.Conn, tokenTTL time.Duration
 	if err != nil {
 		return nil, err
 	}
-	kv, err := js.KeyValue(ctx, RevokedBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, revokedBucketConfig(tokenTTL, replicas))
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			// Made meanwhile, by an auth service with another TTL.
-			kv, err = js.KeyValue(ctx, RevokedBucket)
+	kv, err := jsretry.Do(ctx, func() (jetstream.KeyValue, error) {
+		kv, err := js.KeyValue(ctx, RevokedBucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(ctx, revokedBucketConfig(tokenTTL, replicas))
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				// Made meanwhile, by an auth service with another TTL.
+				kv, err = js.KeyValue(ctx, RevokedBucket)
+			}
 		}
-	}
+		return kv, err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open the %s bucket: %w", RevokedBucket, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sftproject/sft/api"
+	"github.com/sftproject/sft/services/jsretry"
 )
 
 // MaxAge is how long events are kept for late watchers.
@@ -24,7 +25,7 @@ const MaxAge = 24 * time.Hour
 // to that count). Every service that uses the stream calls it at start, so
 // start order does not matter.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
-	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name:        api.EventStream,
 		Description: "SFT session events",
 		Subjects:    []string{api.AllEvents},
@@ -33,7 +34,8 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) (je
 		Duplicates:  2 * time.Minute,
 		Discard:     jetstream.DiscardOld,
 		Replicas:    max(replicas, 1),
-	})
+	}
+	s, err := jsretry.Do(ctx, func() (jetstream.Stream, error) { return js.CreateOrUpdateStream(ctx, cfg) })
 	if err != nil {
 		return nil, fmt.Errorf("ensure event stream %s: %w", api.EventStream, err)
 	}

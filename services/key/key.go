@@ -28,6 +28,7 @@ import (
 	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/services/events"
+	"github.com/sftproject/sft/services/jsretry"
 	"github.com/sftproject/sft/services/rpc"
 	"github.com/sftproject/sft/services/seal"
 	"github.com/sftproject/sft/services/store"
@@ -105,13 +106,14 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 	}
 	// A durable consumer shared by all replicas: each terminal event is
 	// handled once, and events that arrive while no replica runs wait.
-	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	ccfg := jetstream.ConsumerConfig{
 		Durable:        reaperConsumer,
 		FilterSubjects: events.TerminalSubjects(),
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
 		AckWait:        30 * time.Second,
-	})
+	}
+	cons, err := jsretry.Do(ctx, func() (jetstream.Consumer, error) { return st.CreateOrUpdateConsumer(ctx, ccfg) })
 	if err != nil {
 		return nil, fmt.Errorf("key service: reaper consumer: %w", err)
 	}

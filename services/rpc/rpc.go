@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/sftproject/sft/api"
@@ -168,7 +169,14 @@ func (h Handler) serve(ctx context.Context, authed bool, r micro.Request, fn fun
 // respondError answers r with err and returns the code it answered with.
 func (h Handler) respondError(r micro.Request, err error) string {
 	var e *api.Error
-	if !errors.As(err, &e) {
+	switch {
+	case errors.As(err, &e):
+	case brokerUnavailable(err):
+		// A NATS cluster electing new leaders after losing a node answers
+		// nothing for a moment: the caller may retry, as after a restart.
+		h.Log.Warn("request failed: a server did not answer", "subject", r.Subject(), "err", err)
+		e = api.Errorf(api.CodeUnavailable, "a server the service depends on did not answer in time; retry")
+	default:
 		// Unexpected failures are logged in full here and answered
 		// generically: internals stay out of replies.
 		h.Log.Error("request failed", "subject", r.Subject(), "err", err)
@@ -178,6 +186,15 @@ func (h Handler) respondError(r micro.Request, err error) string {
 		h.Log.Warn("error reply failed", "subject", r.Subject(), "err", rerr)
 	}
 	return string(e.Code)
+}
+
+// brokerUnavailable reports whether err says NATS or JetStream did not
+// answer (no responders, a timeout, a connection between servers) rather
+// than refused.
+func brokerUnavailable(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrConnectionClosed)
 }
 
 // Decode parses a JSON request body strictly: unknown fields, trailing data

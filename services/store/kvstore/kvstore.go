@@ -35,6 +35,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sftproject/sft/api"
+	"github.com/sftproject/sft/services/jsretry"
 	"github.com/sftproject/sft/services/store"
 )
 
@@ -124,21 +125,24 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 // openBucket binds to bucket or creates it, with replicas copies. markerTTL
 // > 0 asks for per-key TTL support.
 func openBucket(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, markerTTL time.Duration, log *slog.Logger) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:         bucket,
-			Description:    "SFT state store",
-			History:        1,
-			Storage:        jetstream.FileStorage,
-			Replicas:       replicas,
-			LimitMarkerTTL: markerTTL,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			// Another replica created it first, with a different config.
-			kv, err = js.KeyValue(ctx, bucket)
+	kv, err := jsretry.Do(ctx, func() (jetstream.KeyValue, error) {
+		kv, err := js.KeyValue(ctx, bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket:         bucket,
+				Description:    "SFT state store",
+				History:        1,
+				Storage:        jetstream.FileStorage,
+				Replicas:       replicas,
+				LimitMarkerTTL: markerTTL,
+			})
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				// Another replica created it first, with a different config.
+				kv, err = js.KeyValue(ctx, bucket)
+			}
 		}
-	}
+		return kv, err
+	})
 	switch {
 	case errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported):
 		return nil, fmt.Errorf("kvstore: bucket %s: per-key TTL needs nats-server 2.11 or later: %w", bucket, err)
@@ -504,18 +508,20 @@ func members(sess *api.Session) []string {
 	return []string{sess.Initiator, sess.Responder}
 }
 
-// ListSessions returns the live sessions user is a member of.
-func (s *Store) ListSessions(ctx context.Context, user string) ([]*api.Session, error) {
-	if err := store.ValidateName("user", user); err != nil {
-		return nil, err
-	}
+// listAttempt bounds one scan of a user's session index. On a cluster
+// that just lost a node, the scan's consumer may be placed on that node and
+// never deliver; a new scan is placed again.
+const listAttempt = 3 * time.Second
+
+// sessionIDs scans the index for the sessions of user, once.
+func (s *Store) sessionIDs(ctx context.Context, user string) ([]string, error) {
 	// The lister's goroutine blocks until its channel is drained or ctx
 	// ends; cancel on every return path so it cannot leak.
-	lctx, cancel := context.WithCancel(ctx)
+	lctx, cancel := context.WithTimeout(ctx, listAttempt)
 	defer cancel()
 	kl, err := s.sessions.ListKeysFiltered(lctx, memberPrefix(user)+"*")
 	if err != nil {
-		return nil, fmt.Errorf("list sessions of %s: %w", user, err)
+		return nil, err
 	}
 	defer func() { _ = kl.Stop() }()
 	seen := map[string]bool{}
@@ -527,10 +533,27 @@ func (s *Store) ListSessions(ctx context.Context, user string) ([]*api.Session, 
 			ids = append(ids, id)
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		// The channel also closes on cancellation; don't pass off a partial
-		// list as complete.
-		return nil, fmt.Errorf("list sessions of %s: %w", user, err)
+	// The channel also closes on cancellation; don't pass off a partial
+	// list as complete.
+	return ids, lctx.Err()
+}
+
+// ListSessions returns the live sessions user is a member of.
+func (s *Store) ListSessions(ctx context.Context, user string) ([]*api.Session, error) {
+	if err := store.ValidateName("user", user); err != nil {
+		return nil, err
+	}
+	var ids []string
+	for {
+		var err error
+		ids, err = s.sessionIDs(ctx, user)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("list sessions of %s: %w", user, err)
+		}
+		s.log.Warn("listing sessions stalled; trying again", "user", user)
 	}
 	out := make([]*api.Session, 0, len(ids))
 	for _, id := range ids {
