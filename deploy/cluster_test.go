@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -66,35 +65,8 @@ func TestNATSCluster(t *testing.T) {
 	for _, p := range svcs {
 		p.waitFor(t, "serving on")
 	}
-	mustRun(t, env, strings.NewReader("alice-password\n"), bin("sftd"), "user", "add", "alice")
-	mustRun(t, env, strings.NewReader("bob-password\n"), bin("sftd"), "user", "add", "bob")
-	as := func(user string) []string {
-		return append(env, "SFT_CONFIG_DIR="+filepath.Join(dir, user), "SFT_USER="+user, "SFT_PASSWORD="+user+"-password")
-	}
-	mustRun(t, as("alice"), nil, bin("sft-cli"), "login")
-	mustRun(t, as("bob"), nil, bin("sft-cli"), "login")
-
-	src := filepath.Join(dir, "payload.bin")
-	writeRandom(t, src, 4<<20)
-	waiting := regexp.MustCompile(`Session (\S+): waiting for bob`)
-	// transfer sends src from alice to bob; during gets the session id and
-	// runs before bob receives.
-	transfer := func(name string, during func(id string)) {
-		t.Helper()
-		out := filepath.Join(dir, "inbox-"+name)
-		if err := os.MkdirAll(out, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		send := start(t, "send-"+name, dir, as("alice"), bin("sft-cli"), "send", src, "--to", "bob")
-		send.waitFor(t, "waiting for bob")
-		during(waiting.FindStringSubmatch(send.output())[1])
-		mustRun(t, as("bob"), nil, bin("sft-cli"), "recv", "-o", out)
-		if err := send.wait(startTimeout); err != nil {
-			t.Fatalf("send %s: %v\n%s", name, err, send.output())
-		}
-		sameFile(t, src, filepath.Join(out, "payload.bin"))
-	}
-
+	as := aliceAndBob(t, dir, env, bin)
+	transfer := transfers(t, dir, 4<<20, as, bin)
 	transfer("first", func(string) {})
 	for _, s := range []string{api.EventStream, "SFT_TIMERS", "KV_SFT_SESSIONS", "KV_SFT_REVOKED_TOKENS"} {
 		if n := replicas(t, nodes[0].Monitor, s); n != 3 {
@@ -169,31 +141,18 @@ func waitLeaders(t *testing.T, monitor, dead string) {
 	t.Helper()
 	deadline := time.Now().Add(startTimeout)
 	for {
-		var v struct {
-			Accounts []struct {
-				Streams []struct {
-					Name    string `json:"name"`
-					Cluster struct {
-						Leader string `json:"leader"`
-					} `json:"cluster"`
-				} `json:"stream_detail"`
-			} `json:"account_details"`
-		}
-		getJSON(t, monitor+"/jsz?streams=true", &v)
-		moved, n := true, 0
-		for _, a := range v.Accounts {
-			for _, s := range a.Streams {
-				n++
-				if l := s.Cluster.Leader; l == "" || l == dead {
-					moved = false
-				}
+		all := streams(t, monitor)
+		moved := len(all) > 0
+		for _, s := range all {
+			if l := s.Cluster.Leader; l == "" || l == dead {
+				moved = false
 			}
 		}
-		if moved && n > 0 {
+		if moved {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("streams still without a leader after %s: %+v", startTimeout, v)
+			t.Fatalf("streams still without a leader after %s: %+v", startTimeout, all)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -209,26 +168,40 @@ func connections(t *testing.T, monitor string) int {
 	return v.N
 }
 
-// replicas is the replica count of a stream of the SFT account, as the
-// node at monitor reports it.
-func replicas(t *testing.T, monitor, stream string) int {
+// jszStream is what the monitoring endpoint /jsz tells of a stream.
+type jszStream struct {
+	Name   string `json:"name"`
+	Config struct {
+		Replicas int `json:"num_replicas"`
+	} `json:"config"`
+	Cluster struct {
+		Leader string `json:"leader"`
+	} `json:"cluster"`
+}
+
+// streams lists the streams the node at monitor knows.
+func streams(t *testing.T, monitor string) []jszStream {
 	t.Helper()
 	var v struct {
 		Accounts []struct {
-			Streams []struct {
-				Name   string `json:"name"`
-				Config struct {
-					Replicas int `json:"num_replicas"`
-				} `json:"config"`
-			} `json:"stream_detail"`
+			Streams []jszStream `json:"stream_detail"`
 		} `json:"account_details"`
 	}
 	getJSON(t, monitor+"/jsz?streams=true&config=true", &v)
+	var out []jszStream
 	for _, a := range v.Accounts {
-		for _, s := range a.Streams {
-			if s.Name == stream {
-				return s.Config.Replicas
-			}
+		out = append(out, a.Streams...)
+	}
+	return out
+}
+
+// replicas is the replica count of a stream, as the node at monitor
+// reports it.
+func replicas(t *testing.T, monitor, stream string) int {
+	t.Helper()
+	for _, s := range streams(t, monitor) {
+		if s.Name == stream {
+			return s.Config.Replicas
 		}
 	}
 	t.Fatalf("no stream %s on %s", stream, monitor)
