@@ -23,10 +23,7 @@ import (
 
 // ConnOptions configures Connect.
 type ConnOptions struct {
-	// URL is a server URL (tls://127.0.0.1:4222) or several, comma-separated:
-	// the servers of a cluster, tried in random order at the initial connect
-	// and failed over between on every reconnect.
-	URL    string
+	URL    string // e.g. tls://127.0.0.1:4222
 	CAFile string // CA that signs the server certificate; required
 
 	// A service connects as Service (ServiceAuth, ...) with its NKey; its
@@ -66,8 +63,7 @@ const (
 // connection is encrypted and the server must present a certificate signed
 // by the CA in o.CAFile. The initial connect fails fast with an error a user
 // can act on and honours ctx; once connected the connection reconnects
-// forever, to any server of the list (or that the cluster announced), with
-// backoff once every server was tried.
+// forever with backoff.
 func Connect(ctx context.Context, o ConnOptions) (*nats.Conn, error) {
 	if o.URL == "" {
 		return nil, errors.New("cannot connect to NATS: no URL given")
@@ -159,7 +155,7 @@ func connect(ctx context.Context, o ConnOptions, d *initialDialer, extra ...nats
 				log.Info("NATS disconnected, reconnecting", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted()) }),
+		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }),
 		nats.ClosedHandler(func(*nats.Conn) { log.Debug("NATS connection closed") }),
 		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
 			if nc.IsReconnecting() {
@@ -222,9 +218,7 @@ func connect(ctx context.Context, o ConnOptions, d *initialDialer, extra ...nats
 	return nc, nil
 }
 
-// reconnectDelay is the wait after a round of failed attempts at every
-// known server (nats.go tries the next server at once). It backs off
-// exponentially with jitter, so replicas that lost
+// reconnectDelay backs off exponentially with jitter, so replicas that lost
 // the broker together do not hammer it in lockstep when it returns.
 func reconnectDelay(attempts int) time.Duration {
 	d := reconnectMax
