@@ -727,6 +727,11 @@ func TestReconnect(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	// nats.go calls the reconnect handler on a goroutine of its own, after
+	// the status changed: wait for its line.
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(logs.String(), "NATS reconnected") && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	out := logs.String()
 	for _, want := range []string{"level=INFO msg=\"NATS disconnected, reconnecting\"", "level=INFO msg=\"NATS reconnected\""} {
 		if !strings.Contains(out, want) {
@@ -735,6 +740,30 @@ func TestReconnect(t *testing.T) {
 	}
 	if seed, _ := b.svcKeys[ServiceSession].Seed(); strings.Contains(out, string(seed)) {
 		t.Error("client log contains the service's seed")
+	}
+}
+
+// A comma-separated URL is a list of servers: one that is down is passed
+// over, whichever order the connection tries them in.
+func TestConnectServerList(t *testing.T) {
+	b := startBroker(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := "tls://" + l.Addr().String()
+	_ = l.Close()
+	for _, list := range []string{down + "," + b.ClientURL(), b.ClientURL() + ", " + down} {
+		nc, err := Connect(t.Context(), ConnOptions{
+			URL: list, CAFile: b.pki.CAFile, Service: ServiceSession, NKey: b.svcKeys[ServiceSession],
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", list, err)
+		}
+		if got := len(nc.Servers()); got < 2 {
+			t.Errorf("%s: the connection knows %d servers, want both: %v", list, got, nc.Servers())
+		}
+		nc.Close()
 	}
 }
 

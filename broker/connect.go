@@ -23,7 +23,10 @@ import (
 
 // ConnOptions configures Connect.
 type ConnOptions struct {
-	URL    string // e.g. tls://127.0.0.1:4222
+	// URL is a server URL (tls://127.0.0.1:4222) or several, comma-separated:
+	// the servers of a cluster, tried in random order at the initial connect
+	// and failed over between on every reconnect.
+	URL    string
 	CAFile string // CA that signs the server certificate; required
 
 	// A service connects as Service (ServiceAuth, ...) with its NKey; its
@@ -63,7 +66,8 @@ const (
 // connection is encrypted and the server must present a certificate signed
 // by the CA in o.CAFile. The initial connect fails fast with an error a user
 // can act on and honours ctx; once connected the connection reconnects
-// forever with backoff.
+// forever, to any server of the list (or that the cluster announced), with
+// backoff once every server was tried.
 func Connect(ctx context.Context, o ConnOptions) (*nats.Conn, error) {
 	if o.URL == "" {
 		return nil, errors.New("cannot connect to NATS: no URL given")
@@ -155,7 +159,7 @@ func connect(ctx context.Context, o ConnOptions, d *initialDialer, extra ...nats
 				log.Info("NATS disconnected, reconnecting", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(*nats.Conn) { log.Info("NATS reconnected") }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { log.Info("NATS reconnected", "server", nc.ConnectedUrlRedacted()) }),
 		nats.ClosedHandler(func(*nats.Conn) { log.Debug("NATS connection closed") }),
 		nats.ErrorHandler(func(nc *nats.Conn, sub *nats.Subscription, err error) {
 			if nc.IsReconnecting() {
@@ -218,7 +222,9 @@ func connect(ctx context.Context, o ConnOptions, d *initialDialer, extra ...nats
 	return nc, nil
 }
 
-// reconnectDelay backs off exponentially with jitter, so replicas that lost
+// reconnectDelay is the wait after a round of failed attempts at every
+// known server (nats.go tries the next server at once). It backs off
+// exponentially with jitter, so replicas that lost
 // the broker together do not hammer it in lockstep when it returns.
 func reconnectDelay(attempts int) time.Duration {
 	d := reconnectMax

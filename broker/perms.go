@@ -133,7 +133,7 @@ func ServicePermissions(service string) (*server.Permissions, error) {
 	pub = slices.Concat(
 		pub,
 		[]string{jsAPI + "INFO"}, // account limits: creating a KV bucket asks first
-		bucketBind(SessionsBucket), bucketBind(UsersBucket), bucketBind(KeysBucket),
+		storeBind(SessionsBucket), storeBind(UsersBucket), storeBind(KeysBucket),
 		bucketBind(RevokedTokensBucket), bucketWatch(RevokedTokensBucket),
 	)
 	sub = append(sub, ServiceInbox(service)+".>", "$SRV.>") // $SRV: micro discovery (PING, INFO, STATS)
@@ -181,6 +181,12 @@ func kvStream(bucket string) string { return "KV_" + bucket }
 func bucketBind(bucket string) []string {
 	s := kvStream(bucket)
 	return []string{jsAPI + "STREAM.INFO." + s, jsAPI + "STREAM.CREATE." + s}
+}
+
+// storeBind is bucketBind for a state-store bucket, which opening the store
+// also moves to the configured replica count (nats.replicas).
+func storeBind(bucket string) []string {
+	return append(bucketBind(bucket), jsAPI+"STREAM.UPDATE."+kvStream(bucket))
 }
 
 // bucketRead reads single keys (direct get, or a message get where direct

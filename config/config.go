@@ -63,7 +63,12 @@ type Metrics struct {
 
 // NATS is how to reach the broker.
 type NATS struct {
+	// URL is one server URL or several, comma-separated: the servers of a
+	// cluster, among which connections pick at random and fail over.
 	URL string `mapstructure:"url"`
+	// Replicas is how many servers of a cluster keep a copy of each stream
+	// and bucket the services create (1 on a single server).
+	Replicas int `mapstructure:"replicas"`
 	// CAFile is the CA that signs the NATS server certificate; empty means
 	// the dev CA under DataDir.
 	CAFile string `mapstructure:"ca_file"`
@@ -229,7 +234,8 @@ func Keys(env []string) []Key {
 		{"secrets_dir", "", "services' keys and NATS identities (empty: <data_dir>/secrets)"},
 		{"user", "", "SFT user name sft-cli logs in as"},
 		{"instances", 16, "instances of its service each sftd process runs (requests one endpoint serves at once)"},
-		{"nats.url", "tls://127.0.0.1:4222", "NATS server URL"},
+		{"nats.url", "tls://127.0.0.1:4222", "NATS server URL, or the URLs of a cluster's servers, comma-separated (clients pick one at random and fail over to the others)"},
+		{"nats.replicas", 1, "copies a NATS cluster keeps of each stream and KV bucket the services create: 1 on one server (`sftd dev` always uses 1), 3 on a 3-node cluster; existing ones are updated at start"},
 		{"nats.ca_file", "", "CA certificate for the NATS server (empty: <data_dir>/pki/ca.pem)"},
 		{"nats.cert_file", "", "client certificate for NATS mTLS (optional)"},
 		{"nats.key_file", "", "private key of nats.cert_file (mode 0600)"},
@@ -410,6 +416,10 @@ func (c Config) validate() error {
 		if n <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, n))
 		}
+	}
+	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
+		// JetStream's own bounds.
+		errs = append(errs, fmt.Errorf("nats.replicas must be from 1 to 5, got %d", c.NATS.Replicas))
 	}
 	if c.Peer.RelayDelay < 0 {
 		errs = append(errs, fmt.Errorf("peer.relay_delay must not be negative, got %s", c.Peer.RelayDelay))

@@ -95,25 +95,38 @@ func natsBinary(t testing.TB) string {
 	return ""
 }
 
-// natsProc is a nats-server process started by startNATS.
+// natsProc is a nats-server process started by startNATS or launchNATS.
 type natsProc struct {
-	URL     string // client URL, tls://127.0.0.1:port
-	Monitor string // monitoring URL, http://127.0.0.1:port
-	log     *syncbuf.Buffer
+	URL      string // client URL, tls://127.0.0.1:port
+	Monitor  string // monitoring URL, http://127.0.0.1:port
+	log      *syncbuf.Buffer
+	cmd      *exec.Cmd
+	portsDir string
+	exited   chan struct{}
+	waitErr  error
 }
 
 // startNATS runs the nats-server binary with the configuration conf and the
 // working directory dir, on random ports of 127.0.0.1 (the flags override
 // the configuration's listen addresses), waits until /healthz reports it
-// ready (JetStream included) and stops it when the test ends.
-func startNATS(t testing.TB, conf, dir string) *natsProc {
+// ready (JetStream included) and stops it when the test ends. args are
+// more flags.
+func startNATS(t testing.TB, conf, dir string, args ...string) *natsProc {
+	t.Helper()
+	p := launchNATS(t, conf, dir, args...)
+	p.ready(t)
+	return p
+}
+
+// launchNATS is startNATS without the wait for readiness: a cluster node
+// is ready only once a majority of the nodes run.
+func launchNATS(t testing.TB, conf, dir string, args ...string) *natsProc {
 	t.Helper()
 	bin := natsBinary(t)
-	portsDir := t.TempDir()
-	p := &natsProc{log: &syncbuf.Buffer{}}
+	p := &natsProc{log: &syncbuf.Buffer{}, portsDir: t.TempDir(), exited: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "-c", conf,
-		"-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", portsDir)
+	cmd := exec.CommandContext(ctx, bin, append([]string{"-c", conf,
+		"-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", p.portsDir}, args...)...)
 	cmd.Dir = dir
 	// The configuration reads variables ($SFT_AUTH_NKEY, ...): only its
 	// include may define them.
@@ -126,38 +139,48 @@ func startNATS(t testing.TB, conf, dir string) *natsProc {
 		cancel()
 		t.Fatalf("start nats-server: %v", err)
 	}
-	exited := make(chan struct{})
-	var waitErr error
+	p.cmd = cmd
 	go func() {
-		waitErr = cmd.Wait()
-		close(exited)
+		p.waitErr = cmd.Wait()
+		close(p.exited)
 	}()
 	t.Cleanup(func() {
 		cancel()
-		<-exited
+		<-p.exited
 		if t.Failed() {
-			t.Logf("nats-server output:\n%s", p.log.String())
+			t.Logf("nats-server %s output:\n%s", conf, p.log.String())
 		}
 	})
+	return p
+}
 
+// ready waits until the server reports itself healthy on /healthz.
+func (p *natsProc) ready(t testing.TB) {
+	t.Helper()
 	deadline := time.Now().Add(startTimeout)
 	for {
 		select {
-		case <-exited:
-			t.Fatalf("nats-server exited: %v\n%s", waitErr, p.log.String())
+		case <-p.exited:
+			t.Fatalf("nats-server exited: %v\n%s", p.waitErr, p.log.String())
 		default:
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("nats-server not ready after %s\n%s", startTimeout, p.log.String())
 		}
 		if p.URL == "" {
-			p.URL, p.Monitor = readPortsFile(portsDir)
+			p.URL, p.Monitor = readPortsFile(p.portsDir)
 		}
 		if p.Monitor != "" && healthy(p.Monitor) {
-			return p
+			return
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
+}
+
+// kill ends the server at once (SIGKILL), as a crashed machine would.
+func (p *natsProc) kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
 }
 
 // readPortsFile returns the client and monitoring URLs nats-server wrote

@@ -39,7 +39,58 @@ func natsLayout(t testing.TB, dataDir string) string {
 		copyFile(t, filepath.Join(dataDir, "pki", name), filepath.Join(dir, "pki", name))
 	}
 	copyFile(t, filepath.Join(dataDir, "secrets", daemon.NATSAuthFile), filepath.Join(dir, "secrets", daemon.NATSAuthFile))
+	for _, name := range clusterFiles {
+		copyFile(t, filepath.Join(repoRoot(t), "deploy", "nats-cluster", name), filepath.Join(dir, "nats-cluster", name))
+	}
 	return dir
+}
+
+// clusterFiles are deploy/nats-cluster's: what the nodes share, then one
+// file per node.
+var clusterFiles = []string{"cluster.conf", "nats-1.conf", "nats-2.conf", "nats-3.conf"}
+
+// Each node of deploy/nats-cluster is deploy/nats-server.conf (the same
+// users, permissions and auth callout) with a name and JetStream directory
+// of its own, and routes over TLS 1.3 that accept only a certificate of
+// the CA naming one of the routes.
+func TestNATSClusterConfig(t *testing.T) {
+	data := sftdCerts(t, filepath.Join(t.TempDir(), "data"))
+	t.Chdir(natsLayout(t, data))
+	single, err := server.ProcessConfigFile("nats-server.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, stores := map[string]bool{}, map[string]bool{}
+	for _, node := range clusterFiles[1:] {
+		opts, err := server.ProcessConfigFile(filepath.Join("nats-cluster", node))
+		if err != nil {
+			t.Fatalf("deploy/nats-cluster/%s: %v", node, err)
+		}
+		names[opts.ServerName], stores[opts.StoreDir] = true, true
+		if !opts.JetStream {
+			t.Errorf("%s: JetStream off", node)
+		}
+		c := opts.Cluster
+		if c.Name != "sft" || c.Port != 6222 || len(opts.Routes) != 3 {
+			t.Errorf("%s: cluster %q on port %d with %d routes, want sft on 6222 with 3", node, c.Name, c.Port, len(opts.Routes))
+		}
+		if c.TLSConfig == nil || c.TLSConfig.MinVersion != tls.VersionTLS13 || !c.TLSCheckKnownURLs || c.TLSConfig.ClientCAs == nil {
+			t.Errorf("%s: routes must be TLS 1.3, verifying the peer's certificate against the CA and the routes' names", node)
+		}
+		if opts.TLSConfig == nil || opts.TLSConfig.MinVersion != tls.VersionTLS13 {
+			t.Errorf("%s: clients must need TLS 1.3", node)
+		}
+		if len(opts.Nkeys) != len(single.Nkeys) || opts.AuthCallout == nil ||
+			!reflect.DeepEqual(opts.AuthCallout, single.AuthCallout) {
+			t.Errorf("%s: users or auth callout differ from deploy/nats-server.conf", node)
+		}
+		for i, nk := range opts.Nkeys {
+			checkPermissions(t, nk.Permissions, single.Nkeys[i].Permissions)
+		}
+	}
+	if len(names) != 3 || len(stores) != 3 {
+		t.Errorf("server names %v and store directories %v: want three distinct of each", names, stores)
+	}
 }
 
 // serviceKeys reads the services' NATS identities `sftd certs` made in

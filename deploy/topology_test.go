@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -63,40 +65,14 @@ func TestProductionTopology(t *testing.T) {
 	for _, p := range []*proc{auth, session1, session2, key} {
 		p.waitFor(t, "serving on")
 	}
-	mustRun(t, env, strings.NewReader("alice-password\n"), bin("sftd"), "user", "add", "alice")
-	mustRun(t, env, strings.NewReader("bob-password\n"), bin("sftd"), "user", "add", "bob")
-	as := func(user string) []string {
-		return append(env, "SFT_CONFIG_DIR="+filepath.Join(dir, user), "SFT_USER="+user, "SFT_PASSWORD="+user+"-password")
-	}
-	mustRun(t, as("alice"), nil, bin("sft-cli"), "login")
-	mustRun(t, as("bob"), nil, bin("sft-cli"), "login")
-
-	src := filepath.Join(dir, "payload.bin")
-	writeRandom(t, src, 16<<20)
-	// transfer sends src from alice to bob; during runs between the
-	// session's creation and bob's receive.
-	transfer := func(name string, during func()) {
-		t.Helper()
-		out := filepath.Join(dir, "inbox-"+name)
-		if err := os.MkdirAll(out, 0o700); err != nil {
-			t.Fatal(err)
-		}
-		send := start(t, "send-"+name, dir, as("alice"), bin("sft-cli"), "send", src, "--to", "bob")
-		send.waitFor(t, "waiting for bob")
-		during()
-		mustRun(t, as("bob"), nil, bin("sft-cli"), "recv", "-o", out)
-		if err := send.wait(time.Minute); err != nil {
-			t.Fatalf("send %s: %v\n%s", name, err, send.output())
-		}
-		sameFile(t, src, filepath.Join(out, "payload.bin"))
-	}
-
-	transfer("first", func() {})
+	as := aliceAndBob(t, dir, env, bin)
+	transfer := transfers(t, dir, 16<<20, as, bin)
+	transfer("first", func(string) {})
 	// A session replica dies (SIGKILL) while a session is open: the other
 	// replica carries on, and nothing is lost or stuck.
-	transfer("replica-killed", func() { session1.kill() })
+	transfer("replica-killed", func(string) { session1.kill() })
 	// Redis restarts (AOF) under a live session.
-	transfer("redis-restarted", func() { rs.Restart() })
+	transfer("redis-restarted", func(string) { rs.Restart() })
 
 	ls := mustRun(t, as("alice"), nil, bin("sft-cli"), "ls")
 	if n := strings.Count(ls, "completed"); n != 3 || strings.Contains(ls, "waiting") || strings.Contains(ls, "joined") {
@@ -109,6 +85,45 @@ func TestProductionTopology(t *testing.T) {
 		t.Fatalf("session replica after SIGTERM: %v\n%s", err, session2.output())
 	}
 	session2.waitFor(t, "msg=stopped")
+}
+
+// aliceAndBob adds the users alice and bob (sftd user add) and logs both
+// in (sft-cli login); as gives the environment of sft-cli as one of them.
+func aliceAndBob(t *testing.T, dir string, env []string, bin func(string) string) (as func(user string) []string) {
+	t.Helper()
+	as = func(user string) []string {
+		return append(slices.Clip(env), "SFT_CONFIG_DIR="+filepath.Join(dir, user), "SFT_USER="+user, "SFT_PASSWORD="+user+"-password")
+	}
+	for _, user := range []string{"alice", "bob"} {
+		mustRun(t, env, strings.NewReader(user+"-password\n"), bin("sftd"), "user", "add", user)
+		mustRun(t, as(user), nil, bin("sft-cli"), "login")
+	}
+	return as
+}
+
+// transfers returns transfer, which sends a file of size random bytes
+// from alice to bob with sft-cli and checks bob got it; during gets the
+// session's id and runs between its creation and bob's receive.
+func transfers(t *testing.T, dir string, size int64, as func(string) []string, bin func(string) string) (transfer func(name string, during func(id string))) {
+	t.Helper()
+	src := filepath.Join(dir, "payload.bin")
+	writeRandom(t, src, size)
+	waiting := regexp.MustCompile(`Session (\S+): waiting for bob`)
+	return func(name string, during func(id string)) {
+		t.Helper()
+		out := filepath.Join(dir, "inbox-"+name)
+		if err := os.MkdirAll(out, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		send := start(t, "send-"+name, dir, as("alice"), bin("sft-cli"), "send", src, "--to", "bob")
+		send.waitFor(t, "waiting for bob")
+		during(waiting.FindStringSubmatch(send.output())[1])
+		mustRun(t, as("bob"), nil, bin("sft-cli"), "recv", "-o", out)
+		if err := send.wait(time.Minute); err != nil {
+			t.Fatalf("send %s: %v\n%s", name, err, send.output())
+		}
+		sameFile(t, src, filepath.Join(out, "payload.bin"))
+	}
 }
 
 var (

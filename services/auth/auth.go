@@ -45,6 +45,9 @@ type Options struct {
 	Logger          *slog.Logger
 	// Metrics records requests, logins and callout decisions (nil: none).
 	Metrics Metrics
+	// Replicas is the replica count of the revoked-tokens bucket, which
+	// the auth service owns (0 means 1).
+	Replicas int
 }
 
 // Metrics is what the auth service records (services/metrics.Metrics).
@@ -104,12 +107,12 @@ func New(o Options) (*Service, error) {
 // With callout keys it also answers the auth callout, which Stop ends too.
 // Call Wait after ctx ended.
 func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, error) {
-	rev, err := openRevocations(ctx, nc, s.o.TokenTTL)
+	rev, err := openRevocations(ctx, nc, s.o.TokenTTL, s.o.Replicas)
 	if err != nil {
 		return nil, fmt.Errorf("start auth service: %w", err)
 	}
 	s.revoked = rev
-	if s.revokedList, err = WatchRevocations(ctx, nc, s.o.TokenTTL, s.o.Logger); err != nil {
+	if s.revokedList, err = WatchRevocations(ctx, nc, s.o.TokenTTL, s.o.Replicas, s.o.Logger); err != nil {
 		return nil, fmt.Errorf("start auth service: %w", err)
 	}
 	var callout *nats.Subscription

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sftproject/sft/broker"
+	"github.com/sftproject/sft/services/jsretry"
 )
 
 // RevokedBucket is the JetStream KV bucket of revoked token ids (token id
@@ -21,15 +22,17 @@ import (
 const RevokedBucket = broker.RevokedTokensBucket
 
 // revokedBucketConfig keeps revoked ids until the tokens would have
-// expired anyway: the bucket's TTL is the longest a token lives.
-func revokedBucketConfig(tokenTTL time.Duration) jetstream.KeyValueConfig {
+// expired anyway: the bucket's TTL is the longest a token lives. It is
+// kept on replicas servers of a cluster.
+func revokedBucketConfig(tokenTTL time.Duration, replicas int) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket:      RevokedBucket,
 		Description: "revoked SFT login tokens (token id -> expiry)",
 		History:     1,
 		// A token outlives its TTL by the verifier's leeway at most.
-		TTL:     tokenTTL + time.Minute,
-		Storage: jetstream.FileStorage,
+		TTL:      tokenTTL + time.Minute,
+		Storage:  jetstream.FileStorage,
+		Replicas: max(replicas, 1),
 	}
 }
 
@@ -39,12 +42,16 @@ type revocations struct {
 	kv jetstream.KeyValue
 }
 
-func openRevocations(ctx context.Context, nc *nats.Conn, tokenTTL time.Duration) (*revocations, error) {
+// openRevocations creates or updates the bucket: a replica count changed
+// in the configuration applies to the existing bucket too.
+func openRevocations(ctx context.Context, nc *nats.Conn, tokenTTL time.Duration, replicas int) (*revocations, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, revokedBucketConfig(tokenTTL))
+	kv, err := jsretry.Do(ctx, func() (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, revokedBucketConfig(tokenTTL, replicas))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open the %s bucket: %w", RevokedBucket, err)
 	}
@@ -94,11 +101,11 @@ const revocationSweep = 10 * time.Minute
 
 // WatchRevocations loads the revoked token ids and keeps them current
 // until ctx ends; Wait then returns once the watch has stopped. It creates
-// the bucket when no auth service has yet (with tokenTTL as the auth
-// service would), so services may start in any order. It returns once the
+// the bucket when no auth service has yet (with tokenTTL and replicas as
+// the auth service would), so services may start in any order. It returns once the
 // ids revoked so far are loaded: a service never answers from a partial
 // list.
-func WatchRevocations(ctx context.Context, nc *nats.Conn, tokenTTL time.Duration, log *slog.Logger) (*RevocationList, error) {
+func WatchRevocations(ctx context.Context, nc *nats.Conn, tokenTTL time.Duration, replicas int, log *slog.Logger) (*RevocationList, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -106,14 +113,17 @@ func WatchRevocations(ctx context.Context, nc *nats.Conn, tokenTTL time.Duration
 	if err != nil {
 		return nil, err
 	}
-	kv, err := js.KeyValue(ctx, RevokedBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, revokedBucketConfig(tokenTTL))
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			// Made meanwhile, by an auth service with another TTL.
-			kv, err = js.KeyValue(ctx, RevokedBucket)
+	kv, err := jsretry.Do(ctx, func() (jetstream.KeyValue, error) {
+		kv, err := js.KeyValue(ctx, RevokedBucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(ctx, revokedBucketConfig(tokenTTL, replicas))
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				// Made meanwhile, by an auth service with another TTL.
+				kv, err = js.KeyValue(ctx, RevokedBucket)
+			}
 		}
-	}
+		return kv, err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("open the %s bucket: %w", RevokedBucket, err)
 	}

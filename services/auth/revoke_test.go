@@ -87,7 +87,7 @@ func TestRevocationList(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	list, err := auth.WatchRevocations(ctx, h.ServiceConnAs(broker.ServiceKey), time.Hour, nil)
+	list, err := auth.WatchRevocations(ctx, h.ServiceConnAs(broker.ServiceKey), time.Hour, 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -95,6 +95,9 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 	if err != nil {
 		return nil, err
 	}
+	// The embedded server is one node: more copies than servers could not
+	// be placed.
+	cfg.NATS.Replicas = 1
 	// A certificate from an earlier start that misses a name needed now is
 	// reissued by the same CA, so the CA file clients hold stays valid.
 	pki, err := broker.EnsureDevPKI(filepath.Join(cfg.DataDir, "pki"), r.names...)

@@ -14,15 +14,18 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sftproject/sft/api"
+	"github.com/sftproject/sft/services/jsretry"
 )
 
 // MaxAge is how long events are kept for late watchers.
 const MaxAge = 24 * time.Hour
 
-// EnsureStream creates or updates the event stream. Every service that uses
-// the stream calls it at start, so start order does not matter.
-func EnsureStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
-	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+// EnsureStream creates or updates the event stream, kept on replicas
+// servers of a cluster (1 on a single server; an existing stream is moved
+// to that count). Every service that uses the stream calls it at start, so
+// start order does not matter.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.Stream, error) {
+	cfg := jetstream.StreamConfig{
 		Name:        api.EventStream,
 		Description: "SFT session events",
 		Subjects:    []string{api.AllEvents},
@@ -30,7 +33,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream
 		MaxAge:      MaxAge,
 		Duplicates:  2 * time.Minute,
 		Discard:     jetstream.DiscardOld,
-	})
+		Replicas:    max(replicas, 1),
+	}
+	s, err := jsretry.Do(ctx, func() (jetstream.Stream, error) { return js.CreateOrUpdateStream(ctx, cfg) })
 	if err != nil {
 		return nil, fmt.Errorf("ensure event stream %s: %w", api.EventStream, err)
 	}

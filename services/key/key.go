@@ -28,6 +28,7 @@ import (
 	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/broker"
 	"github.com/sftproject/sft/services/events"
+	"github.com/sftproject/sft/services/jsretry"
 	"github.com/sftproject/sft/services/rpc"
 	"github.com/sftproject/sft/services/seal"
 	"github.com/sftproject/sft/services/store"
@@ -58,6 +59,9 @@ type Options struct {
 	Instances int
 	// Metrics counts and times requests (nil: not recorded).
 	Metrics rpc.Recorder
+	// Replicas is the replica count of the event stream when this service
+	// creates it; 0 means 1.
+	Replicas int
 }
 
 // Service answers sft.v1.key.get and reaps keys of ended sessions.
@@ -96,19 +100,20 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 	if err != nil {
 		return nil, fmt.Errorf("key service: jetstream: %w", err)
 	}
-	st, err := events.EnsureStream(ctx, js)
+	st, err := events.EnsureStream(ctx, js, s.o.Replicas)
 	if err != nil {
 		return nil, err
 	}
 	// A durable consumer shared by all replicas: each terminal event is
 	// handled once, and events that arrive while no replica runs wait.
-	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	ccfg := jetstream.ConsumerConfig{
 		Durable:        reaperConsumer,
 		FilterSubjects: events.TerminalSubjects(),
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		DeliverPolicy:  jetstream.DeliverNewPolicy,
 		AckWait:        30 * time.Second,
-	})
+	}
+	cons, err := jsretry.Do(ctx, func() (jetstream.Consumer, error) { return st.CreateOrUpdateConsumer(ctx, ccfg) })
 	if err != nil {
 		return nil, fmt.Errorf("key service: reaper consumer: %w", err)
 	}

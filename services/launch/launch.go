@@ -103,7 +103,7 @@ func OpenStore(ctx context.Context, cfg config.Config, nc *nats.Conn, log *slog.
 		// The bucket names are those the services' NATS permissions name.
 		st, err := kvstore.Open(ctx, js, kvstore.Options{
 			SessionsBucket: broker.SessionsBucket, UsersBucket: broker.UsersBucket, KeysBucket: broker.KeysBucket,
-			Logger: log,
+			Replicas: cfg.NATS.Replicas, Logger: log,
 		})
 		if err != nil {
 			return nil, err
@@ -170,7 +170,7 @@ func Auth(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *
 	}
 	svc, err := auth.New(auth.Options{
 		Users: st, SigningKey: signing, SealKey: sealKey, TokenTTL: cfg.Auth.TokenTTL, Callout: &callout,
-		AddressFailures: cfg.Limits.LoginFailuresPerAddress, Logger: log, Metrics: m,
+		AddressFailures: cfg.Limits.LoginFailuresPerAddress, Logger: log, Metrics: m, Replicas: cfg.NATS.Replicas,
 	})
 	if err != nil {
 		return nil, err
@@ -190,7 +190,7 @@ func verifier(ctx context.Context, cfg config.Config, nc *nats.Conn, log *slog.L
 	if err != nil {
 		return nil, nil, err
 	}
-	revoked, err := auth.WatchRevocations(ctx, nc, cfg.Auth.TokenTTL, log)
+	revoked, err := auth.WatchRevocations(ctx, nc, cfg.Auth.TokenTTL, cfg.NATS.Replicas, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -210,7 +210,7 @@ func Session(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, lo
 	svc := session.New(session.Options{
 		Store: st, Verifier: v, CheckManifest: link.CheckManifest, Relay: offer,
 		TTL: cfg.Session.TTL, Retention: cfg.Session.Retention, Logger: log,
-		Instances: cfg.Instances, Metrics: m,
+		Instances: cfg.Instances, Metrics: m, Replicas: cfg.NATS.Replicas,
 		Limits: session.Limits{
 			OpenSessions: cfg.Limits.OpenSessions, SessionsPerMinute: cfg.Limits.SessionsPerMinute,
 			RequestBytes:    cfg.Limits.RequestBytes,
@@ -263,7 +263,7 @@ func Key(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *s
 	}
 	svc, err := key.New(key.Options{
 		Store: st, Verifier: v, KEK: kek, Logger: log, MaxRequestBytes: cfg.Limits.RequestBytes, Instances: cfg.Instances,
-		Metrics: m,
+		Metrics: m, Replicas: cfg.NATS.Replicas,
 	})
 	if err != nil {
 		return nil, err

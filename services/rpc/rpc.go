@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/sftproject/sft/api"
@@ -176,6 +177,11 @@ func (h Handler) respondError(r micro.Request, err error) string {
 		// down, and the request may be retried after a re-read.
 		h.Log.Warn("request failed: state store unavailable", "subject", r.Subject(), "err", err)
 		e = api.Errorf(api.CodeUnavailable, "the state store is unavailable; retry shortly")
+	case brokerUnavailable(err):
+		// A NATS cluster electing new leaders after losing a node answers
+		// nothing for a moment: the caller may retry, as after a restart.
+		h.Log.Warn("request failed: a server did not answer", "subject", r.Subject(), "err", err)
+		e = api.Errorf(api.CodeUnavailable, "a server the service depends on did not answer in time; retry")
 	default:
 		// Unexpected failures are logged in full here and answered
 		// generically: internals stay out of replies.
@@ -186,6 +192,15 @@ func (h Handler) respondError(r micro.Request, err error) string {
 		h.Log.Warn("error reply failed", "subject", r.Subject(), "err", rerr)
 	}
 	return string(e.Code)
+}
+
+// brokerUnavailable reports whether err says NATS or JetStream did not
+// answer (no responders, a timeout, a connection between servers) rather
+// than refused.
+func brokerUnavailable(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrConnectionClosed)
 }
 
 // Decode parses a JSON request body strictly: unknown fields, trailing data

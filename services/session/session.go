@@ -58,6 +58,9 @@ type Options struct {
 	// Metrics records requests, session changes and lost publishes (nil:
 	// none are recorded).
 	Metrics Metrics
+	// Replicas is the replica count of the streams the service creates
+	// (the event and timer streams); 0 means 1.
+	Replicas int
 }
 
 // Metrics is what the session service records (services/metrics.Metrics).
@@ -121,7 +124,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 		return nil, fmt.Errorf("session service: jetstream: %w", err)
 	}
 	s.nc, s.js = nc, js
-	if _, err := events.EnsureStream(ctx, js); err != nil {
+	if _, err := events.EnsureStream(ctx, js, s.o.Replicas); err != nil {
 		return nil, err
 	}
 	if err := s.startTimers(ctx); err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sftproject/sft/api"
+	"github.com/sftproject/sft/services/jsretry"
 )
 
 // Session expiry is driven by a JetStream work queue rather than a sweep:
@@ -31,22 +32,25 @@ type timer struct {
 }
 
 func (s *Service) startTimers(ctx context.Context) error {
-	st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	cfg := jetstream.StreamConfig{
 		Name:        timerStream,
 		Description: "SFT session expiry timers",
 		Subjects:    []string{timerSubjects},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
-	})
+		Replicas:    max(s.o.Replicas, 1),
+	}
+	st, err := jsretry.Do(ctx, func() (jetstream.Stream, error) { return s.js.CreateOrUpdateStream(ctx, cfg) })
 	if err != nil {
 		return fmt.Errorf("ensure timer stream: %w", err)
 	}
-	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+	ccfg := jetstream.ConsumerConfig{
 		Durable:       timerConsumer,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       30 * time.Second,
 		MaxAckPending: -1, // every live session holds one pending timer
-	})
+	}
+	cons, err := jsretry.Do(ctx, func() (jetstream.Consumer, error) { return st.CreateOrUpdateConsumer(ctx, ccfg) })
 	if err != nil {
 		return fmt.Errorf("ensure timer consumer: %w", err)
 	}

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -105,8 +106,11 @@ func (s *Service) watch(ctx context.Context, c rpc.Caller, r *api.WatchRequest) 
 		reason := s.relay(ctx, c, r, cons)
 		end := nats.NewMsg(r.Deliver)
 		end.Header.Set(api.WatchEndHeader, reason)
-		if ctx.Err() != nil {
-			end.Header.Set(api.WatchResumeHeader, "1") // this replica stops; another takes over
+		if ctx.Err() != nil || reason == reasonStalled {
+			// This replica stops, or its consumer went silent (a cluster
+			// node died under it): the watcher asks again, from its last
+			// event, and a new consumer takes over.
+			end.Header.Set(api.WatchResumeHeader, "1")
 		}
 		_ = s.nc.PublishMsg(end)
 		s.o.Logger.Debug("watch ended", "watch", id, "user", c.User, "reason", reason)
@@ -120,8 +124,12 @@ func (s *Service) watch(ctx context.Context, c rpc.Caller, r *api.WatchRequest) 
 
 // relay forwards events until the watcher goes away, its token expires, the
 // watched session ends, or the service stops. It returns why it stopped.
+// reasonStalled ends a relay whose consumer stopped hearing from the server.
+const reasonStalled = "event stream stalled"
+
 func (s *Service) relay(ctx context.Context, c rpc.Caller, r *api.WatchRequest, cons jetstream.Consumer) string {
 	msgs := make(chan jetstream.Msg, 64)
+	stalled := make(chan struct{}, 1)
 	done := make(chan struct{})
 	defer close(done)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
@@ -129,7 +137,14 @@ func (s *Service) relay(ctx context.Context, c rpc.Caller, r *api.WatchRequest, 
 		case msgs <- m:
 		case <-done:
 		}
-	})
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		if errors.Is(err, jetstream.ErrNoHeartbeat) {
+			select {
+			case stalled <- struct{}{}:
+			default:
+			}
+		}
+	}))
 	if err != nil {
 		s.o.Logger.Warn("watch consume failed", "err", err)
 		return "internal error"
@@ -146,6 +161,8 @@ func (s *Service) relay(ctx context.Context, c rpc.Caller, r *api.WatchRequest, 
 			return "service stopping"
 		case <-expiry.C:
 			return "token expired: log in again"
+		case <-stalled:
+			return reasonStalled
 		case <-hb.C:
 			ping := nats.NewMsg(r.Deliver)
 			ping.Header.Set(api.HeartbeatHeader, "1")

@@ -35,6 +35,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sftproject/sft/api"
+	"github.com/sftproject/sft/services/jsretry"
 	"github.com/sftproject/sft/services/store"
 )
 
@@ -53,8 +54,9 @@ type Options struct {
 	SessionsBucket string
 	UsersBucket    string
 	KeysBucket     string
-	// Replicas is the bucket replica count when Open creates a bucket
-	// (default 1). Existing buckets keep their configuration.
+	// Replicas is the buckets' replica count (default 1). An existing
+	// bucket with another count is moved to it, so a configuration change
+	// applies at the next start.
 	Replicas int
 	// MarkerTTL is how long the server keeps the delete marker it writes
 	// when a record expires or is deleted (at least 1s, whole seconds).
@@ -107,54 +109,81 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 		return nil, fmt.Errorf("kvstore: marker TTL: %w", err)
 	}
 	s := &Store{js: js, markerTTL: markerTTL, log: opts.Logger}
-	if s.sessions, err = openBucket(ctx, js, opts.SessionsBucket, opts.Replicas, markerTTL); err != nil {
+	if s.sessions, err = openBucket(ctx, js, opts.SessionsBucket, opts.Replicas, markerTTL, s.log); err != nil {
 		return nil, err
 	}
-	if s.users, err = openBucket(ctx, js, opts.UsersBucket, opts.Replicas, 0); err != nil {
+	if s.users, err = openBucket(ctx, js, opts.UsersBucket, opts.Replicas, 0, s.log); err != nil {
 		return nil, err
 	}
-	if s.keys, err = openBucket(ctx, js, opts.KeysBucket, opts.Replicas, markerTTL); err != nil {
+	if s.keys, err = openBucket(ctx, js, opts.KeysBucket, opts.Replicas, markerTTL, s.log); err != nil {
 		return nil, err
 	}
 	s.sessPre = "$KV." + opts.SessionsBucket + "."
 	return s, nil
 }
 
-// openBucket binds to bucket or creates it. markerTTL > 0 asks for per-key
-// TTL support.
-func openBucket(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, markerTTL time.Duration) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:         bucket,
-			Description:    "SFT state store",
-			History:        1,
-			Storage:        jetstream.FileStorage,
-			Replicas:       replicas,
-			LimitMarkerTTL: markerTTL,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			// Another replica created it first, with a different config.
-			kv, err = js.KeyValue(ctx, bucket)
+// openBucket binds to bucket or creates it, with replicas copies. markerTTL
+// > 0 asks for per-key TTL support.
+func openBucket(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, markerTTL time.Duration, log *slog.Logger) (jetstream.KeyValue, error) {
+	kv, err := jsretry.Do(ctx, func() (jetstream.KeyValue, error) {
+		kv, err := js.KeyValue(ctx, bucket)
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+				Bucket:         bucket,
+				Description:    "SFT state store",
+				History:        1,
+				Storage:        jetstream.FileStorage,
+				Replicas:       replicas,
+				LimitMarkerTTL: markerTTL,
+			})
+			if errors.Is(err, jetstream.ErrBucketExists) {
+				// Another replica created it first, with a different config.
+				kv, err = js.KeyValue(ctx, bucket)
+			}
 		}
-	}
+		return kv, err
+	})
 	switch {
 	case errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported):
 		return nil, fmt.Errorf("kvstore: bucket %s: per-key TTL needs nats-server 2.11 or later: %w", bucket, err)
 	case err != nil:
 		return nil, fmt.Errorf("kvstore: open bucket %s: %w", bucket, err)
 	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("kvstore: bucket %s status: %w", bucket, err)
+	}
+	if err := setReplicas(ctx, js, st, replicas, log); err != nil {
+		return nil, fmt.Errorf("kvstore: bucket %s: %w", bucket, err)
+	}
 	if markerTTL > 0 {
-		st, err := kv.Status(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("kvstore: bucket %s status: %w", bucket, err)
-		}
 		if st.LimitMarkerTTL() <= 0 {
 			return nil, fmt.Errorf("kvstore: bucket %s exists without a limit-marker TTL, so keys cannot expire; "+
 				"delete it or recreate it with one", bucket)
 		}
 	}
 	return kv, nil
+}
+
+// setReplicas moves a bucket made with another replica count (before the
+// store joined a cluster, or with another nats.replicas) to replicas: only
+// that field of its stream changes, so its data and limits stay.
+func setReplicas(ctx context.Context, js jetstream.JetStream, st jetstream.KeyValueStatus, replicas int, log *slog.Logger) error {
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok {
+		return nil
+	}
+	cfg := bs.StreamInfo().Config
+	if cfg.Replicas == replicas {
+		return nil
+	}
+	log.Info("changing the replica count of a KV bucket", "bucket", st.Bucket(), "from", cfg.Replicas, "to", replicas)
+	from := cfg.Replicas
+	cfg.Replicas = replicas
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("change its replica count from %d to nats.replicas %d (does the cluster have that many JetStream servers?): %w", from, replicas, err)
+	}
+	return nil
 }
 
 // Ping checks that JetStream answers for the store: it reads the user
@@ -479,18 +508,20 @@ func members(sess *api.Session) []string {
 	return []string{sess.Initiator, sess.Responder}
 }
 
-// ListSessions returns the live sessions user is a member of.
-func (s *Store) ListSessions(ctx context.Context, user string) ([]*api.Session, error) {
-	if err := store.ValidateName("user", user); err != nil {
-		return nil, err
-	}
+// listAttempt bounds one scan of a user's session index. On a cluster
+// that just lost a node, the scan's consumer may be placed on that node and
+// never deliver; a new scan is placed again.
+const listAttempt = 3 * time.Second
+
+// sessionIDs scans the index for the sessions of user, once.
+func (s *Store) sessionIDs(ctx context.Context, user string) ([]string, error) {
 	// The lister's goroutine blocks until its channel is drained or ctx
 	// ends; cancel on every return path so it cannot leak.
-	lctx, cancel := context.WithCancel(ctx)
+	lctx, cancel := context.WithTimeout(ctx, listAttempt)
 	defer cancel()
 	kl, err := s.sessions.ListKeysFiltered(lctx, memberPrefix(user)+"*")
 	if err != nil {
-		return nil, fmt.Errorf("list sessions of %s: %w", user, err)
+		return nil, err
 	}
 	defer func() { _ = kl.Stop() }()
 	seen := map[string]bool{}
@@ -502,10 +533,27 @@ func (s *Store) ListSessions(ctx context.Context, user string) ([]*api.Session, 
 			ids = append(ids, id)
 		}
 	}
-	if err := ctx.Err(); err != nil {
-		// The channel also closes on cancellation; don't pass off a partial
-		// list as complete.
-		return nil, fmt.Errorf("list sessions of %s: %w", user, err)
+	// The channel also closes on cancellation; don't pass off a partial
+	// list as complete.
+	return ids, lctx.Err()
+}
+
+// ListSessions returns the live sessions user is a member of.
+func (s *Store) ListSessions(ctx context.Context, user string) ([]*api.Session, error) {
+	if err := store.ValidateName("user", user); err != nil {
+		return nil, err
+	}
+	var ids []string
+	for {
+		var err error
+		ids, err = s.sessionIDs(ctx, user)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("list sessions of %s: %w", user, err)
+		}
+		s.log.Warn("listing sessions stalled; trying again", "user", user)
 	}
 	out := make([]*api.Session, 0, len(ids))
 	for _, id := range ids {

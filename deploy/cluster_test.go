@@ -1,0 +1,221 @@
+package deploy_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sftproject/sft/api"
+	"github.com/sftproject/sft/internal/hermetic"
+)
+
+// The cluster of deploy/nats-cluster as three nats-server processes on
+// loopback, with the services and clients given all three URLs and the
+// JetStream store kept on three replicas: a transfer completes, and one
+// completes too when the node most clients are connected to dies
+// (SIGKILL) while its session waits, with every event of that session
+// delivered once and in order to a watcher connected throughout.
+func TestNATSCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a dozen processes")
+	}
+	natsBinary(t)
+	bin := buildBinaries(t)
+	dir := t.TempDir()
+	home := filepath.Join(dir, "home")
+	data := sftdCerts(t, filepath.Join(dir, "data"))
+	base := append(hermetic.Home(home), "PATH="+os.Getenv("PATH"), "SFT_DATA_DIR="+data)
+
+	// The layout deploy/nats-cluster/cluster.conf describes; the nodes
+	// share it, each with a JetStream directory of its own.
+	natsDir := natsLayout(t, data)
+	// The flags put the routes on free ports; "localhost" is the DNS name
+	// the server certificate has, as nats-1... have in production.
+	ports := []string{freePort(t), freePort(t), freePort(t)}
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, "nats-route://localhost:"+p)
+	}
+	var nodes []*natsProc
+	for i, p := range ports {
+		nodes = append(nodes, launchNATS(t, fmt.Sprintf("nats-cluster/nats-%d.conf", i+1), natsDir,
+			"--cluster", "nats://127.0.0.1:"+p, "--routes", strings.Join(routes, ",")))
+	}
+	var urls []string
+	for _, n := range nodes {
+		n.ready(t)
+		urls = append(urls, "tls://127.0.0.1:"+n.URL[strings.LastIndex(n.URL, ":")+1:])
+	}
+
+	env := append(base,
+		"SFT_NATS_URL="+strings.Join(urls, ","),
+		"SFT_NATS_CA_FILE="+data+"/pki/ca.pem",
+		"SFT_NATS_REPLICAS=3",
+		"SFT_STORE_BACKEND=jetstream",
+	)
+	var svcs []*proc
+	for _, svc := range []string{"auth", "session", "key"} {
+		svcs = append(svcs, start(t, svc, dir, env, bin("sftd"), svc))
+	}
+	for _, p := range svcs {
+		p.waitFor(t, "serving on")
+	}
+	as := aliceAndBob(t, dir, env, bin)
+	transfer := transfers(t, dir, 4<<20, as, bin)
+	transfer("first", func(string) {})
+	for _, s := range []string{api.EventStream, "SFT_TIMERS", "KV_SFT_SESSIONS", "KV_SFT_REVOKED_TOKENS"} {
+		if n := replicas(t, nodes[0].Monitor, s); n != 3 {
+			t.Errorf("stream %s has %d replicas, want 3 (nats.replicas)", s, n)
+		}
+	}
+
+	var watch *proc
+	transfer("node-killed", func(id string) {
+		watch = start(t, "watch", dir, as("alice"), bin("sft-cli"), "watch", "--session", id, "--json")
+		watch.waitFor(t, `"type":"created"`)
+		busiest := nodes[0]
+		for _, n := range nodes[1:] {
+			if connections(t, n.Monitor) > connections(t, busiest.Monitor) {
+				busiest = n
+			}
+		}
+		dead := serverName(t, busiest.Monitor)
+		busiest.kill()
+		// Bob comes once the other two nodes have taken over every stream
+		// the dead one led; the sender and the watcher wait through the
+		// takeover.
+		for _, n := range nodes {
+			if n != busiest {
+				waitLeaders(t, n.Monitor, dead)
+				break
+			}
+		}
+	})
+	if err := watch.wait(startTimeout); err != nil {
+		t.Fatalf("watch: %v\n%s", err, watch.output())
+	}
+	checkEventsOnce(t, watch.output())
+}
+
+// checkEventsOnce checks a watch's JSON lines hold one session's events once
+// each, from its creation to its completion, in order.
+func checkEventsOnce(t *testing.T, out string) {
+	t.Helper()
+	var types []string
+	seen := map[string]bool{}
+	for line := range strings.Lines(out) {
+		var ev api.Event
+		if err := json.Unmarshal([]byte(line), &ev); err != nil || ev.Type == "connection" {
+			continue
+		}
+		if seen[ev.ID] {
+			t.Errorf("event %s (%s) delivered twice", ev.ID, ev.Type)
+		}
+		seen[ev.ID] = true
+		types = append(types, string(ev.Type))
+	}
+	got := strings.Join(types, " ")
+	if !strings.HasPrefix(got, "created joined ") || !strings.HasSuffix(got, " completed") || strings.Count(got, "completed") != 1 {
+		t.Fatalf("events of the session: %q, want created, joined, ..., completed\n%s", got, out)
+	}
+}
+
+// serverName is the name of the node at monitor.
+func serverName(t *testing.T, monitor string) string {
+	t.Helper()
+	var v struct {
+		Name string `json:"server_name"`
+	}
+	getJSON(t, monitor+"/varz", &v)
+	return v.Name
+}
+
+// waitLeaders waits until the node at monitor sees a leader other than
+// dead for every stream.
+func waitLeaders(t *testing.T, monitor, dead string) {
+	t.Helper()
+	deadline := time.Now().Add(startTimeout)
+	for {
+		all := streams(t, monitor)
+		moved := len(all) > 0
+		for _, s := range all {
+			if l := s.Cluster.Leader; l == "" || l == dead {
+				moved = false
+			}
+		}
+		if moved {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("streams still without a leader after %s: %+v", startTimeout, all)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// connections is how many clients the node at monitor serves.
+func connections(t *testing.T, monitor string) int {
+	t.Helper()
+	var v struct {
+		N int `json:"num_connections"`
+	}
+	getJSON(t, monitor+"/connz", &v)
+	return v.N
+}
+
+// jszStream is what the monitoring endpoint /jsz tells of a stream.
+type jszStream struct {
+	Name   string `json:"name"`
+	Config struct {
+		Replicas int `json:"num_replicas"`
+	} `json:"config"`
+	Cluster struct {
+		Leader string `json:"leader"`
+	} `json:"cluster"`
+}
+
+// streams lists the streams the node at monitor knows.
+func streams(t *testing.T, monitor string) []jszStream {
+	t.Helper()
+	var v struct {
+		Accounts []struct {
+			Streams []jszStream `json:"stream_detail"`
+		} `json:"account_details"`
+	}
+	getJSON(t, monitor+"/jsz?streams=true&config=true", &v)
+	var out []jszStream
+	for _, a := range v.Accounts {
+		out = append(out, a.Streams...)
+	}
+	return out
+}
+
+// replicas is the replica count of a stream, as the node at monitor
+// reports it.
+func replicas(t *testing.T, monitor, stream string) int {
+	t.Helper()
+	for _, s := range streams(t, monitor) {
+		if s.Name == stream {
+			return s.Config.Replicas
+		}
+	}
+	t.Fatalf("no stream %s on %s", stream, monitor)
+	return 0
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("%s: %v", url, err)
+	}
+}

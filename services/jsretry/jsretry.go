@@ -1,0 +1,28 @@
+// Package jsretry repeats the JetStream requests that declare a stream, a
+// bucket or a consumer when they go unanswered.
+//
+// Two processes declaring the same stream at once on a NATS cluster may see
+// only one of them answered: the other waits out the request timeout,
+// although the stream now exists. Asking again finds it. A single server
+// answers both, so there this changes nothing.
+package jsretry
+
+import (
+	"context"
+	"errors"
+)
+
+// attempts bounds the tries: a stream that cannot be declared three times
+// in a row has a real problem, which the last error names.
+const attempts = 3
+
+// Do runs fn until it returns something other than a timeout, ctx ends, or
+// it was tried three times, and returns its last result.
+func Do[T any](ctx context.Context, fn func() (T, error)) (T, error) {
+	for try := 1; ; try++ {
+		v, err := fn()
+		if err == nil || try == attempts || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return v, err
+		}
+	}
+}
