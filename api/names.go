@@ -1,8 +1,11 @@
 package api
 
 import (
+	"crypto/rand"
+	"encoding/base32"
 	"fmt"
 	"regexp"
+	"strings"
 )
 
 var (
@@ -26,6 +29,25 @@ func ValidSessionID(id string) error {
 		return Errorf(CodeInvalid, "invalid session id %q", truncate(id, 40))
 	}
 	return nil
+}
+
+// ValidRequestID checks the shape of a request id (RequestIDHeader): that
+// of a session id, which a create's request id becomes.
+func ValidRequestID(id string) error {
+	if !sessionIDRE.MatchString(id) {
+		return Errorf(CodeInvalid, "invalid request id %q: 16 characters of a-z and 2-7", truncate(id, 40))
+	}
+	return nil
+}
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// NewID returns 80 random bits as 16 lower-case base32 characters: a
+// session or request id, short enough to type, too many to guess.
+func NewID() string {
+	var b [10]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
+	return strings.ToLower(idEncoding.EncodeToString(b[:]))
 }
 
 func truncate(s string, n int) string {

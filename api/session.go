@@ -154,6 +154,21 @@ type Session struct {
 	// write, in case the request that wrote it has not published it yet.
 	LastEvent EventType `json:"last_event,omitempty"`
 	LastRole  Role      `json:"last_role,omitempty"`
+
+	// Outbox holds the events of the record's latest write, stored in the
+	// same write: whoever reads the record next publishes them if the
+	// writer died before it could, and the event ids make a second copy
+	// harmless. Request is the id of the request that made that write
+	// (RequestIDHeader). Both stay on the server: replies leave them out.
+	Outbox  []Event `json:"outbox,omitempty"`
+	Request string  `json:"request,omitempty"`
+}
+
+// Public is s as its members see it: without the server's bookkeeping.
+func (s *Session) Public() *Session {
+	c := *s
+	c.Outbox, c.Request, c.LastEvent, c.LastRole = nil, "", "", ""
+	return &c
 }
 
 // RoleOf returns the role user plays in s, or false when user is not a member.

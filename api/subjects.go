@@ -71,6 +71,13 @@ const QueueGroup = "sft"
 // AuthHeader carries the caller's bearer token on every authenticated request.
 const AuthHeader = "Authorization"
 
+// RequestIDHeader names one logical request across the client's retries
+// (the format of a session id: NewRequestID). The session service records
+// the id of each change it writes, so a retried request whose change was
+// already applied is answered as done rather than applied twice or
+// refused; a create's id becomes the session's id.
+const RequestIDHeader = "Sft-Request-Id"
+
 // Watch relay headers: a heartbeat is a request the client must answer, an
 // end marker tells the client the relay stopped and why, and a resume
 // marker beside it says the watch may go on through another replica.

@@ -117,6 +117,7 @@ func ServicePermissions(service string) (*server.Permissions, error) {
 			bucketRead(SessionsBucket), bucketWrite(SessionsBucket), bucketWatch(SessionsBucket),
 			bucketRead(UsersBucket),
 			streamAdmin(api.EventStream), anyConsumer(api.EventStream),
+			[]string{jsAPI + "STREAM.MSG.GET." + api.EventStream}, // is an event in the stream (an outbox flushed late)
 			streamAdmin(TimerStream), anyConsumer(TimerStream),
 		)
 		sub = []string{api.Prefix + ".session.>"}

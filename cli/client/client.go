@@ -32,10 +32,6 @@ func (c *Client) User() string { return c.user }
 // Token is the current bearer token.
 func (c *Client) Token() string { return c.token }
 
-func (c *Client) call(ctx context.Context, subject string, req, rep any) error {
-	return rpc.Call(ctx, c.nc, subject, c.token, req, rep)
-}
-
 // Login authenticates user. The password travels sealed to the auth
 // service's key and the token comes back sealed to a key made for this
 // call only, so neither is readable on the bus.
@@ -57,7 +53,9 @@ func (c *Client) Login(ctx context.Context, user, password string) (api.LoginRep
 	}
 	var rep api.LoginReply
 	req := api.LoginRequest{User: user, SealedPassword: sealedPw, ReplyKey: replyKey.PublicKey()}
-	if err := rpc.Call(ctx, c.nc, api.SubjectAuthLogin, "", req, &rep); err != nil {
+	if err := retry(ctx, func(ctx context.Context) error {
+		return rpc.Call(ctx, c.nc, api.SubjectAuthLogin, "", req, &rep)
+	}); err != nil {
 		return api.LoginReply{}, err
 	}
 	tok, err := replyKey.Open(seal.LoginTokenInfo(user), rep.SealedToken)
@@ -97,7 +95,8 @@ func (c *Client) Resume(ctx context.Context, id string, peerAddrs []string) (*ap
 // connection of this member's side of a joined session.
 func (c *Client) RelayTicket(ctx context.Context, id string) (*api.RelayReply, error) {
 	var r api.RelayReply
-	return &r, c.call(ctx, api.SubjectSessionRelay, api.RelayRequest{SessionID: id}, &r)
+	// Once: "unavailable" here means this server offers no relay.
+	return &r, c.callOnce(ctx, api.SubjectSessionRelay, api.RelayRequest{SessionID: id}, &r)
 }
 
 // Get reads a session.

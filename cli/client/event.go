@@ -119,7 +119,7 @@ func (c *Client) watchOnce(ctx context.Context, sessionID string, pos *watchPos,
 	// A replica that dies while it handles the request never answers; ask
 	// again rather than wait out the whole request timeout.
 	callCtx, cancel := context.WithTimeout(ctx, relaySilence)
-	err = c.call(callCtx, api.SubjectSessionWatch, api.WatchRequest{SessionID: sessionID, Deliver: inbox, AfterSeq: pos.seq, Resume: pos.started}, &rep)
+	err = c.callOnce(callCtx, api.SubjectSessionWatch, api.WatchRequest{SessionID: sessionID, Deliver: inbox, AfterSeq: pos.seq, Resume: pos.started}, &rep)
 	cancel()
 	if api.CodeOf(err) == api.CodeUnavailable || (errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil) {
 		// No live session replica answered; try again.

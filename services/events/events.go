@@ -20,6 +20,10 @@ import (
 // MaxAge is how long events are kept for late watchers.
 const MaxAge = 24 * time.Hour
 
+// DedupWindow is how long the stream remembers an event id: an event
+// published again within it is stored once.
+const DedupWindow = 2 * time.Minute
+
 // EnsureStream creates or updates the event stream, kept on replicas
 // servers of a cluster (1 on a single server; an existing stream is moved
 // to that count). Every service that uses the stream calls it at start, so
@@ -31,7 +35,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) (je
 		Subjects:    []string{api.AllEvents},
 		Storage:     jetstream.FileStorage,
 		MaxAge:      MaxAge,
-		Duplicates:  2 * time.Minute,
+		Duplicates:  DedupWindow,
 		Discard:     jetstream.DiscardOld,
 		Replicas:    max(replicas, 1),
 	}

@@ -35,6 +35,9 @@ const Timeout = 15 * time.Second
 type Caller struct {
 	token.Claims
 	Token string // the raw bearer token, to forward to another service
+	// RequestID names the request across the client's retries
+	// (api.RequestIDHeader); empty when the client sent none.
+	RequestID string
 }
 
 // Verifier checks bearer tokens.
@@ -163,6 +166,12 @@ func (h Handler) serve(ctx context.Context, authed bool, r micro.Request, fn fun
 			return nil, api.Errorf(api.CodeUnauthorized, "%v", err)
 		}
 		c = Caller{Claims: claims, Token: raw}
+		if id := r.Headers().Get(api.RequestIDHeader); id != "" {
+			if err := api.ValidRequestID(id); err != nil {
+				return nil, err
+			}
+			c.RequestID = id
+		}
 	}
 	return fn(ctx, c, r.Data())
 }
@@ -233,6 +242,12 @@ const jsonSpace = " \t\r\n"
 // Call sends req to subject with the bearer token (may be empty) and decodes
 // the reply into rep. Error replies become *api.Error.
 func Call(ctx context.Context, nc *nats.Conn, subject, bearer string, req, rep any) error {
+	return CallID(ctx, nc, subject, bearer, "", req, rep)
+}
+
+// CallID is Call with a request id (api.RequestIDHeader; empty: none), which
+// the caller keeps the same when it sends the request again.
+func CallID(ctx context.Context, nc *nats.Conn, subject, bearer, requestID string, req, rep any) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return fmt.Errorf("encode %s request: %w", subject, err)
@@ -242,6 +257,9 @@ func Call(ctx context.Context, nc *nats.Conn, subject, bearer string, req, rep a
 	if bearer != "" {
 		msg.Header.Set(api.AuthHeader, "Bearer "+bearer)
 	}
+	if requestID != "" {
+		msg.Header.Set(api.RequestIDHeader, requestID)
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, Timeout)
@@ -250,12 +268,20 @@ func Call(ctx context.Context, nc *nats.Conn, subject, bearer string, req, rep a
 	resp, err := nc.RequestMsgWithContext(ctx, msg)
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
-			return api.Errorf(api.CodeUnavailable, "no service answers %s: is the %s service running?", subject, serviceOf(subject))
+			return &noResponders{api.Errorf(api.CodeUnavailable, "no service answers %s: is the %s service running?", subject, serviceOf(subject))}
 		}
 		return fmt.Errorf("request %s: %w", subject, err)
 	}
 	return DecodeReply(subject, resp.Header, resp.Data, rep)
 }
+
+// noResponders is the unavailable error of a request no service answers:
+// it is an *api.Error for callers and still nats.ErrNoResponders, so a
+// caller that retries can tell it apart.
+type noResponders struct{ err *api.Error }
+
+func (e *noResponders) Error() string   { return e.err.Error() }
+func (e *noResponders) Unwrap() []error { return []error{e.err, nats.ErrNoResponders} }
 
 // DecodeReply turns a reply into rep, or into an *api.Error when its
 // headers say it is an error reply. rep may be nil to ignore the body.

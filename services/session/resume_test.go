@@ -340,11 +340,11 @@ func (w *world) testConcurrentResumes(t *testing.T) {
 	}
 }
 
-// testUnpublishedWrite stands in for a replica that wrote a change and has
-// not published its event yet (or died before it could): it changes the
-// stored record directly. The next request on the session publishes the
-// missing event before its own, as that write's own event, not an earlier
-// one again.
+// testUnpublishedWrite stands in for a replica from before the outbox that
+// wrote a change and has not published its event yet (or died before it
+// could): it changes the stored record directly, leaving no outbox. The
+// next request on the session publishes the missing event before its own,
+// as that write's own event, not an earlier one again.
 func (w *world) testUnpublishedWrite(t *testing.T) {
 	st := w.h.Stack.Store
 	tests := []struct {
@@ -451,6 +451,7 @@ func (w *world) testUnpublishedWrite(t *testing.T) {
 			}
 			tc.write(sess)
 			sess.UpdatedAt = time.Now().UTC()
+			sess.Outbox, sess.Request = nil, ""
 			if _, err := st.UpdateSession(ctx, sess, rev, time.Hour); err != nil {
 				t.Fatal(err)
 			}

@@ -6,9 +6,7 @@ package session
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base32"
-	"encoding/json"
+		"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -92,9 +90,10 @@ type Relay struct {
 // Service answers sft.v1.session.*.
 type Service struct {
 	o   Options
-	nc  *nats.Conn
-	js  jetstream.JetStream
-	now func() time.Time
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream // the event stream
+	now    func() time.Time
 
 	watches watchSet
 	open    *openSet
@@ -124,7 +123,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 		return nil, fmt.Errorf("session service: jetstream: %w", err)
 	}
 	s.nc, s.js = nc, js
-	if _, err := events.EnsureStream(ctx, js, s.o.Replicas); err != nil {
+	if s.stream, err = events.EnsureStream(ctx, js, s.o.Replicas); err != nil {
 		return nil, err
 	}
 	if err := s.startTimers(ctx); err != nil {
@@ -169,18 +168,6 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 // Start's context ended).
 func (s *Service) Wait() { s.wg.Wait() }
 
-var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
-
-// newID returns 80 random bits as 16 lower-case base32 characters: short
-// enough to type, too many to guess.
-func newID() (string, error) {
-	var b [10]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", err
-	}
-	return strings.ToLower(idEncoding.EncodeToString(b[:])), nil
-}
-
 func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest) (*api.Session, error) {
 	if err := api.ValidUserName(r.Responder); err != nil {
 		return nil, err
@@ -218,9 +205,12 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 		}
 		return nil, fmt.Errorf("read user: %w", userErr)
 	}
-	id, err := newID()
-	if err != nil {
-		return nil, err
+	// The client's request id becomes the session's id, so a create sent
+	// again after its answer was lost finds its session instead of making
+	// a second one.
+	id := c.RequestID
+	if id == "" {
+		id = api.NewID()
 	}
 	now := s.now().UTC()
 	sess := &api.Session{
@@ -228,34 +218,60 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 		Initiator: c.User, Responder: r.Responder,
 		Manifest: r.Manifest, Listener: api.RoleInitiator, PeerAddrs: r.PeerAddrs, PeerHost: r.PeerHost,
 		CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(s.o.TTL),
-		LastEvent: api.EventCreated, LastRole: api.RoleInitiator,
+		LastEvent: api.EventCreated, LastRole: api.RoleInitiator, Request: c.RequestID,
 	}
-	// The created event goes out before the record becomes visible: the
-	// responder may find the session by listing and join at once, and its
-	// joined event must not overtake this one.
-	// Neither needs the other, so both are in flight at once.
+	sess.Outbox = []api.Event{s.event(sess, 0, 0, api.Event{Type: api.EventCreated, Actor: c.User})}
+	// The expiry timer and the record are independent: both in flight at
+	// once. A timer without its record finds nothing and is dropped; a
+	// record without its timer is failed below, so no session is left
+	// without an end.
 	var (
 		timerErr error
 		sent     sync.WaitGroup
 	)
 	sent.Go(func() { timerErr = s.scheduleExpiry(ctx, sess) })
-	s.publish(ctx, s.event(sess, 0, api.Event{Type: api.EventCreated, Actor: c.User}))
+	rev, err := s.o.Store.CreateSession(ctx, sess, recordTTL(s.o.TTL+s.o.Retention))
 	sent.Wait()
-	if timerErr != nil {
-		// The created event is out; the failed one that follows tells
-		// watchers the session never came to be.
-		sess.State, sess.Reason = api.StateFailed, "the session's expiry could not be scheduled"
-		s.publish(ctx, s.event(sess, 0, api.Event{Type: api.EventFailed, Actor: c.User}))
-		return nil, timerErr
+	if errors.Is(err, store.ErrExists) && c.RequestID != "" {
+		return s.createdBefore(ctx, c, r)
 	}
-	if _, err := s.o.Store.CreateSession(ctx, sess, recordTTL(s.o.TTL+s.o.Retention)); err != nil {
-		sess.State, sess.Reason = api.StateFailed, "the session could not be stored"
-		s.publish(ctx, s.event(sess, 0, api.Event{Type: api.EventFailed, Actor: c.User}))
+	if err != nil {
 		return nil, fmt.Errorf("store session: %w", err)
 	}
+	if timerErr != nil {
+		sess.State, sess.Reason = api.StateFailed, "the session's expiry could not be scheduled"
+		created := sess.Outbox[0] // perhaps not published yet: it goes with the failure
+		s.setOutbox(sess, rev, c.RequestID, api.Event{Type: api.EventFailed, Actor: c.User})
+		sess.Outbox = append([]api.Event{created}, sess.Outbox...)
+		if _, werr := s.write(ctx, sess, rev); werr == nil {
+			s.publish(ctx, sess.Outbox...)
+		}
+		return nil, timerErr
+	}
+	// The created event goes out after the record is stored: a member's
+	// request that finds the record first publishes it first (flush), so
+	// its own event never overtakes this one.
+	s.publish(ctx, sess.Outbox...)
 	s.o.Metrics.Session(string(api.EventCreated))
 	s.o.Logger.Info("session created", "session", id, "initiator", c.User, "responder", r.Responder)
-	return sess, nil
+	return sess.Public(), nil
+}
+
+// createdBefore answers a create sent again: the session its first attempt
+// stored, if the caller made it with this request, after publishing what
+// that attempt may not have.
+func (s *Service) createdBefore(ctx context.Context, c rpc.Caller, r *api.CreateRequest) (*api.Session, error) {
+	sess, rev, err := s.load(ctx, c.RequestID)
+	if err != nil {
+		return nil, err
+	}
+	if sess.Initiator != c.User || sess.Request != c.RequestID || sess.Responder != r.Responder {
+		return nil, api.Errorf(api.CodeConflict, "request id %s names another session: send the request with a new id", c.RequestID)
+	}
+	if err := s.flush(ctx, sess, rev); err != nil {
+		return nil, err
+	}
+	return sess.Public(), nil
 }
 
 // maxPeerHost bounds the listener's opaque host identifier.
@@ -320,10 +336,15 @@ func (s *Service) load(ctx context.Context, id string) (*api.Session, uint64, er
 		if sess.State.Terminal() || s.now().Before(sess.ExpiresAt) {
 			return sess, rev, nil
 		}
-		prior := s.recentEvents(sess, rev)
+		// The events of the last write first, in case its writer died
+		// before it published them: a watcher must see them before this.
+		if err := s.flush(ctx, sess, rev); err != nil {
+			return nil, 0, err
+		}
 		sess.State = api.StateExpired
 		sess.Reason = fmt.Sprintf("session expired after %s without completing", s.o.TTL)
-		sess.LastEvent, sess.LastRole = api.EventExpired, ""
+		s.setOutbox(sess, rev, "", api.Event{Type: api.EventExpired, Reason: sess.Reason})
+		sess.LastRole = ""
 		newRev, err := s.write(ctx, sess, rev)
 		if errors.Is(err, store.ErrConflict) {
 			continue
@@ -332,31 +353,50 @@ func (s *Service) load(ctx context.Context, id string) (*api.Session, uint64, er
 			return nil, 0, err
 		}
 		s.o.Metrics.Session(string(api.EventExpired))
-		s.publish(ctx, append(s.past(prior), s.event(sess, newRev, api.Event{Type: api.EventExpired, Reason: sess.Reason}))...)
+		s.publish(ctx, sess.Outbox...)
 		return sess, newRev, nil
 	}
 	return nil, 0, api.Errorf(api.CodeConflict, "session %s is changing too fast; retry", id)
 }
 
+// errDone is what a change returns when the request's effect is already in
+// the record (a retry whose answer was lost, after another write): the
+// answer is the session as it is, and nothing is written.
+var errDone = errors.New("already done")
+
 // mutate applies change to the caller's session with compare-and-set,
-// retrying on a concurrent write, and publishes the events change returns.
+// retrying on a concurrent write. The events change returns are stored
+// with the write (the outbox) and then published; the previous write's
+// events are published first, in case their writer died before it could,
+// so that every event reaches the stream, in order.
 func (s *Service) mutate(ctx context.Context, c rpc.Caller, id string, change func(*api.Session, api.Role) ([]api.Event, error)) (*api.Session, error) {
 	for range 10 {
 		sess, rev, role, err := s.member(ctx, c, id)
 		if err != nil {
 			return nil, err
 		}
-		prior := s.recentEvents(sess, rev)
+		if err := s.flush(ctx, sess, rev); err != nil {
+			return nil, err
+		}
+		if c.RequestID != "" && sess.Request == c.RequestID {
+			// Sent again after its answer was lost: it was applied.
+			return sess.Public(), nil
+		}
 		evs, err := change(sess, role)
+		if errors.Is(err, errDone) {
+			return sess.Public(), nil
+		}
 		if err != nil {
 			return nil, err
 		}
-		if len(evs) > 0 {
-			// A live session's write yields one event; recentEvents
-			// rebuilds it from these two fields.
-			sess.LastEvent, sess.LastRole = evs[0].Type, role
+		for i := range evs {
+			evs[i].Actor = c.User
 		}
-		newRev, err := s.write(ctx, sess, rev)
+		s.setOutbox(sess, rev, c.RequestID, evs...)
+		if len(evs) > 0 {
+			sess.LastRole = role
+		}
+		_, err = s.write(ctx, sess, rev)
 		if errors.Is(err, store.ErrConflict) {
 			continue
 		}
@@ -364,16 +404,74 @@ func (s *Service) mutate(ctx context.Context, c rpc.Caller, id string, change fu
 			return nil, err
 		}
 		s.count(sess, evs)
-		out := s.past(prior)
-		for i, ev := range evs {
-			ev.Actor = c.User
-			// Several events from one write share the revision; the index keeps ids unique.
-			out = append(out, s.event(sess, newRev*8+uint64(i), ev))
-		}
-		s.publish(ctx, out...)
-		return sess, nil
+		s.publish(ctx, sess.Outbox...)
+		return sess.Public(), nil
 	}
 	return nil, api.Errorf(api.CodeConflict, "session %s is changing too fast; retry", id)
+}
+
+// setOutbox makes evs the outbox of the write that builds on revision rev,
+// made by request (may be empty).
+func (s *Service) setOutbox(sess *api.Session, rev uint64, request string, evs ...api.Event) {
+	out := make([]api.Event, len(evs))
+	for i, ev := range evs {
+		out[i] = s.event(sess, rev, i, ev)
+	}
+	sess.Outbox, sess.Request = out, request
+	if len(evs) > 0 {
+		// Read by replicas that predate the outbox (recentEvents).
+		sess.LastEvent = evs[0].Type
+	}
+}
+
+// flush publishes the events of sess's latest write that may not be in
+// the stream yet. Within the stream's de-duplication window a second copy
+// is dropped by the stream, so they are simply published again; past it,
+// each is looked up first. A record written before the outbox existed has
+// its latest event rebuilt (recentEvents).
+func (s *Service) flush(ctx context.Context, sess *api.Session, rev uint64) error {
+	evs := sess.Outbox
+	if len(evs) == 0 {
+		evs = s.past(s.recentEvents(sess, rev))
+	}
+	if len(evs) == 0 {
+		return nil
+	}
+	if s.now().Sub(sess.UpdatedAt) > republishBlindly {
+		var err error
+		if evs, err = s.unpublished(ctx, evs); err != nil {
+			return err
+		}
+	}
+	if err := events.Publish(ctx, s.js, evs...); err != nil {
+		s.o.Metrics.PublishFailed(api.EventStream)
+		return err
+	}
+	return nil
+}
+
+// republishBlindly is how long after a write its events may be published
+// again without a look at the stream: well inside the stream's
+// de-duplication window (events.DedupWindow).
+const republishBlindly = events.DedupWindow / 2
+
+// unpublished keeps the events the stream does not hold. The events of the
+// latest write are the session's latest of their type, so each is in the
+// stream if and only if it is the last message on its subject.
+func (s *Service) unpublished(ctx context.Context, evs []api.Event) ([]api.Event, error) {
+	var out []api.Event
+	for _, ev := range evs {
+		m, err := s.stream.GetLastMsgForSubject(ctx, api.EventSubject(ev.Session, ev.Type))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("look up %s event of session %s: %w", ev.Type, ev.Session, err)
+		case m.Header.Get(jetstream.MsgIDHeader) == ev.ID:
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out, nil
 }
 
 // count records the state changes of one write in the metrics; a
@@ -398,20 +496,15 @@ type pastEvent struct {
 	ev   api.Event
 }
 
-// republishWithin is how recent the write a request builds on must be for
-// the request to publish that write's events again. Past it, the request
-// that wrote has certainly published (it is bounded by rpc.Timeout); well
-// inside it, the stream's de-duplication window (events.EnsureStream) keeps
-// one copy of the repeated event.
+// republishWithin is how recent a write without an outbox must be for its
+// event to be rebuilt: past it, the request that wrote has certainly
+// published (it is bounded by rpc.Timeout).
 const republishWithin = 2 * rpc.Timeout
 
 // recentEvents rebuilds the event of the write that left a live session
-// at revision rev, if that write is recent: a join, a resume or a first
-// report. A request publishes it before its own because the request that
-// wrote it may not have published yet (it writes, then publishes; another
-// replica can read in between), and a watcher must not see "completed"
-// before the other member's "reported" and stop there. The id is that
-// request's, so the stream keeps the first copy whoever sends it.
+// at revision rev, for a record written by a replica that predates the
+// outbox, if that write is recent: a join, a resume or a first report. The
+// id is the one that replica gave it, so the stream keeps one copy.
 func (s *Service) recentEvents(sess *api.Session, rev uint64) []pastEvent {
 	if sess.State.Terminal() || s.now().Sub(sess.UpdatedAt) > republishWithin {
 		// Ended: the caller's change is refused, so nothing builds on it.
@@ -487,7 +580,8 @@ func dialer(sess *api.Session) api.Role {
 func (s *Service) past(evs []pastEvent) []api.Event {
 	out := make([]api.Event, 0, len(evs))
 	for _, p := range evs {
-		out = append(out, s.event(&p.sess, p.seq, p.ev))
+		p.ev.ID = fmt.Sprintf("%s.%d.%s", p.sess.ID, p.seq, p.ev.Type) // the older replicas' id
+		out = append(out, s.event(&p.sess, 0, 0, p.ev))
 	}
 	return out
 }
@@ -513,10 +607,14 @@ func (s *Service) write(ctx context.Context, sess *api.Session, rev uint64) (uin
 // reaches its expiry, would otherwise be refused by the store.
 func recordTTL(d time.Duration) time.Duration { return max(d, time.Second) }
 
-// event fills in what every event of sess carries. seq orders the writes
-// of one session and makes the event id, the stream's de-duplication id.
-func (s *Service) event(sess *api.Session, seq uint64, ev api.Event) api.Event {
-	ev.ID = fmt.Sprintf("%s.%d.%s", sess.ID, seq, ev.Type)
+// event fills in what every event of sess carries: the event the i-th of
+// the write that builds on revision rev. The id, the stream's
+// de-duplication id, is unique because only one write can build on a
+// revision (compare-and-set).
+func (s *Service) event(sess *api.Session, rev uint64, i int, ev api.Event) api.Event {
+	if ev.ID == "" {
+		ev.ID = fmt.Sprintf("%s.%d.%d.%s", sess.ID, rev, i, ev.Type)
+	}
 	ev.Session, ev.State = sess.ID, sess.State
 	ev.Initiator, ev.Responder = sess.Initiator, sess.Responder
 	if ev.Reason == "" && sess.State.Terminal() {
@@ -608,7 +706,10 @@ func (s *Service) resume(ctx context.Context, c rpc.Caller, r *api.ResumeRequest
 
 func (s *Service) get(ctx context.Context, c rpc.Caller, r *api.SessionRequest) (*api.Session, error) {
 	sess, _, _, err := s.member(ctx, c, r.SessionID)
-	return sess, err
+	if err != nil {
+		return nil, err
+	}
+	return sess.Public(), nil
 }
 
 func (s *Service) list(ctx context.Context, c rpc.Caller, r *api.ListRequest) (*api.ListReply, error) {
@@ -624,7 +725,7 @@ func (s *Service) list(ctx context.Context, c rpc.Caller, r *api.ListRequest) (*
 			sess.State = api.StateExpired
 		}
 		if r.State == "" || sess.State == r.State {
-			out = append(out, *sess)
+			out = append(out, *sess.Public())
 		}
 	}
 	slices.SortFunc(out, func(a, b api.Session) int { return b.CreatedAt.Compare(a.CreatedAt) })
@@ -701,6 +802,11 @@ func (s *Service) report(ctx context.Context, c rpc.Caller, r *api.ReportRequest
 	}
 	rep.At = s.now().UTC()
 	return s.mutate(ctx, c, r.SessionID, func(sess *api.Session, role api.Role) ([]api.Event, error) {
+		if prev, done := sess.Reports[role]; done && sameOutcome(prev, rep) {
+			// This report, sent again after its answer was lost; the
+			// session may have ended since (the other member's report).
+			return nil, errDone
+		}
 		switch {
 		case sess.State == api.StateWaiting:
 			return nil, api.Errorf(api.CodeConflict, "session %s has not been joined yet: nothing to report", sess.ID)
@@ -736,6 +842,12 @@ func (s *Service) report(ctx context.Context, c rpc.Caller, r *api.ReportRequest
 			a.Bytes, a.CRC32C, b.Bytes, b.CRC32C)
 		return append(evs, api.Event{Type: api.EventFailed}), nil
 	})
+}
+
+// sameOutcome tells whether two reports say the same (their times aside).
+func sameOutcome(a, b api.Report) bool {
+	a.At, b.At = time.Time{}, time.Time{}
+	return a == b
 }
 
 func (s *Service) cancel(ctx context.Context, c rpc.Caller, r *api.CancelRequest) (*api.Session, error) {

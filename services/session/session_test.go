@@ -38,6 +38,8 @@ func TestSession(t *testing.T) {
 	t.Run("JoinListener", w.testJoinListener)
 	t.Run("Resume", w.testResume)
 	t.Run("UnpublishedWrite", w.testUnpublishedWrite)
+	t.Run("Outbox", w.testOutbox)
+	t.Run("RetriedRequests", w.testRetriedRequests)
 	t.Run("GetAndList", w.testGetAndList)
 	t.Run("LazyExpiry", w.testLazyExpiry)
 	t.Run("SessionWatch", w.testSessionWatch)
@@ -264,8 +266,12 @@ func (w *world) testStateMachine(t *testing.T) {
 			steps:      []step{join, rep("bob", otherLen, "", api.StateJoined), rep("alice", okA, "", api.StateFailed)},
 			wantReason: []string{"mismatch"},
 		},
-		{name: "second report by one role", steps: []step{join, rep("alice", okA, "", api.StateJoined), rep("alice", okA, api.CodeConflict, "")}},
-		{name: "report after completed", steps: []step{join, rep("alice", okA, "", api.StateJoined), rep("bob", okB, "", api.StateCompleted), rep("bob", okB, api.CodeConflict, "")}},
+		// The same report again is a retry whose answer was lost: answered
+		// as done, the session as it is. Another report is refused.
+		{name: "same report again", steps: []step{join, rep("alice", okA, "", api.StateJoined), rep("alice", okA, "", api.StateJoined)}},
+		{name: "second, different report by one role", steps: []step{join, rep("alice", okA, "", api.StateJoined), rep("alice", checks("other"), api.CodeConflict, "")}},
+		{name: "same report after completed", steps: []step{join, rep("alice", okA, "", api.StateJoined), rep("bob", okB, "", api.StateCompleted), rep("bob", okB, "", api.StateCompleted)}},
+		{name: "different report after completed", steps: []step{join, rep("alice", okA, "", api.StateJoined), rep("bob", okB, "", api.StateCompleted), rep("bob", failure("late"), api.CodeConflict, "")}},
 		{name: "report after failed", steps: []step{join, rep("alice", failure("x"), "", api.StateFailed), rep("bob", okB, api.CodeConflict, "")}},
 		{name: "report after cancel", steps: []step{join, cancel("alice", "", api.StateCancelled), rep("bob", okB, api.CodeConflict, "")}},
 		{name: "initiator cancels waiting", steps: []step{cancel("alice", "", api.StateCancelled)}, wantReason: []string{"cancelled by alice (initiator)", "changed my mind"}},

@@ -90,8 +90,13 @@ func (s *Service) fire(ctx context.Context, m jetstream.Msg) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	// load moves a live session past its expiry to expired and publishes the event.
-	_, _, err := s.load(ctx, t.Session)
+	// load moves a live session past its expiry to expired and publishes
+	// the event; a session that ended before has the events of its last
+	// write published if its writer died before it could.
+	sess, rev, err := s.load(ctx, t.Session)
+	if err == nil {
+		err = s.flush(ctx, sess, rev)
+	}
 	var apiErr *api.Error
 	if err != nil && (!errors.As(err, &apiErr) || apiErr.Code != api.CodeNotFound) {
 		s.o.Logger.Warn("expiry timer failed; will retry", "session", t.Session, "err", err)

@@ -95,11 +95,7 @@ func (s *Service) watch(ctx context.Context, c rpc.Caller, r *api.WatchRequest) 
 		s.watches.release(c.User)
 		return nil, fmt.Errorf("watch: ordered consumer: %w", err)
 	}
-	id, err := newID()
-	if err != nil {
-		s.watches.release(c.User)
-		return nil, err
-	}
+	id := api.NewID()
 	s.o.Logger.Debug("watch started", "watch", id, "user", c.User, "session", r.SessionID, "after_seq", after)
 	s.wg.Go(func() {
 		defer s.watches.release(c.User)
@@ -151,6 +147,11 @@ func (s *Service) relay(ctx context.Context, c rpc.Caller, r *api.WatchRequest, 
 	}
 	defer cc.Stop()
 
+	// A consumer made before this replica's connection moved to another
+	// node (its node died) may never hear from the stream again, and
+	// heartbeats do not always tell: after a reconnect the relay ends
+	// as stalled and the watcher resumes from its last event.
+	reconnects := s.nc.Stats().Reconnects
 	hb := time.NewTicker(heartbeatEvery)
 	defer hb.Stop()
 	expiry := time.NewTimer(time.Until(c.ExpiresAt))
@@ -164,6 +165,9 @@ func (s *Service) relay(ctx context.Context, c rpc.Caller, r *api.WatchRequest, 
 		case <-stalled:
 			return reasonStalled
 		case <-hb.C:
+			if s.nc.Stats().Reconnects != reconnects {
+				return reasonStalled
+			}
 			ping := nats.NewMsg(r.Deliver)
 			ping.Header.Set(api.HeartbeatHeader, "1")
 			if _, err := s.nc.RequestMsg(ping, heartbeatTimeout); err != nil {
