@@ -6,7 +6,7 @@ package session
 
 import (
 	"context"
-		"encoding/json"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -89,7 +89,7 @@ type Relay struct {
 
 // Service answers sft.v1.session.*.
 type Service struct {
-	o   Options
+	o      Options
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream // the event stream
