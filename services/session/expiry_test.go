@@ -87,6 +87,28 @@ func TestExpiry(t *testing.T) {
 		t.Errorf("%d sessions still waiting", len(list))
 	}
 
+	// A session whose last write was stored and never published (its
+	// replica died in between) gets those events from its timer, once,
+	// even with nobody coming back to it.
+	lost := w.joined(t)
+	if _, err := w.alice.Report(ctx, lost.ID, checks("x")); err != nil {
+		t.Fatal(err)
+	}
+	sess, rev, err := w.h.Stack.Store.GetSession(ctx, lost.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	completeUnpublished(sess)
+	if _, err := w.h.Stack.Store.UpdateSession(ctx, sess, rev, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the completion's events published by the timer", func() bool {
+		return eventCounts(t, w.svc, lost.ID)[api.EventCompleted] == 1
+	})
+	checkCounts(t, eventCounts(t, w.svc, lost.ID), map[api.EventType]uint64{
+		api.EventCreated: 1, api.EventJoined: 1, api.EventReported: 2, api.EventCompleted: 1,
+	})
+
 	// A session that ended in time is left alone by its timer.
 	done := w.create(t, "alice", "bob")
 	if _, err := w.alice.Cancel(ctx, done.ID, ""); err != nil {

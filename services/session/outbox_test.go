@@ -2,6 +2,7 @@ package session_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -36,19 +37,7 @@ func (w *world) testOutbox(t *testing.T) {
 			t.Fatal(err)
 		}
 		if !published {
-			rep := checks("x")
-			rep.At = time.Now().UTC()
-			sess.Reports[api.RoleResponder] = rep
-			sess.State = api.StateCompleted
-			ev := func(typ api.EventType, n int) api.Event {
-				return api.Event{
-					ID: sess.ID + ".test." + string(rune('0'+n)) + "." + string(typ), Type: typ, Session: sess.ID,
-					State: api.StateCompleted, Initiator: "alice", Responder: "bob", Actor: "bob", At: rep.At,
-				}
-			}
-			reported := ev(api.EventReported, 0)
-			reported.Role, reported.Report = api.RoleResponder, &rep
-			sess.Outbox = []api.Event{reported, ev(api.EventCompleted, 1)}
+			completeUnpublished(sess)
 		}
 		sess.UpdatedAt = time.Now().Add(-age).UTC()
 		if _, err := st.UpdateSession(ctx, sess, rev, time.Hour); err != nil {
@@ -160,4 +149,23 @@ func (w *world) testRetriedRequests(t *testing.T) {
 	if api.CodeOf(err) != api.CodeInvalid || !strings.Contains(err.Error(), "request id") {
 		t.Errorf("a malformed request id: %v, want invalid", err)
 	}
+}
+
+// completeUnpublished makes sess, joined with alice's report, the record of
+// bob's report that completes it, as a replica stores it before it
+// publishes the events in the outbox.
+func completeUnpublished(sess *api.Session) {
+	rep := checks("x")
+	rep.At = time.Now().UTC()
+	sess.Reports[api.RoleResponder] = rep
+	sess.State = api.StateCompleted
+	ev := func(typ api.EventType, n int) api.Event {
+		return api.Event{
+			ID: fmt.Sprintf("%s.test.%d.%s", sess.ID, n, typ), Type: typ, Session: sess.ID,
+			State: api.StateCompleted, Initiator: "alice", Responder: "bob", Actor: "bob", At: rep.At,
+		}
+	}
+	reported := ev(api.EventReported, 0)
+	reported.Role, reported.Report = api.RoleResponder, &rep
+	sess.Outbox = []api.Event{reported, ev(api.EventCompleted, 1)}
 }

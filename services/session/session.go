@@ -221,32 +221,16 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 		LastEvent: api.EventCreated, LastRole: api.RoleInitiator, Request: c.RequestID,
 	}
 	sess.Outbox = []api.Event{s.event(sess, 0, 0, api.Event{Type: api.EventCreated, Actor: c.User})}
-	// The expiry timer and the record are independent: both in flight at
-	// once. A timer without its record finds nothing and is dropped; a
-	// record without its timer is failed below, so no session is left
-	// without an end.
-	var (
-		timerErr error
-		sent     sync.WaitGroup
-	)
-	sent.Go(func() { timerErr = s.scheduleExpiry(ctx, sess) })
-	rev, err := s.o.Store.CreateSession(ctx, sess, recordTTL(s.o.TTL+s.o.Retention))
-	sent.Wait()
-	if errors.Is(err, store.ErrExists) && c.RequestID != "" {
-		return s.createdBefore(ctx, c, r)
+	// The expiry timer first: a timer without its record finds nothing
+	// and is dropped, but a record without its timer would never end.
+	if err := s.scheduleExpiry(ctx, sess); err != nil {
+		return nil, err
 	}
-	if err != nil {
-		return nil, fmt.Errorf("store session: %w", err)
-	}
-	if timerErr != nil {
-		sess.State, sess.Reason = api.StateFailed, "the session's expiry could not be scheduled"
-		created := sess.Outbox[0] // perhaps not published yet: it goes with the failure
-		s.setOutbox(sess, rev, c.RequestID, api.Event{Type: api.EventFailed, Actor: c.User})
-		sess.Outbox = append([]api.Event{created}, sess.Outbox...)
-		if _, werr := s.write(ctx, sess, rev); werr == nil {
-			s.publish(ctx, sess.Outbox...)
+	if _, err := s.o.Store.CreateSession(ctx, sess, recordTTL(s.o.TTL+s.o.Retention)); err != nil {
+		if errors.Is(err, store.ErrExists) && c.RequestID != "" {
+			return s.createdBefore(ctx, c, r)
 		}
-		return nil, timerErr
+		return nil, fmt.Errorf("store session: %w", err)
 	}
 	// The created event goes out after the record is stored: a member's
 	// request that finds the record first publishes it first (flush), so

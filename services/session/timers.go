@@ -70,7 +70,8 @@ func (s *Service) scheduleExpiry(ctx context.Context, sess *api.Session) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.js.Publish(ctx, timerSubject(sess.ID), b); err != nil {
+	// A create sent again schedules its session's timer once.
+	if _, err := s.js.Publish(ctx, timerSubject(sess.ID), b, jetstream.WithMsgID(sess.ID)); err != nil {
 		s.o.Metrics.PublishFailed(timerStream)
 		return fmt.Errorf("schedule expiry of session %s: %w", sess.ID, err)
 	}
