@@ -69,8 +69,15 @@ func TestNATSCluster(t *testing.T) {
 	transfer := transfers(t, dir, 4<<20, as, bin)
 	transfer("first", func(string) {})
 	for _, s := range []string{api.EventStream, "SFT_TIMERS", "KV_SFT_SESSIONS", "KV_SFT_REVOKED_TOKENS"} {
-		if n := replicas(t, nodes[0].Monitor, s); n != 3 {
+		if n := stream(t, nodes[0].Monitor, s).Config.Replicas; n != 3 {
 			t.Errorf("stream %s has %d replicas, want 3 (nats.replicas)", s, n)
+		}
+	}
+	// A follower may answer a direct read before it has a write: the
+	// state store reads from the leader.
+	for _, s := range []string{"KV_SFT_SESSIONS", "KV_SFT_USERS", "KV_SFT_KEYS"} {
+		if stream(t, nodes[0].Monitor, s).Config.AllowDirect {
+			t.Errorf("bucket %s allows direct reads on 3 replicas", s)
 		}
 	}
 
@@ -172,7 +179,8 @@ func connections(t *testing.T, monitor string) int {
 type jszStream struct {
 	Name   string `json:"name"`
 	Config struct {
-		Replicas int `json:"num_replicas"`
+		Replicas    int  `json:"num_replicas"`
+		AllowDirect bool `json:"allow_direct"`
 	} `json:"config"`
 	Cluster struct {
 		Leader string `json:"leader"`
@@ -195,17 +203,16 @@ func streams(t *testing.T, monitor string) []jszStream {
 	return out
 }
 
-// replicas is the replica count of a stream, as the node at monitor
-// reports it.
-func replicas(t *testing.T, monitor, stream string) int {
+// stream is a stream as the node at monitor reports it.
+func stream(t *testing.T, monitor, name string) jszStream {
 	t.Helper()
 	for _, s := range streams(t, monitor) {
-		if s.Name == stream {
-			return s.Config.Replicas
+		if s.Name == name {
+			return s
 		}
 	}
-	t.Fatalf("no stream %s on %s", stream, monitor)
-	return 0
+	t.Fatalf("no stream %s on %s", name, monitor)
+	return jszStream{}
 }
 
 func getJSON(t *testing.T, url string, v any) {

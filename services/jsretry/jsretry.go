@@ -10,18 +10,34 @@ package jsretry
 import (
 	"context"
 	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // attempts bounds the tries: a stream that cannot be declared three times
 // in a row has a real problem, which the last error names.
 const attempts = 3
 
-// Do runs fn until it returns something other than a timeout, ctx ends, or
-// it was tried three times, and returns its last result.
+// notFoundPause is the wait before asking again about a stream not found.
+const notFoundPause = 250 * time.Millisecond
+
+// Do runs fn until it returns something other than a timeout or "stream
+// not found", ctx ends, or it was tried three times, and returns its last
+// result.
 func Do[T any](ctx context.Context, fn func() (T, error)) (T, error) {
 	for try := 1; ; try++ {
 		v, err := fn()
-		if err == nil || try == attempts || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+		switch {
+		case err == nil || try == attempts || ctx.Err() != nil:
+			return v, err
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			select {
+			case <-ctx.Done():
+				return v, err
+			case <-time.After(notFoundPause):
+			}
+		case !errors.Is(err, context.DeadlineExceeded):
 			return v, err
 		}
 	}

@@ -5,11 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func TestDo(t *testing.T) {
 	timeout := fmt.Errorf("create stream: %w", context.DeadlineExceeded)
 	other := errors.New("stream name already in use with a different configuration")
+	notYet := fmt.Errorf("bucket status: %w", jetstream.ErrStreamNotFound)
 	for _, tc := range []struct {
 		name  string
 		errs  []error // what each try returns; the last repeats
@@ -20,6 +23,8 @@ func TestDo(t *testing.T) {
 		{"answered on the second try", []error{timeout, nil}, 2, nil},
 		{"refused: not asked again", []error{other}, 1, other},
 		{"never answered", []error{timeout}, attempts, timeout},
+		{"just created, found on the second try", []error{notYet, nil}, 2, nil},
+		{"never found", []error{notYet}, attempts, notYet},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tries := 0

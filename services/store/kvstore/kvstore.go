@@ -149,12 +149,19 @@ func openBucket(ctx context.Context, js jetstream.JetStream, bucket string, repl
 	case err != nil:
 		return nil, fmt.Errorf("kvstore: open bucket %s: %w", bucket, err)
 	}
-	st, err := kv.Status(ctx)
+	st, err := jsretry.Do(ctx, func() (jetstream.KeyValueStatus, error) { return kv.Status(ctx) })
 	if err != nil {
 		return nil, fmt.Errorf("kvstore: bucket %s status: %w", bucket, err)
 	}
-	if err := setReplicas(ctx, js, st, replicas, log); err != nil {
+	changed, err := fitReplicas(ctx, js, st, replicas, log)
+	if err != nil {
 		return nil, fmt.Errorf("kvstore: bucket %s: %w", bucket, err)
+	}
+	if changed {
+		// The handle chose direct or leader reads from the old config.
+		if kv, err = jsretry.Do(ctx, func() (jetstream.KeyValue, error) { return js.KeyValue(ctx, bucket) }); err != nil {
+			return nil, fmt.Errorf("kvstore: open bucket %s: %w", bucket, err)
+		}
 	}
 	if markerTTL > 0 {
 		if st.LimitMarkerTTL() <= 0 {
@@ -165,25 +172,30 @@ func openBucket(ctx context.Context, js jetstream.JetStream, bucket string, repl
 	return kv, nil
 }
 
-// setReplicas moves a bucket made with another replica count (before the
+// fitReplicas moves a bucket made with another replica count (before the
 // store joined a cluster, or with another nats.replicas) to replicas: only
-// that field of its stream changes, so its data and limits stay.
-func setReplicas(ctx context.Context, js jetstream.JetStream, st jetstream.KeyValueStatus, replicas int, log *slog.Logger) error {
+// that and the read path of its stream change, so its data and limits
+// stay. On more than one replica, reads go to the stream's leader: direct
+// reads may be answered by a follower that has not applied the latest
+// write yet, and a session just created would look missing. It reports
+// whether it changed the stream.
+func fitReplicas(ctx context.Context, js jetstream.JetStream, st jetstream.KeyValueStatus, replicas int, log *slog.Logger) (bool, error) {
 	bs, ok := st.(*jetstream.KeyValueBucketStatus)
 	if !ok {
-		return nil
+		return false, nil
 	}
 	cfg := bs.StreamInfo().Config
-	if cfg.Replicas == replicas {
-		return nil
+	direct := replicas == 1
+	if cfg.Replicas == replicas && cfg.AllowDirect == direct {
+		return false, nil
 	}
-	log.Info("changing the replica count of a KV bucket", "bucket", st.Bucket(), "from", cfg.Replicas, "to", replicas)
+	log.Info("fitting a KV bucket to the replica count", "bucket", st.Bucket(), "from", cfg.Replicas, "to", replicas, "direct_reads", direct)
 	from := cfg.Replicas
-	cfg.Replicas = replicas
+	cfg.Replicas, cfg.AllowDirect = replicas, direct
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		return fmt.Errorf("change its replica count from %d to nats.replicas %d (does the cluster have that many JetStream servers?): %w", from, replicas, err)
+		return false, fmt.Errorf("change its replica count from %d to nats.replicas %d (does the cluster have that many JetStream servers?): %w", from, replicas, err)
 	}
-	return nil
+	return true, nil
 }
 
 // Ping checks that JetStream answers for the store: it reads the user
