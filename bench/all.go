@@ -56,6 +56,7 @@ func runAll(ctx context.Context, o options, env []string, stdout io.Writer) erro
 	}
 	steps := []step{
 		{caseRawTCP, withFile(caseRawTCP, func(src string) *Case { return benchRawTCP(ctx, o, dir, src) })},
+		{caseFloor, withFile(caseFloor, func(src string) *Case { return benchFloor(ctx, o, dir, src, env) })},
 		{caseSFT, withFile(caseSFT, func(src string) *Case { return benchSFT(ctx, o, dir, src, env, sftDirect) })},
 		{caseSFTRelay, withFile(caseSFTRelay, func(src string) *Case { return benchSFT(ctx, o, dir, src, env, sftRelay) })},
 	}
@@ -73,6 +74,8 @@ func runAll(ctx context.Context, o options, env []string, stdout io.Writer) erro
 		step{caseLifecycleEmbedded, func() *Case { return benchLifecycleEmbedded(ctx, o, dir) }},
 		step{caseLifecycleRedis, func() *Case { return benchLifecycleRedis(ctx, o, dir, env) }},
 		step{caseLogin, func() *Case { return benchLogin(ctx, o, dir) }},
+		step{caseClusterOne, func() *Case { return benchCluster(ctx, o, dir, env, 1) }},
+		step{caseClusterThree, func() *Case { return benchCluster(ctx, o, dir, env, 3) }},
 	)
 	for _, st := range steps {
 		if err := ctx.Err(); err != nil {

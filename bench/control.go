@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli/client"
+	"github.com/sftproject/sft/internal/procstat"
 	"github.com/sftproject/sft/services/auth"
 )
 
@@ -35,10 +37,11 @@ type pair struct {
 
 // lifecycles drives o.pairs pairs through create → join → key (both) →
 // report (both) → completed for o.cpDuration per run, with no file bytes.
-// With serverCPU (the CPU time the server side has used so far, when it
-// runs in processes of its own), it also reports the server side's CPU per
-// lifecycle and the rate that CPU would allow on this machine's cores if
-// the clients ran elsewhere.
+// It reports the CPU per lifecycle of every process involved: this one
+// (the clients, and an embedded stack) and, with serverCPU (the CPU time
+// the server side has used so far, when it runs in processes of its own),
+// the server side, whose share it also reports with the rate that CPU
+// would allow on this machine's cores if the clients ran elsewhere.
 func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU func() (time.Duration, error)) *Case {
 	pairs := make([]pair, o.pairs)
 	var conns []*nats.Conn
@@ -85,6 +88,10 @@ func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU f
 				return err
 			}
 		}
+		self0, err := procstat.CPU(os.Getpid())
+		if err != nil {
+			return err
+		}
 		t0 := time.Now()
 		for _, p := range pairs {
 			wg.Go(func() {
@@ -124,14 +131,25 @@ func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU f
 			c.add("join p50", "ms", percentile(steps.join, 0.5))
 			c.add("keys (both) p50", "ms", percentile(steps.keys, 0.5))
 			c.add("reports (both) p50", "ms", percentile(steps.reports, 0.5))
-			if serverCPU != nil && done.Load() > 0 {
-				cpu1, err := serverCPU()
+			if n := done.Load(); n > 0 {
+				self1, err := procstat.CPU(os.Getpid())
 				if err != nil {
 					return err
 				}
-				per := (cpu1 - cpu0) / time.Duration(done.Load())
-				c.add("server CPU per lifecycle", "ms", float64(per)/1e6)
-				c.add("server-side capacity", "/s", float64(runtime.NumCPU())*float64(time.Second)/float64(per))
+				var server time.Duration
+				if serverCPU != nil {
+					cpu1, err := serverCPU()
+					if err != nil {
+						return err
+					}
+					server = cpu1 - cpu0
+				}
+				c.add("CPU per lifecycle", "ms", float64(server+self1-self0)/1e6/float64(n))
+				if serverCPU != nil {
+					per := server / time.Duration(n)
+					c.add("server CPU per lifecycle", "ms", float64(per)/1e6)
+					c.add("server-side capacity", "/s", float64(runtime.NumCPU())*float64(time.Second)/float64(per))
+				}
 			}
 		}
 		return nil

@@ -14,6 +14,7 @@ import (
 
 const (
 	caseRawTCP            = "raw TCP"
+	caseFloor             = "encrypted-copy floor"
 	caseSFT               = "SFT send/recv"
 	caseSFTRelay          = "SFT send/recv via relay"
 	caseCroc              = "croc"
@@ -21,6 +22,8 @@ const (
 	caseLifecycleEmbedded = "lifecycle (embedded)"
 	caseLifecycleRedis    = "lifecycle (redis + processes)"
 	caseLogin             = "login"
+	caseClusterOne        = "cluster: 1 NATS node"
+	caseClusterThree      = "cluster: 3 NATS nodes"
 )
 
 // randomFile writes size random bytes: incompressible, like the files that

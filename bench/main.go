@@ -1,7 +1,8 @@
 // Command bench measures SFT on loopback in one run: the data path, direct
-// and through the relay, against raw TCP and croc; the relay's own CPU and
-// memory, under a transfer and under 1 and 50 pairs of raw connections;
-// control-plane capacity (session lifecycles, logins); and the memory of
+// and through the relay, against raw TCP, the encrypted-copy floor and
+// croc; the relay's own CPU and memory, under a transfer and under 1 and 50
+// pairs of raw connections; control-plane capacity (session lifecycles,
+// logins), on one NATS server and on a 3-node cluster; and the memory of
 // each transfer side. `go tool task bench` runs it; it prints
 // a Markdown table and writes every figure to a JSON file.
 package main
@@ -51,6 +52,7 @@ type options struct {
 // its own process with its own CPU time and peak RSS.
 const (
 	modeSide  = "__side"
+	modeFloor = "__floor"
 	modeSftd  = "__sftd"
 	modeRelay = "__relay"
 )
@@ -60,6 +62,8 @@ func run(ctx context.Context, args, env []string, stdout io.Writer) error {
 		switch args[0] {
 		case modeSide:
 			return runSide(ctx, args[1:], env, stdout)
+		case modeFloor:
+			return runFloor(ctx, args[1:], env, stdout)
 		case modeSftd:
 			return runSftd(ctx, args[1:], env, stdout)
 		case modeRelay:

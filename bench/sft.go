@@ -77,12 +77,12 @@ func benchSFT(ctx context.Context, o options, dir, src string, env []string, way
 	sideEnv := slices.Concat(env, []string{"SFT_BENCH_URL=" + tgt.url, "SFT_BENCH_CA=" + tgt.caFile, "SFT_BENCH_RELAY=" + string(way.relay)})
 	return repeat(o, c, func(measured bool) error {
 		defer os.Remove(filepath.Join(out, filepath.Base(src)))
-		send, err := startSide(ctx, self, sideEnv, "send", "alice", src)
+		send, err := startSide(ctx, self, sideEnv, modeSide, "send", "alice", src)
 		if err != nil {
 			return err
 		}
 		defer send.kill()
-		recv, err := startSide(ctx, self, sideEnv, "recv", "bob", out)
+		recv, err := startSide(ctx, self, sideEnv, modeSide, "recv", "bob", out)
 		if err != nil {
 			return err
 		}
@@ -115,11 +115,7 @@ func benchSFT(ctx context.Context, o options, dir, src string, env []string, way
 		}
 		// From the sender's first request to the receiver's return:
 		// the verified rename and the session completed.
-		c.add("throughput", "MB/s", mbps(o.size, time.Unix(0, rres.t1).Sub(time.Unix(0, sres.t0))))
-		c.add("sender CPU", "s", sres.cpu)
-		c.add("receiver CPU", "s", rres.cpu)
-		c.add("sender peak RSS", "MiB", sres.rssMiB)
-		c.add("receiver peak RSS", "MiB", rres.rssMiB)
+		addSides(c, o.size, sres, rres)
 		if rp != nil {
 			relay1, err := rp.Usage()
 			if err != nil {
@@ -148,8 +144,20 @@ type sideResult struct {
 	rssMiB float64
 }
 
-func startSide(ctx context.Context, self string, env []string, role, user, path string) (*side, error) {
-	cmd := exec.CommandContext(ctx, self, modeSide, role, user, path)
+// addSides adds a transfer's figures: MB/s from the sender's start to the
+// receiver's return, and each side process's CPU and peak RSS.
+func addSides(c *Case, size int64, send, recv sideResult) {
+	c.add("throughput", "MB/s", mbps(size, time.Unix(0, recv.t1).Sub(time.Unix(0, send.t0))))
+	c.add("sender CPU", "s", send.cpu)
+	c.add("receiver CPU", "s", recv.cpu)
+	c.add("sender peak RSS", "MiB", send.rssMiB)
+	c.add("receiver peak RSS", "MiB", recv.rssMiB)
+}
+
+// startSide starts this binary in a hidden side mode (modeSide, modeFloor)
+// as role, with more arguments.
+func startSide(ctx context.Context, self string, env []string, mode, role string, args ...string) (*side, error) {
+	cmd := exec.CommandContext(ctx, self, append([]string{mode, role}, args...)...)
 	cmd.Env = env
 	in, err := cmd.StdinPipe()
 	if err != nil {

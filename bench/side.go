@@ -25,16 +25,8 @@ func runSide(ctx context.Context, args, env []string, stdout io.Writer) error {
 		return errors.New("side: want ROLE USER PATH")
 	}
 	role, user, path := args[0], args[1], args[2]
-	getenv := func(k string) string {
-		for _, kv := range env {
-			if v, ok := strings.CutPrefix(kv, k+"="); ok {
-				return v
-			}
-		}
-		return ""
-	}
-	tgt := target{url: getenv("SFT_BENCH_URL"), caFile: getenv("SFT_BENCH_CA")}
-	peer := client.PeerOptions{Timeout: time.Minute, Relay: client.RelayMode(getenv("SFT_BENCH_RELAY"))}
+	tgt := target{url: lookupEnv(env, "SFT_BENCH_URL"), caFile: lookupEnv(env, "SFT_BENCH_CA")}
+	peer := client.PeerOptions{Timeout: time.Minute, Relay: client.RelayMode(lookupEnv(env, "SFT_BENCH_RELAY"))}
 	c, nc, err := tgt.login(ctx, user)
 	if err != nil {
 		return err
@@ -71,15 +63,30 @@ func runSide(ctx context.Context, args, env []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	return sayDone(stdout, t0, out.Path)
+}
+
+// sayDone prints a side's last line: "done <start ns> <now ns> <peak RSS
+// KiB> <path>", which side.finish reads.
+func sayDone(stdout io.Writer, t0 time.Time, path api.Path) error {
 	t1 := time.Now()
 	_, peak, err := procstat.Memory(os.Getpid())
 	if err != nil {
 		return err
 	}
-	linkPath := string(out.Path)
-	if linkPath == "" {
-		linkPath = "unknown"
+	if path == "" {
+		path = "unknown"
 	}
-	fmt.Fprintf(stdout, "done %d %d %d %s\n", t0.UnixNano(), t1.UnixNano(), peak, linkPath)
+	fmt.Fprintf(stdout, "done %d %d %d %s\n", t0.UnixNano(), t1.UnixNano(), peak, path)
 	return nil
+}
+
+// lookupEnv is k's value in env, or "".
+func lookupEnv(env []string, k string) string {
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, k+"="); ok {
+			return v
+		}
+	}
+	return ""
 }

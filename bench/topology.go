@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sftproject/sft/config"
+	"github.com/sftproject/sft/internal/hermetic"
 	"github.com/sftproject/sft/internal/procstat"
 	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/daemon"
@@ -34,9 +35,24 @@ func runSftd(ctx context.Context, args, env []string, stdout io.Writer) error {
 // nats-server with deploy/nats-server.conf, and `sftd auth`, `sftd session`
 // and `sftd key` as separate processes.
 func benchLifecycleRedis(ctx context.Context, o options, dir string, env []string) *Case {
-	c := newCase(caseLifecycleRedis)
+	return benchTopology(ctx, o, newCase(caseLifecycleRedis), filepath.Join(dir, "topology"), env, 1)
+}
+
+// benchCluster runs the same load against the same topology on a 3-node
+// NATS cluster (deploy/nats-cluster, nats.replicas 3), or, with nodes 1,
+// on the one node of the case above: the cluster case runs both, one
+// after the other, so that its ratio compares the two on the same machine.
+func benchCluster(ctx context.Context, o options, dir string, env []string, nodes int) *Case {
+	name := caseClusterOne
+	if nodes > 1 {
+		name = caseClusterThree
+	}
+	return benchTopology(ctx, o, newCase(name), filepath.Join(dir, fmt.Sprintf("cluster-%d", nodes)), env, nodes)
+}
+
+func benchTopology(ctx context.Context, o options, c *Case, dir string, env []string, nodes int) *Case {
 	if o.skipRedis {
-		return &Case{Name: c.Name, Skipped: "--skip-redis"}
+		return &Case{Name: c.Name, Skipped: "--skip-redis (the session store is Redis)"}
 	}
 	redisBin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -46,22 +62,24 @@ func benchLifecycleRedis(ctx context.Context, o options, dir string, env []strin
 	if err != nil {
 		return &Case{Name: c.Name, Skipped: "nats-server not on PATH (go install github.com/nats-io/nats-server/v2@v2.15.2)"}
 	}
-	confSrc, err := findRepoFile("deploy/nats-server.conf")
-	if err != nil {
-		return &Case{Name: c.Name, Skipped: err.Error()}
-	}
 	var procs procGroup
 	defer procs.stop()
-	tgt, err := startTopology(ctx, filepath.Join(dir, "topology"), redisBin, natsBin, confSrc, env, o.replicas, &procs)
+	tgt, err := startTopology(ctx, dir, redisBin, natsBin, env, o.replicas, nodes, &procs)
 	if err != nil {
 		return &Case{Name: c.Name, Skipped: "failed to start: " + err.Error()}
 	}
 	c.Notes["limits"] = "per-user session creation rate limit lifted for the load"
-	c.Notes["topology"] = fmt.Sprintf("redis-server (appendfsync always), nats-server (deploy/nats-server.conf), sftd auth, %d x sftd session, %d x sftd key", o.replicas, o.replicas)
+	nats := "nats-server (deploy/nats-server.conf)"
+	if nodes > 1 {
+		nats = fmt.Sprintf("%d x nats-server (deploy/nats-cluster, nats.replicas %d; clients and services given every URL)", nodes, nodes)
+	}
+	c.Notes["topology"] = fmt.Sprintf("redis-server (the session store; appendfsync always), %s, sftd auth, %d x sftd session, %d x sftd key", nats, o.replicas, o.replicas)
 	return lifecycles(ctx, o, c, tgt, procs.cpu)
 }
 
-func startTopology(ctx context.Context, dir, redisBin, natsBin, confSrc string, env []string, replicas int, procs *procGroup) (target, error) {
+// startTopology starts Redis, NATS (one server, or a cluster of nodes with
+// streams kept on as many replicas) and the sftd services under dir.
+func startTopology(ctx context.Context, dir, redisBin, natsBin string, env []string, replicas, nodes int, procs *procGroup) (target, error) {
 	data := filepath.Join(dir, "data")
 	home := filepath.Join(dir, "home")
 	for _, d := range []string{data, home, filepath.Join(dir, "redis")} {
@@ -87,32 +105,13 @@ func startTopology(ctx context.Context, dir, redisBin, natsBin, confSrc string, 
 		return target{}, fmt.Errorf("redis-server: %w", err)
 	}
 
-	natsDir := filepath.Join(dir, "nats")
-	for src, dst := range map[string]string{
-		confSrc:                          "nats-server.conf",
-		data + "/pki/ca.pem":             "pki/ca.pem",
-		data + "/pki/server.pem":         "pki/server.pem",
-		data + "/pki/server-key.pem":     "pki/server-key.pem",
-		data + "/secrets/nats-auth.conf": "secrets/nats-auth.conf",
-	} {
-		if err := copyFile(src, filepath.Join(natsDir, dst)); err != nil {
-			return target{}, err
-		}
-	}
-	portsDir := filepath.Join(dir, "ports")
-	if err := os.MkdirAll(portsDir, 0o700); err != nil {
-		return target{}, err
-	}
-	if _, err := procs.start(ctx, "nats-server", natsDir, nil, natsBin, "-c", "nats-server.conf", "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", portsDir); err != nil {
-		return target{}, err
-	}
-	natsURL, err := waitNATS(ctx, portsDir)
+	natsURL, err := startNATS(ctx, filepath.Join(dir, "nats"), data, natsBin, nodes, procs)
 	if err != nil {
 		return target{}, err
 	}
 
 	redisURL := "redis://127.0.0.1:" + redisPort
-	svcEnv := append(base, "SFT_NATS_URL="+natsURL, "SFT_NATS_CA_FILE="+data+"/pki/ca.pem",
+	svcEnv := append(base, "SFT_NATS_URL="+natsURL, "SFT_NATS_CA_FILE="+data+"/pki/ca.pem", fmt.Sprintf("SFT_NATS_REPLICAS=%d", nodes),
 		"SFT_STORE_BACKEND=redis", "SFT_REDIS_URL="+redisURL, fmt.Sprintf("SFT_LIMITS_SESSIONS_PER_MINUTE=%d", unlimitedRate))
 	self, err := os.Executable()
 	if err != nil {
@@ -146,6 +145,85 @@ func startTopology(ctx context.Context, dir, redisBin, natsBin, confSrc string, 
 	}
 	procs.onStop(func() { _ = st.Close() })
 	return target{url: natsURL, caFile: data + "/pki/ca.pem", store: st}, nil
+}
+
+// startNATS lays out the repository's NATS configuration under dir with the
+// certificates and keys of data, as deploy/nats-server.conf and
+// deploy/nats-cluster/cluster.conf describe, and starts one server or a
+// cluster of nodes on free ports. It returns the client URLs,
+// comma-separated.
+func startNATS(ctx context.Context, dir, data, natsBin string, nodes int, procs *procGroup) (string, error) {
+	files := map[string]string{
+		"deploy/nats-server.conf": "nats-server.conf",
+	}
+	if nodes > 1 {
+		if nodes > 3 {
+			return "", fmt.Errorf("deploy/nats-cluster has 3 nodes, not %d", nodes)
+		}
+		for _, f := range []string{"cluster.conf", "nats-1.conf", "nats-2.conf", "nats-3.conf"} {
+			files["deploy/nats-cluster/"+f] = "nats-cluster/" + f
+		}
+	}
+	for src, dst := range files {
+		p, err := findRepoFile(src)
+		if err != nil {
+			return "", err
+		}
+		if err := copyFile(p, filepath.Join(dir, dst)); err != nil {
+			return "", err
+		}
+	}
+	for _, f := range []string{"pki/ca.pem", "pki/server.pem", "pki/server-key.pem", "secrets/nats-auth.conf"} {
+		if err := copyFile(filepath.Join(data, f), filepath.Join(dir, f)); err != nil {
+			return "", err
+		}
+	}
+	// Every node listens for clients and monitoring on free ports; a
+	// cluster's routes go to "localhost", the DNS name the server
+	// certificate has and the routes' TLS checks, as nats-1... have in
+	// production.
+	args := [][]string{{"-c", "nats-server.conf"}}
+	if nodes > 1 {
+		args = nil
+		var ports, routes []string
+		for range nodes {
+			p, err := freePort()
+			if err != nil {
+				return "", err
+			}
+			ports = append(ports, p)
+			routes = append(routes, "nats-route://localhost:"+p)
+		}
+		for i, p := range ports {
+			args = append(args, []string{"-c", fmt.Sprintf("nats-cluster/nats-%d.conf", i+1),
+				"--cluster", "nats://127.0.0.1:" + p, "--routes", strings.Join(routes, ",")})
+		}
+	}
+	// Start every node before waiting for any: a cluster node is healthy
+	// only once JetStream has its quorum.
+	var portsDirs []string
+	for i, a := range args {
+		portsDir := filepath.Join(dir, fmt.Sprintf("ports-%d", i+1))
+		if err := os.MkdirAll(portsDir, 0o700); err != nil {
+			return "", err
+		}
+		portsDirs = append(portsDirs, portsDir)
+		// The configuration reads variables ($SFT_AUTH_NKEY, ...) that only
+		// its include may define.
+		if _, err := procs.start(ctx, fmt.Sprintf("nats-server %d", i+1), dir, hermetic.Environ(), natsBin,
+			append(a, "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", portsDir)...); err != nil {
+			return "", err
+		}
+	}
+	var urls []string
+	for _, d := range portsDirs {
+		u, err := waitNATS(ctx, d)
+		if err != nil {
+			return "", err
+		}
+		urls = append(urls, u)
+	}
+	return strings.Join(urls, ","), nil
 }
 
 // procGroup owns the processes of the topology and stops them in reverse
