@@ -192,7 +192,7 @@ func fitReplicas(ctx context.Context, js jetstream.JetStream, st jetstream.KeyVa
 	log.Info("fitting a KV bucket to the replica count", "bucket", st.Bucket(), "from", cfg.Replicas, "to", replicas, "direct_reads", direct)
 	from := cfg.Replicas
 	cfg.Replicas, cfg.AllowDirect = replicas, direct
-	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+	if _, err := jsretry.Do(ctx, func() (jetstream.Stream, error) { return js.UpdateStream(ctx, cfg) }); err != nil {
 		return false, fmt.Errorf("change its replica count from %d to nats.replicas %d (does the cluster have that many JetStream servers?): %w", from, replicas, err)
 	}
 	return true, nil
