@@ -74,6 +74,9 @@ func runAll(ctx context.Context, o options, env []string, stdout io.Writer) erro
 		step{caseLifecycleRedis, func() *Case { return benchLifecycleRedis(ctx, o, dir, env) }},
 		step{caseLogin, func() *Case { return benchLogin(ctx, o, dir) }},
 	)
+	for _, t := range scaleTopologies {
+		steps = append(steps, step{scaleCase(o, t), func() *Case { return benchScale(ctx, o, dir, env, t) }})
+	}
 	for _, st := range steps {
 		if err := ctx.Err(); err != nil {
 			return err

@@ -188,18 +188,7 @@ func TestRelayCases(t *testing.T) {
 		t.Fatal(err)
 	}
 	o.relayPairBytes = 256 << 10
-	var out bytes.Buffer
-	if err := runAll(t.Context(), o, os.Environ(), &out); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r Results
-	if err := json.Unmarshal(b, &r); err != nil {
-		t.Fatal(err)
-	}
+	r, out := runBench(t, o)
 	want := map[string][]string{
 		caseSFT:       {"throughput", "sender CPU"},
 		caseSFTRelay:  {"throughput", "relay CPU", "relay peak RSS"},
@@ -207,7 +196,7 @@ func TestRelayCases(t *testing.T) {
 		relayCase(50): {"throughput", "relay CPU", "relay RSS during", "relay peak RSS", "relay peak RSS growth"},
 	}
 	if len(r.Cases) != len(want) {
-		t.Errorf("%d cases, want %d:\n%s", len(r.Cases), len(want), out.String())
+		t.Errorf("%d cases, want %d:\n%s", len(r.Cases), len(want), out)
 	}
 	for _, c := range r.Cases {
 		if c.Skipped != "" {
@@ -225,7 +214,26 @@ func TestRelayCases(t *testing.T) {
 			t.Errorf("no ratio %s in %v", k, r.Ratios)
 		}
 	}
-	if !strings.Contains(out.String(), "| "+caseSFTRelay+" | relay CPU |") {
-		t.Errorf("the table has no relay CPU row:\n%s", out.String())
+	if !strings.Contains(out, "| "+caseSFTRelay+" | relay CPU |") {
+		t.Errorf("the table has no relay CPU row:\n%s", out)
 	}
+}
+
+// runBench runs the bench as o says and returns the JSON file it wrote
+// and what it printed.
+func runBench(t *testing.T, o options) (Results, string) {
+	t.Helper()
+	var out bytes.Buffer
+	if err := runAll(t.Context(), o, os.Environ(), &out); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(o.jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r Results
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r, out.String()
 }

@@ -126,6 +126,7 @@ func (r *Results) settle() {
 		r.Ratios["sft_over_croc_default"] = sft.median("throughput") / croc.median("throughput")
 	}
 	r.settleRelay(sft)
+	r.settleScale()
 	for k, v := range r.Ratios {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			delete(r.Ratios, k)

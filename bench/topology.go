@@ -38,21 +38,13 @@ func benchLifecycleRedis(ctx context.Context, o options, dir string, env []strin
 	if o.skipRedis {
 		return &Case{Name: c.Name, Skipped: "--skip-redis"}
 	}
-	redisBin, err := exec.LookPath("redis-server")
-	if err != nil {
-		return &Case{Name: c.Name, Skipped: "redis-server not on PATH (Debian: apt-get install redis-server)"}
-	}
-	natsBin, err := exec.LookPath("nats-server")
-	if err != nil {
-		return &Case{Name: c.Name, Skipped: "nats-server not on PATH (go install github.com/nats-io/nats-server/v2@v2.15.2)"}
-	}
-	confSrc, err := findRepoFile("deploy/nats-server.conf")
+	redisBin, natsBin, confSrc, err := topologyTools()
 	if err != nil {
 		return &Case{Name: c.Name, Skipped: err.Error()}
 	}
 	var procs procGroup
 	defer procs.stop()
-	tgt, err := startTopology(ctx, filepath.Join(dir, "topology"), redisBin, natsBin, confSrc, env, o.replicas, &procs)
+	tgt, err := startTopology(ctx, filepath.Join(dir, "topology"), redisBin, natsBin, confSrc, env, o.replicas, &procs, nil)
 	if err != nil {
 		return &Case{Name: c.Name, Skipped: "failed to start: " + err.Error()}
 	}
@@ -61,7 +53,22 @@ func benchLifecycleRedis(ctx context.Context, o options, dir string, env []strin
 	return lifecycles(ctx, o, c, tgt, procs.cpu)
 }
 
-func startTopology(ctx context.Context, dir, redisBin, natsBin, confSrc string, env []string, replicas int, procs *procGroup) (target, error) {
+// topologyTools finds what the production topology runs: redis-server,
+// nats-server and deploy/nats-server.conf.
+func topologyTools() (redisBin, natsBin, confSrc string, err error) {
+	if redisBin, err = exec.LookPath("redis-server"); err != nil {
+		return "", "", "", errors.New("redis-server not on PATH (Debian: apt-get install redis-server)")
+	}
+	if natsBin, err = exec.LookPath("nats-server"); err != nil {
+		return "", "", "", errors.New("nats-server not on PATH (go install github.com/nats-io/nats-server/v2@v2.15.2)")
+	}
+	confSrc, err = findRepoFile("deploy/nats-server.conf")
+	return redisBin, natsBin, confSrc, err
+}
+
+// startTopology starts the production topology under dir; settings are
+// more SFT_* variables for the sftd services, after the bench's own.
+func startTopology(ctx context.Context, dir, redisBin, natsBin, confSrc string, env []string, replicas int, procs *procGroup, settings []string) (target, error) {
 	data := filepath.Join(dir, "data")
 	home := filepath.Join(dir, "home")
 	for _, d := range []string{data, home, filepath.Join(dir, "redis")} {
@@ -114,6 +121,7 @@ func startTopology(ctx context.Context, dir, redisBin, natsBin, confSrc string, 
 	redisURL := "redis://127.0.0.1:" + redisPort
 	svcEnv := append(base, "SFT_NATS_URL="+natsURL, "SFT_NATS_CA_FILE="+data+"/pki/ca.pem",
 		"SFT_STORE_BACKEND=redis", "SFT_REDIS_URL="+redisURL, fmt.Sprintf("SFT_LIMITS_SESSIONS_PER_MINUTE=%d", unlimitedRate))
+	svcEnv = append(svcEnv, settings...)
 	self, err := os.Executable()
 	if err != nil {
 		return target{}, err
