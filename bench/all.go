@@ -77,6 +77,9 @@ func runAll(ctx context.Context, o options, env []string, stdout io.Writer) erro
 		step{caseClusterOne, func() *Case { return benchCluster(ctx, o, dir, env, 1) }},
 		step{caseClusterThree, func() *Case { return benchCluster(ctx, o, dir, env, 3) }},
 	)
+	for _, t := range scaleTopologies {
+		steps = append(steps, step{scaleCase(o, t), func() *Case { return benchScale(ctx, o, dir, env, t) }})
+	}
 	for _, st := range steps {
 		if err := ctx.Err(); err != nil {
 			return err

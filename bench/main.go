@@ -45,6 +45,8 @@ type options struct {
 	only       string
 	// the least each pair of a raw relay case moves per run
 	relayPairBytes int64
+	// sessions the waiting-sessions cases leave waiting
+	waiting int
 }
 
 // Hidden first arguments: the bench re-executes itself so that each
@@ -94,6 +96,7 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.only, "only", "", "run only the cases whose name contains one of these comma-separated words (e.g. lifecycle, or SFT,relay)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the bench process (the embedded stacks run in it) to this file")
 	fs.DurationVar(&o.cpDuration, "cp-duration", 5*time.Second, "length of one control-plane run")
+	fs.IntVar(&o.waiting, "waiting", 10000, "sessions the waiting-sessions cases leave waiting (20 a user; --quick: 1000)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -107,10 +110,15 @@ func parseFlags(args []string) (options, error) {
 	o.size = n
 	o.relayPairBytes = 64 << 20
 	if o.quick {
-		sizeSet := false
-		fs.Visit(func(f *flag.Flag) { sizeSet = sizeSet || f.Name == "size" })
+		sizeSet, waitingSet := false, false
+		fs.Visit(func(f *flag.Flag) {
+			sizeSet, waitingSet = sizeSet || f.Name == "size", waitingSet || f.Name == "waiting"
+		})
 		if !sizeSet {
 			o.size = 64 << 20
+		}
+		if !waitingSet {
+			o.waiting = 1000
 		}
 		o.runs = 1
 		o.relayPairBytes = 8 << 20
@@ -121,6 +129,9 @@ func parseFlags(args []string) (options, error) {
 	}
 	if o.runs < 1 || o.pairs < 1 || o.size < 1 || o.replicas < 1 {
 		return o, errors.New("--runs, --pairs, --size and --replicas must be positive")
+	}
+	if err := scalePlanFor(o).check(); err != nil {
+		return o, fmt.Errorf("--waiting %d: %w", o.waiting, err)
 	}
 	return o, nil
 }

@@ -366,19 +366,7 @@ func runCases(t *testing.T, tweak func(*options), args ...string) (Results, stri
 		t.Fatal(err)
 	}
 	tweak(&o)
-	var out bytes.Buffer
-	if err := runAll(t.Context(), o, os.Environ(), &out); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var r Results
-	if err := json.Unmarshal(b, &r); err != nil {
-		t.Fatal(err)
-	}
-	return r, out.String()
+	return runBench(t, o)
 }
 
 // checkFigures checks r holds exactly the cases of want, each with one
@@ -418,4 +406,23 @@ func serversOnPath(t *testing.T) bool {
 		}
 	}
 	return ok
+}
+
+// runBench runs the bench as o says and returns the JSON file it wrote
+// and what it printed.
+func runBench(t *testing.T, o options) (Results, string) {
+	t.Helper()
+	var out bytes.Buffer
+	if err := runAll(t.Context(), o, os.Environ(), &out); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(o.jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r Results
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r, out.String()
 }

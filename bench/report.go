@@ -120,6 +120,7 @@ func (r *Results) settle() {
 	r.settleDirect(sft)
 	r.settleRelay(sft)
 	r.settleControl()
+	r.settleScale()
 	for k, v := range r.Ratios {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			delete(r.Ratios, k)

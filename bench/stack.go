@@ -40,9 +40,17 @@ func (t target) addUsers(ctx context.Context, p auth.HashParams, users ...string
 		if err != nil {
 			return err
 		}
-		if err := t.store.CreateUser(ctx, &store.User{Name: u, PasswordHash: hash, Role: "user", CreatedAt: time.Now()}); err != nil {
-			return fmt.Errorf("create user %s: %w", u, err)
+		if err := t.storeUser(ctx, u, hash); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// storeUser adds a user whose password hash is made.
+func (t target) storeUser(ctx context.Context, name, hash string) error {
+	if err := t.store.CreateUser(ctx, &store.User{Name: name, PasswordHash: hash, Role: "user", CreatedAt: time.Now()}); err != nil {
+		return fmt.Errorf("create user %s: %w", name, err)
 	}
 	return nil
 }

@@ -54,17 +54,13 @@ func benchTopology(ctx context.Context, o options, c *Case, dir string, env []st
 	if o.skipRedis {
 		return &Case{Name: c.Name, Skipped: "--skip-redis (the session store is Redis)"}
 	}
-	redisBin, err := exec.LookPath("redis-server")
+	redisBin, natsBin, err := topologyTools()
 	if err != nil {
-		return &Case{Name: c.Name, Skipped: "redis-server not on PATH (Debian: apt-get install redis-server)"}
-	}
-	natsBin, err := exec.LookPath("nats-server")
-	if err != nil {
-		return &Case{Name: c.Name, Skipped: "nats-server not on PATH (go install github.com/nats-io/nats-server/v2@v2.15.2)"}
+		return &Case{Name: c.Name, Skipped: err.Error()}
 	}
 	var procs procGroup
 	defer procs.stop()
-	tgt, err := startTopology(ctx, dir, redisBin, natsBin, env, o.replicas, nodes, &procs)
+	tgt, err := startTopology(ctx, dir, redisBin, natsBin, env, o.replicas, nodes, &procs, nil)
 	if err != nil {
 		return &Case{Name: c.Name, Skipped: "failed to start: " + err.Error()}
 	}
@@ -77,9 +73,22 @@ func benchTopology(ctx context.Context, o options, c *Case, dir string, env []st
 	return lifecycles(ctx, o, c, tgt, procs.cpu)
 }
 
+// topologyTools finds what the production topology runs: redis-server and
+// nats-server.
+func topologyTools() (redisBin, natsBin string, err error) {
+	if redisBin, err = exec.LookPath("redis-server"); err != nil {
+		return "", "", errors.New("redis-server not on PATH (Debian: apt-get install redis-server)")
+	}
+	if natsBin, err = exec.LookPath("nats-server"); err != nil {
+		return "", "", errors.New("nats-server not on PATH (go install github.com/nats-io/nats-server/v2@v2.15.2)")
+	}
+	return redisBin, natsBin, nil
+}
+
 // startTopology starts Redis, NATS (one server, or a cluster of nodes with
-// streams kept on as many replicas) and the sftd services under dir.
-func startTopology(ctx context.Context, dir, redisBin, natsBin string, env []string, replicas, nodes int, procs *procGroup) (target, error) {
+// streams kept on as many replicas) and the sftd services under dir;
+// settings are more SFT_* variables for the services, after the bench's own.
+func startTopology(ctx context.Context, dir, redisBin, natsBin string, env []string, replicas, nodes int, procs *procGroup, settings []string) (target, error) {
 	data := filepath.Join(dir, "data")
 	home := filepath.Join(dir, "home")
 	for _, d := range []string{data, home, filepath.Join(dir, "redis")} {
@@ -113,6 +122,7 @@ func startTopology(ctx context.Context, dir, redisBin, natsBin string, env []str
 	redisURL := "redis://127.0.0.1:" + redisPort
 	svcEnv := append(base, "SFT_NATS_URL="+natsURL, "SFT_NATS_CA_FILE="+data+"/pki/ca.pem", fmt.Sprintf("SFT_NATS_REPLICAS=%d", nodes),
 		"SFT_STORE_BACKEND=redis", "SFT_REDIS_URL="+redisURL, fmt.Sprintf("SFT_LIMITS_SESSIONS_PER_MINUTE=%d", unlimitedRate))
+	svcEnv = append(svcEnv, settings...)
 	self, err := os.Executable()
 	if err != nil {
 		return target{}, err

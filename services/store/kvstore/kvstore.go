@@ -10,7 +10,12 @@
 //	o.<user>              the user's open sessions: JSON {id: expiry in Unix ms}
 //
 // The member index is what lets ListSessions find a user's sessions without
-// scanning every record; its entries never expire before the record. A
+// scanning every record; its entries never expire before the record.
+// ListSessions reads them with one direct get of the last message of each
+// m.<user>.* key, which the server answers from its per-subject index; a
+// consumer filtered on m.<user>.* would instead walk the stream from the
+// user's oldest entry to the newest, past every record written in between,
+// since each key is a subject of its own. A
 // live session's later writes keep its record's expiry or bring it forward,
 // so the store rewrites the entries only when a write takes the record past
 // the expiry it last gave them.
@@ -94,6 +99,7 @@ type Store struct {
 	users     jetstream.KeyValue
 	keys      jetstream.KeyValue
 	sessPre   string // "$KV.<sessions bucket>." for the publishes KeyValue cannot express
+	directGet string // the sessions stream's direct-get subject, for reads KeyValue cannot express
 	markerTTL time.Duration
 	log       *slog.Logger
 	indexed   indexExpiries
@@ -119,6 +125,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 		return nil, err
 	}
 	s.sessPre = "$KV." + opts.SessionsBucket + "."
+	s.directGet = apiPrefix(js.Options()) + "DIRECT.GET.KV_" + opts.SessionsBucket
 	return s, nil
 }
 
@@ -525,12 +532,102 @@ func members(sess *api.Session) []string {
 // never deliver; a new scan is placed again.
 const listAttempt = 3 * time.Second
 
-// sessionIDs scans the index for the sessions of user, once.
+// sessionIDs reads the index for the sessions of user, once: with a
+// direct get where the server can answer one, else by a scan.
 func (s *Store) sessionIDs(ctx context.Context, user string) ([]string, error) {
-	// The lister's goroutine blocks until its channel is drained or ctx
-	// ends; cancel on every return path so it cannot leak.
 	lctx, cancel := context.WithTimeout(ctx, listAttempt)
 	defer cancel()
+	ids, err := s.directIDs(lctx, user)
+	if errors.Is(err, errNoDirect) {
+		return s.scanIDs(lctx, user)
+	}
+	return ids, err
+}
+
+// errNoDirect is a direct get the server did not answer in full: direct
+// gets are off for the bucket, no replica serves them now, or the user has
+// more index entries than one direct get returns (1024, or the server's
+// max_pending in bytes).
+var errNoDirect = errors.New("no direct get")
+
+// directIDs reads the user's index entries with one multi-last direct get
+// (nats-server 2.11+): the last message of each m.<user>.* key, found
+// through the stream's per-subject index, so that the records of other
+// users are never read.
+func (s *Store) directIDs(ctx context.Context, user string) ([]string, error) {
+	nc := s.js.Conn()
+	pre := s.sessPre + memberPrefix(user)
+	req, err := json.Marshal(struct {
+		MultiLast []string `json:"multi_last"`
+	}{[]string{pre + "*"}})
+	if err != nil {
+		return nil, err
+	}
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest(s.directGet, inbox, req); err != nil {
+		return nil, err
+	}
+	var ids []string
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		switch {
+		case errors.Is(err, nats.ErrNoResponders):
+			return nil, errNoDirect
+		case err != nil:
+			return nil, err
+		}
+		switch status := m.Header.Get("Status"); status {
+		case "":
+		case "204": // end of the batch; what it could not hold is pending
+			if n := m.Header.Get("Nats-Num-Pending"); n != "0" {
+				return nil, fmt.Errorf("%w: %s entries left out of the batch", errNoDirect, n)
+			}
+			return ids, nil
+		case "404": // no entries
+			return nil, nil
+		default:
+			return nil, fmt.Errorf("%w: status %s %s", errNoDirect, status, m.Header.Get("Description"))
+		}
+		if deleted(m.Header) {
+			continue
+		}
+		if id, ok := strings.CutPrefix(m.Header.Get(jetstream.SubjectHeader), pre); ok && id != "" {
+			ids = append(ids, id)
+		}
+	}
+}
+
+// deleted tells a delete or purge marker, or the marker the server leaves
+// where a message expired, from a value, as KeyValue does.
+func deleted(h nats.Header) bool {
+	switch h.Get("KV-Operation") {
+	case "DEL", "PURGE":
+		return true
+	}
+	return h.Get(jetstream.MarkerReasonHeader) != ""
+}
+
+// apiPrefix is the JetStream API prefix js sends its requests with.
+func apiPrefix(o jetstream.JetStreamOptions) string {
+	switch {
+	case o.Domain != "":
+		return "$JS." + o.Domain + ".API."
+	case o.APIPrefix != "":
+		return strings.TrimSuffix(o.APIPrefix, ".") + "."
+	}
+	return jetstream.DefaultAPIPrefix
+}
+
+// scanIDs lists the user's index entries with a consumer filtered on
+// m.<user>.*, which reads its way through the stream from their oldest.
+func (s *Store) scanIDs(lctx context.Context, user string) ([]string, error) {
+	// The lister's goroutine blocks until its channel is drained or lctx
+	// ends; the caller cancels it on every return path so it cannot leak.
 	kl, err := s.sessions.ListKeysFiltered(lctx, memberPrefix(user)+"*")
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -315,6 +316,157 @@ func TestWholeSeconds(t *testing.T) {
 		}
 		if err != nil || got != tc.want {
 			t.Errorf("wholeSeconds(%v) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+// TestMemberIndexReads checks the two ways ListSessions reads a user's
+// member index: the direct get, and the scan it falls back to where the
+// server answers no direct get (direct gets off for the bucket, more
+// entries than one direct get returns). Each must return the user's ids
+// and only theirs, and neither an entry that expired.
+func TestMemberIndexReads(t *testing.T) {
+	t.Parallel()
+	js := startJetStream(t)
+	ids := func(prefix string, n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("%s%04d", prefix, i)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		// directOff makes the sessions bucket with direct gets off.
+		directOff bool
+		// entries is how many index entries alice gets, written raw.
+		entries int
+		// expired adds a session of alice's whose entry expired and
+		// left the server's marker.
+		expired bool
+		direct  bool // the direct get answers
+	}{
+		{name: "direct", entries: 3, direct: true},
+		{name: "direct, an entry expired", entries: 3, expired: true, direct: true},
+		{name: "none", direct: true},
+		{name: "direct gets off", entries: 3, directOff: true},
+		{name: "more than one direct get returns", entries: 1025},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			opts := uniqueOptions()
+			opts.MarkerTTL = time.Minute // markers outlive the test
+			if tc.directOff {
+				disableDirect(t, js, opts)
+			}
+			s := openStore(t, js, opts)
+			want := ids("a", tc.entries)
+			for _, id := range want {
+				if _, err := js.PublishAsync(s.sessPre+memberKey("alice", id), nil); err != nil {
+					t.Fatal(err)
+				}
+				// Another user's entries between alice's, and one of
+				// a user whose name starts with hers.
+				for _, other := range []string{"bob", "alice2"} {
+					if _, err := js.PublishAsync(s.sessPre+memberKey(other, "o"+id), nil); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			select {
+			case <-js.PublishAsyncComplete():
+			case <-ctx.Done():
+				t.Fatal(ctx.Err())
+			}
+			if tc.expired {
+				expireEntry(t, js, s, opts, "alice")
+			}
+			got, err := s.directIDs(ctx, "alice")
+			if tc.direct != (err == nil) || !tc.direct && !errors.Is(err, errNoDirect) {
+				t.Fatalf("direct get: %v; want it to answer: %v", err, tc.direct)
+			}
+			if tc.direct {
+				requireIDs(t, "direct get", got, want)
+			}
+			got, err = s.sessionIDs(ctx, "alice")
+			if err != nil {
+				t.Fatalf("sessionIDs: %v", err)
+			}
+			requireIDs(t, "sessionIDs", got, want)
+		})
+	}
+}
+
+// disableDirect makes the sessions bucket of opts with direct gets off,
+// as a bucket made by another client may be.
+func disableDirect(t *testing.T, js jetstream.JetStream, opts Options) {
+	t.Helper()
+	ctx := t.Context()
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: opts.SessionsBucket, History: 1, Storage: jetstream.FileStorage, LimitMarkerTTL: opts.MarkerTTL,
+	}); err != nil {
+		t.Fatalf("CreateKeyValue: %v", err)
+	}
+	st, err := js.Stream(ctx, "KV_"+opts.SessionsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := st.CachedInfo().Config
+	cfg.AllowDirect = false
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		t.Fatalf("UpdateStream: %v", err)
+	}
+}
+
+// expireEntry creates a session of user's that expires at once and waits
+// until the server replaced its index entry with a marker.
+func expireEntry(t *testing.T, js jetstream.JetStream, s *Store, opts Options, user string) {
+	t.Helper()
+	ctx := t.Context()
+	sess := &api.Session{ID: "brief", State: api.StateWaiting, Initiator: user, Responder: "bob"}
+	if _, err := s.CreateSession(ctx, sess, time.Second); err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	st, err := js.Stream(ctx, "KV_"+opts.SessionsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(8 * time.Second)
+	for {
+		m, err := st.GetLastMsgForSubject(ctx, s.sessPre+memberKey(user, sess.ID))
+		if err != nil {
+			t.Fatalf("index entry of %s: %v", sess.ID, err)
+		}
+		if m.Header.Get(jetstream.MarkerReasonHeader) != "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the index entry did not expire")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func requireIDs(t *testing.T, what string, got, want []string) {
+	t.Helper()
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("%s: %d ids %.5v, want %d %.5v", what, len(got), got, len(want), want)
+	}
+}
+
+func TestAPIPrefix(t *testing.T) {
+	for _, tc := range []struct {
+		opts jetstream.JetStreamOptions
+		want string
+	}{
+		{jetstream.JetStreamOptions{}, "$JS.API."},
+		{jetstream.JetStreamOptions{APIPrefix: "$JS.API."}, "$JS.API."},
+		{jetstream.JetStreamOptions{APIPrefix: "hub.api"}, "hub.api."},
+		{jetstream.JetStreamOptions{Domain: "leaf", APIPrefix: "$JS.API."}, "$JS.leaf.API."},
+	} {
+		if got := apiPrefix(tc.opts); got != tc.want {
+			t.Errorf("apiPrefix(%+v) = %q, want %q", tc.opts, got, tc.want)
 		}
 	}
 }

@@ -79,6 +79,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		{"SessionExpiry", testSessionExpiry},
 		{"SessionUpdateChangesTTL", testSessionUpdateChangesTTL},
 		{"ListSessions", testListSessions},
+		{"ListSessionsAmongOthers", testListSessionsAmongOthers},
 		{"OpenSessions", testOpenSessions},
 		{"Users", testUsers},
 		{"Keys", testKeys},
@@ -450,6 +451,33 @@ func testListSessions(t *testing.T, s Store) {
 	}
 	requireSame(t, byID["s2"], upd)
 	requireSame(t, byID["s1"], newSession("s1", "alice", "bob"))
+}
+
+// testListSessionsAmongOthers: a user's list is exactly theirs when their
+// sessions are spread among many more of other users', some of whose
+// names start with theirs, as when many users create sessions at once.
+func testListSessionsAmongOthers(t *testing.T, s Store) {
+	want := map[string][]string{"an": {}}
+	n := 0
+	add := func(initiator, responder string) {
+		id := fmt.Sprintf("m%03d", n)
+		n++
+		mustCreate(t, s, newSession(id, initiator, responder), longTTL)
+		want[initiator] = append(want[initiator], id)
+		want[responder] = append(want[responder], id)
+	}
+	for round := range 5 {
+		add("ann", "bo")
+		for i := range 20 {
+			add(fmt.Sprintf("ann%d", i%3), fmt.Sprintf("ann-%d", round))
+		}
+		add("bo", "ann")
+	}
+	for user, ids := range want {
+		if got := listIDs(t, s, user); !slices.Equal(got, ids) {
+			t.Errorf("ListSessions(%s) = %v, want %v", user, got, ids)
+		}
+	}
 }
 
 // testOpenSessions: a user's open sessions are the live ones they
