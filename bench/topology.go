@@ -220,7 +220,11 @@ func startNATS(ctx context.Context, dir, data, natsBin string, nodes int, procs 
 		portsDirs = append(portsDirs, portsDir)
 		// The configuration reads variables ($SFT_AUTH_NKEY, ...) that only
 		// its include may define.
-		if _, err := procs.start(ctx, fmt.Sprintf("nats-server %d", i+1), dir, hermetic.Environ(), natsBin,
+		name := "nats-server"
+		if len(args) > 1 {
+			name = fmt.Sprintf("nats-server %d", i+1)
+		}
+		if _, err := procs.start(ctx, name, dir, hermetic.Environ(), natsBin,
 			append(a, "-a", "127.0.0.1", "-p", "-1", "-m", "-1", "--ports_file_dir", portsDir)...); err != nil {
 			return "", err
 		}

@@ -192,7 +192,7 @@ func fitReplicas(ctx context.Context, js jetstream.JetStream, st jetstream.KeyVa
 		return false, nil
 	}
 	cfg := bs.StreamInfo().Config
-	direct := replicas == 1
+	direct := cfg.AllowDirect && replicas == 1 // only ever turned off
 	if cfg.Replicas == replicas && cfg.AllowDirect == direct {
 		return false, nil
 	}
