@@ -875,7 +875,7 @@ func eventProblems(s *chaosSession) []string {
 	case end == nil:
 		probs = append(probs, "no terminal event; the record is "+stateOf(s.record))
 	case s.record == nil && (end.Type != api.EventFailed || len(s.events) != 2):
-		probs = append(probs, "no record in the store, yet the events go beyond a failed creation")
+		probs = append(probs, "no record in the store, yet the events are not those of a failed creation (created, failed)")
 	case s.record != nil && s.record.State != end.State:
 		probs = append(probs, fmt.Sprintf("the events end %s, the record is %s", end.State, s.record.State))
 	}
