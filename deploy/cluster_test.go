@@ -31,29 +31,9 @@ func TestNATSCluster(t *testing.T) {
 	data := sftdCerts(t, filepath.Join(dir, "data"))
 	base := append(hermetic.Home(home), "PATH="+os.Getenv("PATH"), "SFT_DATA_DIR="+data)
 
-	// The layout deploy/nats-cluster/cluster.conf describes; the nodes
-	// share it, each with a JetStream directory of its own.
-	natsDir := natsLayout(t, data)
-	// The flags put the routes on free ports; "localhost" is the DNS name
-	// the server certificate has, as nats-1... have in production.
-	ports := []string{freePort(t), freePort(t), freePort(t)}
-	var routes []string
-	for _, p := range ports {
-		routes = append(routes, "nats-route://localhost:"+p)
-	}
-	var nodes []*natsProc
-	for i, p := range ports {
-		nodes = append(nodes, launchNATS(t, fmt.Sprintf("nats-cluster/nats-%d.conf", i+1), natsDir,
-			"--cluster", "nats://127.0.0.1:"+p, "--routes", strings.Join(routes, ",")))
-	}
-	var urls []string
-	for _, n := range nodes {
-		n.ready(t)
-		urls = append(urls, "tls://127.0.0.1:"+n.URL[strings.LastIndex(n.URL, ":")+1:])
-	}
-
+	nodes, natsURL := startNATSCluster(t, data)
 	env := append(base,
-		"SFT_NATS_URL="+strings.Join(urls, ","),
+		"SFT_NATS_URL="+natsURL,
 		"SFT_NATS_CA_FILE="+data+"/pki/ca.pem",
 		"SFT_NATS_REPLICAS=3",
 		"SFT_STORE_BACKEND=jetstream",
@@ -85,12 +65,7 @@ func TestNATSCluster(t *testing.T) {
 	transfer("node-killed", func(id string) {
 		watch = start(t, "watch", dir, as("alice"), bin("sft-cli"), "watch", "--session", id, "--json")
 		watch.waitFor(t, `"type":"created"`)
-		busiest := nodes[0]
-		for _, n := range nodes[1:] {
-			if connections(t, n.Monitor) > connections(t, busiest.Monitor) {
-				busiest = n
-			}
-		}
+		busiest, _ := busiestNode(t, nodes)
 		dead := serverName(t, busiest.Monitor)
 		busiest.kill()
 		// Bob comes once the other two nodes have taken over every stream
@@ -107,6 +82,47 @@ func TestNATSCluster(t *testing.T) {
 		t.Fatalf("watch: %v\n%s", err, watch.output())
 	}
 	checkEventsOnce(t, watch.output())
+}
+
+// startNATSCluster runs the cluster of deploy/nats-cluster as three
+// nats-server processes on loopback and returns them, once each is ready,
+// with the URL list the services and clients take (nats.url).
+func startNATSCluster(t *testing.T, data string) (nodes []*natsProc, url string) {
+	t.Helper()
+	// The layout deploy/nats-cluster/cluster.conf describes; the nodes
+	// share it, each with a JetStream directory of its own.
+	natsDir := natsLayout(t, data)
+	// The flags put the routes on free ports; "localhost" is the DNS name
+	// the server certificate has, as nats-1... have in production.
+	ports := []string{freePort(t), freePort(t), freePort(t)}
+	var routes []string
+	for _, p := range ports {
+		routes = append(routes, "nats-route://localhost:"+p)
+	}
+	for i, p := range ports {
+		nodes = append(nodes, launchNATS(t, fmt.Sprintf("nats-cluster/nats-%d.conf", i+1), natsDir,
+			"--cluster", "nats://127.0.0.1:"+p, "--routes", strings.Join(routes, ",")))
+	}
+	var urls []string
+	for _, n := range nodes {
+		n.ready(t)
+		urls = append(urls, "tls://127.0.0.1:"+n.URL[strings.LastIndex(n.URL, ":")+1:])
+	}
+	return nodes, strings.Join(urls, ",")
+}
+
+// busiestNode is the node of nodes that serves the most clients, and how
+// many it serves.
+func busiestNode(t *testing.T, nodes []*natsProc) (*natsProc, int) {
+	t.Helper()
+	var busiest *natsProc
+	most := -1
+	for _, n := range nodes {
+		if c := connections(t, n.Monitor); c > most {
+			busiest, most = n, c
+		}
+	}
+	return busiest, most
 }
 
 // checkEventsOnce checks a watch's JSON lines hold one session's events once
