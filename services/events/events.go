@@ -46,68 +46,47 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, replicas int) (je
 	return s, nil
 }
 
-// Publish stores evs in the stream, in order. They are sent together and
-// their acknowledgements awaited together, so a request that records
-// several events waits about one round trip, not one per event. The event
-// id is the de-duplication id, so an event retried after a lost
-// acknowledgement is stored once. Publish returns the first failure after
-// trying every event.
+// Publish stores evs in the stream, one after the other, each asked again
+// until it is stored or ctx ends (a cluster electing a stream leader
+// answers nothing for a moment). It stops at the first event it could not
+// store, so none is stored after one that is missing: the caller keeps the
+// rest to publish later (the session record's outbox), and the stream keeps
+// each session's events in order. The event id is the de-duplication id,
+// so an event published again is stored once.
 func Publish(ctx context.Context, js jetstream.JetStream, evs ...api.Event) error {
-	msgs := make([][]byte, len(evs))
-	acks := make([]jetstream.PubAckFuture, len(evs))
-	var errs []error
-	for i, ev := range evs {
+	for _, ev := range evs {
 		b, err := json.Marshal(ev)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("encode event: %w", err))
-			continue
+			return fmt.Errorf("encode %s event of session %s: %w", ev.Type, ev.Session, err)
 		}
-		msgs[i] = b
-		acks[i], err = js.PublishAsync(api.EventSubject(ev.Session, ev.Type), b, jetstream.WithMsgID(ev.ID))
-		if err != nil {
-			acks[i] = nil // published again below
+		if err := publishOne(ctx, js, ev, b); err != nil {
+			return err
 		}
-	}
-	for i, ev := range evs {
-		if msgs[i] == nil {
-			continue
-		}
-		if acks[i] != nil {
-			select {
-			case <-acks[i].Ok():
-				continue
-			case <-acks[i].Err():
-			case <-ctx.Done():
-			}
-		}
-		if err := publishOne(ctx, js, ev, msgs[i]); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if len(errs) > 0 {
-		return errs[0]
 	}
 	return nil
 }
 
-// publishOne retries one event synchronously, a few times.
+// publishAttempt bounds one attempt: a publish sent to a stream leader that
+// died meanwhile is never answered, and the next may find the new one.
+const publishAttempt = 2 * time.Second
+
+// publishOne publishes one event until it is stored or ctx ends.
 func publishOne(ctx context.Context, js jetstream.JetStream, ev api.Event, b []byte) error {
-	var err error
-	for attempt := 0; ; attempt++ {
-		if ctx.Err() != nil {
-			err = ctx.Err()
-			break
+	pause := 50 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, publishAttempt)
+		_, err := js.Publish(actx, api.EventSubject(ev.Session, ev.Type), b, jetstream.WithMsgID(ev.ID))
+		cancel()
+		if err == nil {
+			return nil
 		}
-		_, err = js.Publish(ctx, api.EventSubject(ev.Session, ev.Type), b, jetstream.WithMsgID(ev.ID))
-		if err == nil || attempt == 2 {
-			break
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("publish %s event of session %s: %w", ev.Type, ev.Session, err)
+		case <-time.After(pause):
 		}
-		time.Sleep(time.Duration(attempt+1) * 100 * time.Millisecond)
+		pause = min(2*pause, time.Second)
 	}
-	if err != nil {
-		return fmt.Errorf("publish %s event of session %s: %w", ev.Type, ev.Session, err)
-	}
-	return nil
 }
 
 // Decode parses an event from the stream.

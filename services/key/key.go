@@ -143,6 +143,27 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 	return svc, nil
 }
 
+// sessionAsk bounds the question to the session service, well inside the
+// client's own wait for this request (so the client hears "unavailable"
+// rather than nothing, and asks again).
+const sessionAsk = 4 * time.Second
+
+// session asks the session service for a session, on the caller's behalf:
+// it decides membership, so both services apply one rule.
+func (s *Service) session(ctx context.Context, c rpc.Caller, id string) (*api.Session, error) {
+	ctx, cancel := context.WithTimeout(ctx, sessionAsk)
+	defer cancel()
+	var sess api.Session
+	if err := rpc.Call(ctx, s.nc, api.SubjectSessionGet, c.Token, api.SessionRequest{SessionID: id}, &sess); err != nil {
+		var e *api.Error
+		if errors.As(err, &e) {
+			return nil, e
+		}
+		return nil, api.Errorf(api.CodeUnavailable, "the session service did not answer (%v); retry", err)
+	}
+	return &sess, nil
+}
+
 // Wait blocks until background work stopped after Start's context ended.
 func (s *Service) Wait() { s.wg.Wait() }
 
@@ -153,15 +174,9 @@ func (s *Service) get(ctx context.Context, c rpc.Caller, r *api.KeyRequest) (*ap
 	if len(r.ReplyKey) == 0 {
 		return nil, api.Errorf(api.CodeInvalid, "reply_key is required: the key is only sent sealed")
 	}
-	// Ask the session service, on the caller's behalf: it decides
-	// membership, so both services apply one rule.
-	var sess api.Session
-	if err := rpc.Call(ctx, s.nc, api.SubjectSessionGet, c.Token, api.SessionRequest{SessionID: r.SessionID}, &sess); err != nil {
-		var e *api.Error
-		if errors.As(err, &e) {
-			return nil, e
-		}
-		return nil, api.Errorf(api.CodeUnavailable, "session service: %v", err)
+	sess, err := s.session(ctx, c, r.SessionID)
+	if err != nil {
+		return nil, err
 	}
 	if _, ok := sess.RoleOf(c.User); !ok {
 		return nil, api.Errorf(api.CodeForbidden, "you are not a member of session %s", sess.ID)
@@ -176,7 +191,7 @@ func (s *Service) get(ctx context.Context, c rpc.Caller, r *api.KeyRequest) (*ap
 		return nil, api.Errorf(api.CodeConflict, "session %s is %s: its key is gone", sess.ID, sess.State)
 	}
 
-	k, created, err := s.keyFor(ctx, &sess)
+	k, created, err := s.keyFor(ctx, sess)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +201,13 @@ func (s *Service) get(ctx context.Context, c rpc.Caller, r *api.KeyRequest) (*ap
 	// outlives its session. A key found already made was checked this way
 	// by the request that made it, and the reaper deletes it at the end.
 	if created {
-		if err := rpc.Call(ctx, s.nc, api.SubjectSessionGet, c.Token, api.SessionRequest{SessionID: r.SessionID}, &sess); err != nil || sess.State != api.StateJoined {
+		now, err := s.session(ctx, c, r.SessionID)
+		if err != nil {
+			// Not known to have ended: the key stays for a retry (the
+			// reaper or its own expiry removes it if the session ended).
+			return nil, err
+		}
+		if now.State != api.StateJoined {
 			if derr := s.o.Store.DeleteKey(ctx, sess.ID); derr != nil {
 				s.o.Logger.Warn("delete key of ended session failed", "session", sess.ID, "err", derr)
 			}

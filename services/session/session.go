@@ -235,8 +235,10 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 	// The created event goes out after the record is stored: a member's
 	// request that finds the record first publishes it first (flush), so
 	// its own event never overtakes this one.
-	s.publish(ctx, sess.Outbox...)
 	s.o.Metrics.Session(string(api.EventCreated))
+	if err := s.publish(ctx, sess.Outbox...); err != nil {
+		return nil, err
+	}
 	s.o.Logger.Info("session created", "session", id, "initiator", c.User, "responder", r.Responder)
 	return sess.Public(), nil
 }
@@ -337,7 +339,9 @@ func (s *Service) load(ctx context.Context, id string) (*api.Session, uint64, er
 			return nil, 0, err
 		}
 		s.o.Metrics.Session(string(api.EventExpired))
-		s.publish(ctx, sess.Outbox...)
+		if err := s.publish(ctx, sess.Outbox...); err != nil {
+			return nil, 0, err
+		}
 		return sess, newRev, nil
 	}
 	return nil, 0, api.Errorf(api.CodeConflict, "session %s is changing too fast; retry", id)
@@ -388,7 +392,9 @@ func (s *Service) mutate(ctx context.Context, c rpc.Caller, id string, change fu
 			return nil, err
 		}
 		s.count(sess, evs)
-		s.publish(ctx, sess.Outbox...)
+		if err := s.publish(ctx, sess.Outbox...); err != nil {
+			return nil, err
+		}
 		return sess.Public(), nil
 	}
 	return nil, api.Errorf(api.CodeConflict, "session %s is changing too fast; retry", id)
@@ -427,11 +433,7 @@ func (s *Service) flush(ctx context.Context, sess *api.Session, rev uint64) erro
 			return err
 		}
 	}
-	if err := events.Publish(ctx, s.js, evs...); err != nil {
-		s.o.Metrics.PublishFailed(api.EventStream)
-		return err
-	}
-	return nil
+	return s.publish(ctx, evs...)
 }
 
 // republishBlindly is how long after a write its events may be published
@@ -610,14 +612,16 @@ func (s *Service) event(sess *api.Session, rev uint64, i int, ev api.Event) api.
 	return ev
 }
 
-// publish records events, in order. A failure is logged, not returned: the
-// state change is already durable, and failing the request would invite a
-// retry that the state machine then refuses.
-func (s *Service) publish(ctx context.Context, evs ...api.Event) {
+// publish sends the events of a write that is stored. When they cannot be
+// sent, the caller is told to retry: the change is kept, its events wait in
+// the record's outbox, and the retry (same request id) publishes them.
+func (s *Service) publish(ctx context.Context, evs ...api.Event) error {
 	if err := events.Publish(ctx, s.js, evs...); err != nil {
 		s.o.Metrics.PublishFailed(api.EventStream)
-		s.o.Logger.Error("event lost", "err", err)
+		s.o.Logger.Warn("events not published yet; kept in the session's outbox", "err", err)
+		return api.Errorf(api.CodeUnavailable, "the change is recorded, but the event stream did not answer; retry")
 	}
+	return nil
 }
 
 func notLive(sess *api.Session) error {
