@@ -59,34 +59,11 @@ func Publish(ctx context.Context, js jetstream.JetStream, evs ...api.Event) erro
 		if err != nil {
 			return fmt.Errorf("encode %s event of session %s: %w", ev.Type, ev.Session, err)
 		}
-		if err := publishOne(ctx, js, ev, b); err != nil {
-			return err
+		if err := jsretry.Publish(ctx, js, api.EventSubject(ev.Session, ev.Type), b, ev.ID); err != nil {
+			return fmt.Errorf("publish %s event of session %s: %w", ev.Type, ev.Session, err)
 		}
 	}
 	return nil
-}
-
-// publishAttempt bounds one attempt: a publish sent to a stream leader that
-// died meanwhile is never answered, and the next may find the new one.
-const publishAttempt = 2 * time.Second
-
-// publishOne publishes one event until it is stored or ctx ends.
-func publishOne(ctx context.Context, js jetstream.JetStream, ev api.Event, b []byte) error {
-	pause := 50 * time.Millisecond
-	for {
-		actx, cancel := context.WithTimeout(ctx, publishAttempt)
-		_, err := js.Publish(actx, api.EventSubject(ev.Session, ev.Type), b, jetstream.WithMsgID(ev.ID))
-		cancel()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("publish %s event of session %s: %w", ev.Type, ev.Session, err)
-		case <-time.After(pause):
-		}
-		pause = min(2*pause, time.Second)
-	}
 }
 
 // Decode parses an event from the stream.

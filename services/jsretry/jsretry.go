@@ -1,5 +1,6 @@
-// Package jsretry repeats the JetStream requests that declare a stream, a
-// bucket or a consumer when they go unanswered.
+// Package jsretry repeats JetStream requests that go unanswered: those that
+// declare a stream, a bucket or a consumer, and publishes with a
+// de-duplication id.
 //
 // Two processes declaring the same stream at once on a NATS cluster may see
 // only one of them answered: the other waits out the request timeout,
@@ -40,5 +41,32 @@ func Do[T any](ctx context.Context, fn func() (T, error)) (T, error) {
 		case !errors.Is(err, context.DeadlineExceeded):
 			return v, err
 		}
+	}
+}
+
+// publishAttempt bounds one publish: one sent to a stream leader that died
+// meanwhile is never answered, and the next may find the new one.
+const publishAttempt = 2 * time.Second
+
+// Publish stores data on subject with msgID as the stream's de-duplication
+// id, asking again until it is stored or ctx ends: a cluster electing a
+// stream leader answers nothing for a moment, and an id still being
+// stored by an earlier attempt is refused until it is. The id makes every
+// attempt after the first harmless.
+func Publish(ctx context.Context, js jetstream.JetStream, subject string, data []byte, msgID string) error {
+	pause := 50 * time.Millisecond
+	for {
+		actx, cancel := context.WithTimeout(ctx, publishAttempt)
+		_, err := js.Publish(actx, subject, data, jetstream.WithMsgID(msgID))
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, time.Second)
 	}
 }

@@ -71,7 +71,7 @@ func (s *Service) scheduleExpiry(ctx context.Context, sess *api.Session) error {
 		return err
 	}
 	// A create sent again schedules its session's timer once.
-	if _, err := s.js.Publish(ctx, timerSubject(sess.ID), b, jetstream.WithMsgID(sess.ID)); err != nil {
+	if err := jsretry.Publish(ctx, s.js, timerSubject(sess.ID), b, sess.ID); err != nil {
 		s.o.Metrics.PublishFailed(timerStream)
 		return fmt.Errorf("schedule expiry of session %s: %w", sess.ID, err)
 	}
