@@ -54,15 +54,7 @@ func TestDockerCompose(t *testing.T) {
 	}
 	root := repoRoot(t)
 	dir := t.TempDir()
-	d := &dockerStack{t: t, root: root, env: dockerEnv(t, filepath.Join(dir, "home"))}
-	for _, bin := range []string{"docker", "bash", "go"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("%s: %v (deploy/docker-env.sh setup installs what this test needs)", bin, err)
-		}
-	}
-	d.run(5*time.Minute, nil, "bash", "deploy/docker-env.sh", "images")
-	// What a run that was itself killed may have left of the test's stack.
-	d.down()
+	d := startDocker(t, root, dockerEnv(t, filepath.Join(dir, "home"), "COMPOSE_FILE="+composeFiles, "COMPOSE_PROJECT_NAME="+dockerProject))
 	// The published ports: a stack already on them would take the test's
 	// transfers.
 	for _, addr := range []string{"127.0.0.1:4222", ":4223"} {
@@ -73,38 +65,11 @@ func TestDockerCompose(t *testing.T) {
 		ln.Close()
 	}
 
-	// However the test ends, the stack goes, volumes and all.
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("compose logs:\n%s", d.output(time.Minute, nil, "docker", "compose", "logs", "--no-color", "--tail", "100"))
-		}
-		d.down()
-	})
-	began := time.Now()
-	d.run(5*time.Minute, nil, "go", "tool", "task", "up")
-	t.Logf("task up: every service healthy after %s", time.Since(began).Round(time.Second))
-	d.checkHealthy(map[string]int{"nats": 1, "redis": 1, "auth": 1, "session": 2, "key": 2, "relay": 1})
+	d.up("up", map[string]int{"nats": 1, "redis": 1, "auth": 1, "session": 2, "key": 2, "relay": 1})
 	d.checkLogs("auth-1", "session-1", "session-2", "key-1", "key-2", "relay-1")
 
-	// Users as the README says: sftd user add in a one-off auth container,
-	// the password on standard input.
-	ids := []string{"SFT_UID=" + strconv.Itoa(os.Getuid()), "SFT_GID=" + strconv.Itoa(os.Getgid())}
-	for _, user := range []string{"alice", "bob"} {
-		d.run(2*time.Minute, strings.NewReader(user+"-password\n"),
-			"env", append(ids, "docker", "compose", "run", "--rm", "auth", "user", "add", user)...)
-	}
-
-	// sft-cli on this host, through the published port with the CA file
-	// `task certs` made.
 	bin := buildBinaries(t)
-	as := func(user string) []string {
-		return append(hermetic.Home(filepath.Join(dir, user)),
-			"SFT_NATS_URL=tls://127.0.0.1:4222",
-			"SFT_NATS_CA_FILE="+filepath.Join(root, ".deploy", "pki", "ca.pem"),
-			"SFT_USER="+user, "SFT_PASSWORD="+user+"-password")
-	}
-	mustRun(t, as("alice"), nil, bin("sft-cli"), "login")
-	mustRun(t, as("bob"), nil, bin("sft-cli"), "login")
+	as := d.users(dir, "tls://127.0.0.1:4222", bin)
 	src := filepath.Join(dir, "payload.bin")
 	writeRandom(t, src, transferSize)
 	want := fileHash(t, src)
@@ -207,13 +172,7 @@ func TestDockerCompose(t *testing.T) {
 	}
 
 	d.run(2*time.Minute, nil, "go", "tool", "task", "down")
-	label := "label=com.docker.compose.project=" + dockerProject
-	if left := d.run(time.Minute, nil, "docker", "ps", "--all", "--quiet", "--filter", label); strings.TrimSpace(left) != "" {
-		t.Errorf("containers left after task down: %s", left)
-	}
-	if left := d.run(time.Minute, nil, "docker", "network", "ls", "--quiet", "--filter", label); strings.TrimSpace(left) != "" {
-		t.Errorf("networks left after task down: %s", left)
-	}
+	d.checkGone(dockerProject, "task down")
 }
 
 // dockerStack runs docker, compose and task in the repository root for the
@@ -224,28 +183,98 @@ type dockerStack struct {
 	env  []string
 }
 
-// dockerEnv is the environment of the commands that run the stack: nothing
-// of SFT's from the shell (hermetic.Environ), a home of their own (so
-// neither the shell's docker configuration nor SFT's), Go's caches where
-// they are, and the compose files and project of the test. Docker finds
-// its plugin system-wide and the engine as DOCKER_HOST or its default
-// says.
-func dockerEnv(t *testing.T, home string) []string {
+// startDocker checks that what a Docker test needs is installed, brings the
+// stand-in images up to date with this tree, and removes what a run that
+// was itself killed may have left of the test's stack (the project env
+// names); the stack goes again, volumes and all, however the test ends.
+func startDocker(t *testing.T, root string, env []string) *dockerStack {
 	t.Helper()
-	vars := []string{"GOCACHE", "GOMODCACHE", "GOPATH", "GOENV"}
-	out, err := exec.Command("go", append([]string{"env"}, vars...)...).Output()
+	d := &dockerStack{t: t, root: root, env: env}
+	for _, bin := range []string{"docker", "bash", "go"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s: %v (deploy/docker-env.sh setup installs what this test needs)", bin, err)
+		}
+	}
+	d.run(5*time.Minute, nil, "bash", "deploy/docker-env.sh", "images")
+	d.down()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("compose logs:\n%s", d.output(time.Minute, nil, "docker", "compose", "logs", "--no-color", "--tail", "100"))
+		}
+		d.down()
+	})
+	return d
+}
+
+// up starts the stack with a task (up, up:cluster) and checks it runs
+// replicas containers of each service, all healthy.
+func (d *dockerStack) up(task string, replicas map[string]int) {
+	d.t.Helper()
+	began := time.Now()
+	d.run(5*time.Minute, nil, "go", "tool", "task", task)
+	d.t.Logf("task %s: every service healthy after %s", task, time.Since(began).Round(time.Second))
+	d.checkHealthy(replicas)
+}
+
+// dockerEnv is the environment of the commands that run the stack: nothing
+// of SFT's or compose's from the shell (hermetic.Environ), a home of their
+// own (so neither the shell's docker configuration nor SFT's), Go's caches
+// where they are, and vars: the compose files and project of the test, and
+// any setting of its own. Docker finds its plugin system-wide and the
+// engine as DOCKER_HOST or its default says.
+func dockerEnv(t *testing.T, home string, vars ...string) []string {
+	t.Helper()
+	goVars := []string{"GOCACHE", "GOMODCACHE", "GOPATH", "GOENV"}
+	out, err := exec.Command("go", append([]string{"env"}, goVars...)...).Output()
 	if err != nil {
 		t.Fatalf("go env: %v", err)
 	}
 	vals := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(vals) != len(vars) {
+	if len(vals) != len(goVars) {
 		t.Fatalf("go env: %q", out)
 	}
-	env := append(hermetic.Home(home), "COMPOSE_FILE="+composeFiles, "COMPOSE_PROJECT_NAME="+dockerProject)
-	for i, v := range vars {
+	env := hermetic.Home(home)
+	for i, v := range goVars {
 		env = append(env, v+"="+vals[i])
 	}
-	return hermetic.Environ(env...)
+	return slices.DeleteFunc(hermetic.Environ(append(env, vars...)...), func(kv string) bool {
+		return strings.HasPrefix(kv, "COMPOSE_") && !slices.Contains(vars, kv)
+	})
+}
+
+// users adds alice and bob as the README says: sftd user add in a one-off
+// auth container, the password on standard input; and logs both in with
+// sft-cli on this host, through natsURL (the published ports) with the CA
+// file `task certs` made. as gives the environment of sft-cli as one of
+// them.
+func (d *dockerStack) users(dir, natsURL string, bin func(string) string) (as func(user string) []string) {
+	d.t.Helper()
+	ids := []string{"SFT_UID=" + strconv.Itoa(os.Getuid()), "SFT_GID=" + strconv.Itoa(os.Getgid())}
+	as = func(user string) []string {
+		return append(hermetic.Home(filepath.Join(dir, user)),
+			"SFT_NATS_URL="+natsURL,
+			"SFT_NATS_CA_FILE="+filepath.Join(d.root, ".deploy", "pki", "ca.pem"),
+			"SFT_USER="+user, "SFT_PASSWORD="+user+"-password")
+	}
+	for _, user := range []string{"alice", "bob"} {
+		d.run(2*time.Minute, strings.NewReader(user+"-password\n"),
+			"env", append(ids, "docker", "compose", "run", "--rm", "auth", "user", "add", user)...)
+		mustRun(d.t, as(user), nil, bin("sft-cli"), "login")
+	}
+	return as
+}
+
+// checkGone checks that nothing of project runs or remains after how (a
+// task that stops the stack), but its volumes.
+func (d *dockerStack) checkGone(project, how string) {
+	d.t.Helper()
+	label := "label=com.docker.compose.project=" + project
+	if left := d.run(time.Minute, nil, "docker", "ps", "--all", "--quiet", "--filter", label); strings.TrimSpace(left) != "" {
+		d.t.Errorf("containers left after %s: %s", how, left)
+	}
+	if left := d.run(time.Minute, nil, "docker", "network", "ls", "--quiet", "--filter", label); strings.TrimSpace(left) != "" {
+		d.t.Errorf("networks left after %s: %s", how, left)
+	}
 }
 
 // down removes the test's stack, volumes and all.
