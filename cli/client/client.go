@@ -53,7 +53,7 @@ func (c *Client) Login(ctx context.Context, user, password string) (api.LoginRep
 	}
 	var rep api.LoginReply
 	req := api.LoginRequest{User: user, SealedPassword: sealedPw, ReplyKey: replyKey.PublicKey()}
-	if err := retry(ctx, func(ctx context.Context) error {
+	if err := retry(ctx, retryable, func(ctx context.Context) error {
 		return rpc.Call(ctx, c.nc, api.SubjectAuthLogin, "", req, &rep)
 	}); err != nil {
 		return api.LoginReply{}, err
@@ -95,8 +95,8 @@ func (c *Client) Resume(ctx context.Context, id string, peerAddrs []string) (*ap
 // connection of this member's side of a joined session.
 func (c *Client) RelayTicket(ctx context.Context, id string) (*api.RelayReply, error) {
 	var r api.RelayReply
-	// Once: "unavailable" here means this server offers no relay.
-	return &r, c.callOnce(ctx, api.SubjectSessionRelay, api.RelayRequest{SessionID: id}, &r)
+	// "Unavailable" here means this server offers no relay.
+	return &r, c.callAnswered(ctx, api.SubjectSessionRelay, api.RelayRequest{SessionID: id}, &r)
 }
 
 // Get reads a session.

@@ -33,7 +33,17 @@ const (
 // call sends one logical request, retrying as described above.
 func (c *Client) call(ctx context.Context, subject string, req, rep any) error {
 	id := api.NewID()
-	return retry(ctx, func(ctx context.Context) error {
+	return retry(ctx, retryable, func(ctx context.Context) error {
+		return rpc.CallID(ctx, c.nc, subject, c.token, id, req, rep)
+	})
+}
+
+// callAnswered is call for a request whose "unavailable" answer is final
+// (the relay ticket: the server offers no relay): only a request that got
+// no answer is sent again.
+func (c *Client) callAnswered(ctx context.Context, subject string, req, rep any) error {
+	id := api.NewID()
+	return retry(ctx, unanswered, func(ctx context.Context) error {
 		return rpc.CallID(ctx, c.nc, subject, c.token, id, req, rep)
 	})
 }
@@ -43,9 +53,9 @@ func (c *Client) callOnce(ctx context.Context, subject string, req, rep any) err
 	return rpc.Call(ctx, c.nc, subject, c.token, req, rep)
 }
 
-// retry runs attempt until it succeeds, fails for good, or the retry time
-// is up; it returns the last attempt's error.
-func retry(ctx context.Context, attempt func(context.Context) error) error {
+// retry runs attempt until it succeeds, fails with an error again does not
+// accept, or the retry time is up; it returns the last attempt's error.
+func retry(ctx context.Context, again func(error) bool, attempt func(context.Context) error) error {
 	start := time.Now()
 	backoff := 100 * time.Millisecond
 	for {
@@ -59,7 +69,7 @@ func retry(ctx context.Context, attempt func(context.Context) error) error {
 		switch {
 		case errors.Is(err, nats.ErrNoResponders):
 			limit = noResponderFor
-		case !retryable(err):
+		case !again(err):
 			return err
 		}
 		wait := backoff/2 + rand.N(backoff/2+1) // jittered, so retries of many clients spread
@@ -78,7 +88,11 @@ func retry(ctx context.Context, attempt func(context.Context) error) error {
 // retryable tells whether err means the request may not have been served
 // and may be sent again.
 func retryable(err error) bool {
-	return api.CodeOf(err) == api.CodeUnavailable ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+	return api.CodeOf(err) == api.CodeUnavailable || unanswered(err)
+}
+
+// unanswered tells whether err means the request got no answer.
+func unanswered(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, nats.ErrNoResponders)
 }

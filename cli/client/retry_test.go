@@ -33,7 +33,7 @@ func TestRetry(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			n := 0
-			err := retry(context.Background(), func(context.Context) error {
+			err := retry(context.Background(), retryable, func(context.Context) error {
 				n++
 				if n <= len(tc.answers) {
 					return tc.answers[n-1]
@@ -59,19 +59,43 @@ func TestRetry(t *testing.T) {
 // noResponderFor only, and the caller's context ends the retries at once.
 func TestRetryGivesUp(t *testing.T) {
 	n := 0
-	err := retry(context.Background(), func(context.Context) error { n++; return nats.ErrNoResponders })
+	err := retry(context.Background(), retryable, func(context.Context) error { n++; return nats.ErrNoResponders })
 	if !errors.Is(err, nats.ErrNoResponders) || n < 2 {
 		t.Errorf("after %d attempts: %v", n, err)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	n = 0
-	err = retry(ctx, func(context.Context) error {
+	err = retry(ctx, retryable, func(context.Context) error {
 		n++
 		cancel()
 		return api.Errorf(api.CodeUnavailable, "down")
 	})
 	if n != 1 || api.CodeOf(err) != api.CodeUnavailable {
 		t.Errorf("after the context ended: %d attempts, %v", n, err)
+	}
+}
+
+// TestRetryUnanswered: under the policy for requests whose "unavailable"
+// answer is final, only a request that got no answer is sent again.
+func TestRetryUnanswered(t *testing.T) {
+	for _, tc := range []struct {
+		answer   error
+		attempts int
+	}{
+		{api.Errorf(api.CodeUnavailable, "this server offers no relay"), 1},
+		{fmt.Errorf("request: %w", context.DeadlineExceeded), 2},
+		{nats.ErrNoResponders, 2},
+	} {
+		n := 0
+		_ = retry(context.Background(), unanswered, func(context.Context) error {
+			if n++; n == 1 {
+				return tc.answer
+			}
+			return nil
+		})
+		if n != tc.attempts {
+			t.Errorf("after %v: %d attempts, want %d", tc.answer, n, tc.attempts)
+		}
 	}
 }

@@ -304,8 +304,13 @@ func (s *side) prepareRelay(ctx context.Context) error {
 		return nil
 	case api.CodeOf(err) == api.CodeConflict, api.CodeOf(err) == api.CodeExpired:
 		return err // the session ended meanwhile; the error says how
-	case err != nil:
+	case err != nil && s.peer.Relay == RelayAlways:
 		return fmt.Errorf("ask for the relay: %w", err)
+	case err != nil:
+		// No answer for now: the direct path may do, and a relay attempt
+		// asks for its own ticket.
+		s.log.Warn("no answer about the relay; trying the direct path", "session", s.sess.ID, "err", err)
+		return nil
 	}
 	s.relayAddrs = rep.Addrs
 	s.ticket.Store(rep)

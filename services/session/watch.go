@@ -118,6 +118,14 @@ func (s *Service) watch(ctx context.Context, c rpc.Caller, r *api.WatchRequest) 
 	return reply, nil
 }
 
+// How a relay's consumer pulls: a pull lasts consumerExpiry and the server
+// sends a heartbeat every consumerHeartbeat while it has nothing; two
+// missed heartbeats end the relay as stalled.
+const (
+	consumerExpiry    = 10 * time.Second
+	consumerHeartbeat = 2 * time.Second
+)
+
 // relay forwards events until the watcher goes away, its token expires, the
 // watched session ends, or the service stops. It returns why it stopped.
 // reasonStalled ends a relay whose consumer stopped hearing from the server.
@@ -133,14 +141,19 @@ func (s *Service) relay(ctx context.Context, c rpc.Caller, r *api.WatchRequest, 
 		case msgs <- m:
 		case <-done:
 		}
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		if errors.Is(err, jetstream.ErrNoHeartbeat) {
-			select {
-			case stalled <- struct{}{}:
-			default:
+	},
+		// A consumer whose server died stops sending its heartbeats: at
+		// these settings that is noticed within seconds, not the default
+		// half-minute, and the watcher resumes through a new one.
+		jetstream.PullExpiry(consumerExpiry), jetstream.PullHeartbeat(consumerHeartbeat),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if errors.Is(err, jetstream.ErrNoHeartbeat) {
+				select {
+				case stalled <- struct{}{}:
+				default:
+				}
 			}
-		}
-	}))
+		}))
 	if err != nil {
 		s.o.Logger.Warn("watch consume failed", "err", err)
 		return "internal error"
