@@ -110,6 +110,11 @@ func (w *world) testRetriedRequests(t *testing.T) {
 	if _, err := call("carol", api.SubjectSessionCreate, createID, createReq("bob")); api.CodeOf(err) != api.CodeConflict {
 		t.Errorf("another user's create with a used request id: %v, want conflict", err)
 	}
+	changed := createReq("bob")
+	changed.Manifest.Files[0].Size++
+	if _, err := call("alice", api.SubjectSessionCreate, createID, changed); api.CodeOf(err) != api.CodeConflict {
+		t.Errorf("another create with a used request id: %v, want conflict", err)
+	}
 	joinID := api.NewID()
 	for range 2 {
 		if s, err := call("bob", api.SubjectSessionJoin, joinID, api.JoinRequest{SessionID: first.ID}); err != nil || s.State != api.StateJoined {
@@ -137,6 +142,10 @@ func (w *world) testRetriedRequests(t *testing.T) {
 	// Alice's report once more, its answer lost before bob's report: done.
 	if s, err := call("alice", api.SubjectSessionReport, reportID, report); err != nil || s.State != api.StateCompleted {
 		t.Errorf("report sent again after the session completed: %+v, %v", s, err)
+	}
+	// The create once more, after the session moved on: still its session.
+	if s, err := call("alice", api.SubjectSessionCreate, createID, createReq("bob")); err != nil || s.ID != first.ID || s.State != api.StateCompleted {
+		t.Errorf("create sent again after the session completed: %+v, %v", s, err)
 	}
 	if s, err := w.alice.Get(ctx, first.ID); err != nil || s.Outbox != nil || s.Request != "" {
 		t.Errorf("get shows the server's bookkeeping: %+v, %v", s, err)

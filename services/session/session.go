@@ -5,6 +5,7 @@
 package session
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -251,13 +252,24 @@ func (s *Service) createdBefore(ctx context.Context, c rpc.Caller, r *api.Create
 	if err != nil {
 		return nil, err
 	}
-	if sess.Initiator != c.User || sess.Request != c.RequestID || sess.Responder != r.Responder {
+	// Its id is this request's; later writes (a join, a report) may have
+	// followed, so the record is matched by what the request asked for.
+	if sess.Initiator != c.User || sess.Responder != r.Responder || !sameManifest(sess.Manifest, r.Manifest) {
 		return nil, api.Errorf(api.CodeConflict, "request id %s names another session: send the request with a new id", c.RequestID)
 	}
 	if err := s.flush(ctx, sess, rev); err != nil {
 		return nil, err
 	}
 	return sess.Public(), nil
+}
+
+// sameManifest compares manifests by their encoding, which a stored
+// record's round trip keeps (a struct compare would tell an empty list
+// from a missing one).
+func sameManifest(a, b api.Manifest) bool {
+	x, errA := json.Marshal(a)
+	y, errB := json.Marshal(b)
+	return errA == nil && errB == nil && bytes.Equal(x, y)
 }
 
 // maxPeerHost bounds the listener's opaque host identifier.
