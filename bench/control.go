@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,11 +37,12 @@ type pair struct {
 
 // lifecycles drives o.pairs pairs through create → join → key (both) →
 // report (both) → completed for o.cpDuration per run, with no file bytes.
-// With serverCPU (the CPU time the server side has used so far, when it
-// runs in processes of its own), it also reports the server side's CPU per
-// lifecycle and the rate that CPU would allow on this machine's cores if
-// the clients ran elsewhere.
-func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU func() (time.Duration, error)) *Case {
+// With serverCPU (the CPU time each server process has used so far, by
+// name, when the server side runs in processes of its own), it also
+// reports the server side's CPU per lifecycle, in all and by process, and
+// the rate that CPU would allow on this machine's cores if the clients ran
+// elsewhere.
+func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU func() (map[string]time.Duration, error)) *Case {
 	pairs := make([]pair, o.pairs)
 	var conns []*nats.Conn
 	defer func() {
@@ -78,7 +81,7 @@ func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU f
 			firstMu sync.Mutex
 			first   error
 		)
-		var cpu0 time.Duration
+		var cpu0 map[string]time.Duration
 		if serverCPU != nil {
 			var err error
 			if cpu0, err = serverCPU(); err != nil {
@@ -129,7 +132,13 @@ func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU f
 				if err != nil {
 					return err
 				}
-				per := (cpu1 - cpu0) / time.Duration(done.Load())
+				n := time.Duration(done.Load())
+				var per time.Duration
+				for _, name := range slices.Sorted(maps.Keys(cpu1)) {
+					d := (cpu1[name] - cpu0[name]) / n
+					c.add("server CPU per lifecycle: "+name, "ms", float64(d)/1e6)
+					per += d
+				}
 				c.add("server CPU per lifecycle", "ms", float64(per)/1e6)
 				c.add("server-side capacity", "/s", float64(runtime.NumCPU())*float64(time.Second)/float64(per))
 			}
