@@ -62,6 +62,18 @@ type Options struct {
 	// Replicas is the replica count of the event stream when this service
 	// creates it; 0 means 1.
 	Replicas int
+	// Sessions, when set, is where the service reads a caller's session
+	// itself; nil means it asks the session service on the caller's behalf
+	// (a request and its reply through the broker, and the session
+	// service's work, for each look-up). Set it only where the service's
+	// store credentials reach session records anyway (Redis, whose one user
+	// every service shares), never to widen what a service may read.
+	Sessions Sessions
+}
+
+// Sessions reads session records from the state store.
+type Sessions interface {
+	GetSession(ctx context.Context, id string) (*api.Session, uint64, error)
 }
 
 // Service answers sft.v1.key.get and reaps keys of ended sessions.
@@ -153,15 +165,9 @@ func (s *Service) get(ctx context.Context, c rpc.Caller, r *api.KeyRequest) (*ap
 	if len(r.ReplyKey) == 0 {
 		return nil, api.Errorf(api.CodeInvalid, "reply_key is required: the key is only sent sealed")
 	}
-	// Ask the session service, on the caller's behalf: it decides
-	// membership, so both services apply one rule.
-	var sess api.Session
-	if err := rpc.Call(ctx, s.nc, api.SubjectSessionGet, c.Token, api.SessionRequest{SessionID: r.SessionID}, &sess); err != nil {
-		var e *api.Error
-		if errors.As(err, &e) {
-			return nil, e
-		}
-		return nil, api.Errorf(api.CodeUnavailable, "session service: %v", err)
+	sess, err := s.session(ctx, c, r.SessionID)
+	if err != nil {
+		return nil, err
 	}
 	if _, ok := sess.RoleOf(c.User); !ok {
 		return nil, api.Errorf(api.CodeForbidden, "you are not a member of session %s", sess.ID)
@@ -176,7 +182,7 @@ func (s *Service) get(ctx context.Context, c rpc.Caller, r *api.KeyRequest) (*ap
 		return nil, api.Errorf(api.CodeConflict, "session %s is %s: its key is gone", sess.ID, sess.State)
 	}
 
-	k, created, err := s.keyFor(ctx, &sess)
+	k, created, err := s.keyFor(ctx, sess)
 	if err != nil {
 		return nil, err
 	}
@@ -186,7 +192,7 @@ func (s *Service) get(ctx context.Context, c rpc.Caller, r *api.KeyRequest) (*ap
 	// outlives its session. A key found already made was checked this way
 	// by the request that made it, and the reaper deletes it at the end.
 	if created {
-		if err := rpc.Call(ctx, s.nc, api.SubjectSessionGet, c.Token, api.SessionRequest{SessionID: r.SessionID}, &sess); err != nil || sess.State != api.StateJoined {
+		if now, err := s.session(ctx, c, r.SessionID); err != nil || now.State != api.StateJoined {
 			if derr := s.o.Store.DeleteKey(ctx, sess.ID); derr != nil {
 				s.o.Logger.Warn("delete key of ended session failed", "session", sess.ID, "err", derr)
 			}
@@ -199,6 +205,38 @@ func (s *Service) get(ctx context.Context, c rpc.Caller, r *api.KeyRequest) (*ap
 	}
 	s.o.Logger.Info("key issued", "session", sess.ID, "user", c.User)
 	return &api.KeyReply{SealedKey: sealed}, nil
+}
+
+// session reads a session as the session service answers it: from
+// Options.Sessions when set, else from the session service, on the
+// caller's behalf (which refuses a caller who is not a member; get checks
+// membership either way). A live session past its expiry reads as
+// expired.
+func (s *Service) session(ctx context.Context, c rpc.Caller, id string) (*api.Session, error) {
+	if s.o.Sessions == nil {
+		var sess api.Session
+		if err := rpc.Call(ctx, s.nc, api.SubjectSessionGet, c.Token, api.SessionRequest{SessionID: id}, &sess); err != nil {
+			var e *api.Error
+			if errors.As(err, &e) {
+				return nil, e
+			}
+			return nil, api.Errorf(api.CodeUnavailable, "session service: %v", err)
+		}
+		return &sess, nil
+	}
+	sess, _, err := s.o.Sessions.GetSession(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, api.Errorf(api.CodeNotFound, "no session %s (it may have ended and been removed)", id)
+	case err != nil:
+		return nil, fmt.Errorf("read session: %w", err)
+	}
+	if !sess.State.Terminal() && !s.now().Before(sess.ExpiresAt) {
+		// Its expiry timer has not fired yet; the session service would
+		// already answer expired.
+		sess.State = api.StateExpired
+	}
+	return sess, nil
 }
 
 // keyFor returns the session's key, creating it on first use. Two members
