@@ -105,6 +105,12 @@ func New(o Options) (*Service, error) {
 // reaperConsumer is named in the key service's NATS permissions.
 const reaperConsumer = broker.KeyReaperConsumer
 
+// reapers is how many terminal events a replica handles at once. One at a
+// time, each waiting for its store round trip, falls behind the sessions
+// that end under load (at a few hundred a second), and their keys outlive
+// them for as long as the backlog lasts.
+const reapers = 16
+
 // Start registers the endpoint and the reaper; both stop when ctx ends.
 func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, error) {
 	s.nc = nc
@@ -129,9 +135,27 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 	if err != nil {
 		return nil, fmt.Errorf("key service: reaper consumer: %w", err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { s.reap(ctx, m) })
+	work := make(chan jetstream.Msg)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case work <- m:
+		case <-ctx.Done():
+		}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("key service: consume events: %w", err)
+	}
+	for range reapers {
+		s.wg.Go(func() {
+			for {
+				select {
+				case m := <-work:
+					s.reap(ctx, m)
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
 	}
 	s.wg.Go(func() {
 		<-ctx.Done()
