@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,10 +41,11 @@ type pair struct {
 // report (both) → completed for o.cpDuration per run, with no file bytes.
 // It reports the CPU per lifecycle of every process involved: this one
 // (the clients, and an embedded stack) and, with serverCPU (the CPU time
-// the server side has used so far, when it runs in processes of its own),
-// the server side, whose share it also reports with the rate that CPU
-// would allow on this machine's cores if the clients ran elsewhere.
-func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU func() (time.Duration, error)) *Case {
+// each server process has used so far, by name, when the server side runs
+// in processes of its own), the server side's, in all and by process, with
+// the rate that CPU would allow on this machine's cores if the clients ran
+// elsewhere.
+func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU func() (map[string]time.Duration, error)) *Case {
 	pairs := make([]pair, o.pairs)
 	var conns []*nats.Conn
 	defer func() {
@@ -81,7 +84,7 @@ func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU f
 			firstMu sync.Mutex
 			first   error
 		)
-		var cpu0 time.Duration
+		var cpu0 map[string]time.Duration
 		if serverCPU != nil {
 			var err error
 			if cpu0, err = serverCPU(); err != nil {
@@ -142,7 +145,11 @@ func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU f
 					if err != nil {
 						return err
 					}
-					server = cpu1 - cpu0
+					for _, name := range slices.Sorted(maps.Keys(cpu1)) {
+						d := cpu1[name] - cpu0[name]
+						c.add("server CPU per lifecycle: "+name, "ms", float64(d)/1e6/float64(n))
+						server += d
+					}
 				}
 				c.add("CPU per lifecycle", "ms", float64(server+self1-self0)/1e6/float64(n))
 				if serverCPU != nil {

@@ -149,7 +149,7 @@ func benchScale(ctx context.Context, o options, dir string, env []string, t scal
 		if terr != nil {
 			return &Case{Name: c.Name, Skipped: terr.Error()}
 		}
-		tgt, err = startTopology(ctx, filepath.Join(dir, "scale-topology"), redisBin, natsBin, env, 1, 1, &procs, scaleLimits(p))
+		tgt, err = startTopology(ctx, filepath.Join(dir, "scale-topology"), redisBin, natsBin, env, 1, 1, "", &procs, scaleLimits(p))
 		c.Notes["topology"] = "redis-server (appendfsync always), nats-server (deploy/nats-server.conf), sftd auth, sftd session, sftd key"
 	default:
 		err = fmt.Errorf("no topology %q", t)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -25,8 +26,24 @@ import (
 	"github.com/sftproject/sft/services/launch"
 )
 
-// runSftd is `sftd` itself, for the production-topology case.
+// runSftd is `sftd` itself, for the production-topology case. A first
+// argument --cpuprofile=FILE writes the process's CPU profile to FILE
+// when it stops (--cpuprofile of the bench asks for it).
 func runSftd(ctx context.Context, args, env []string, stdout io.Writer) error {
+	if len(args) > 0 {
+		if file, ok := strings.CutPrefix(args[0], "--cpuprofile="); ok {
+			f, err := os.Create(file)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+			defer pprof.StopCPUProfile()
+			args = args[1:]
+		}
+	}
 	return daemon.Run(ctx, daemon.IO{In: os.Stdin, Out: stdout, Err: os.Stderr}, args, env)
 }
 
@@ -60,7 +77,7 @@ func benchTopology(ctx context.Context, o options, c *Case, dir string, env []st
 	}
 	var procs procGroup
 	defer procs.stop()
-	tgt, err := startTopology(ctx, dir, redisBin, natsBin, env, o.replicas, nodes, &procs, nil)
+	tgt, err := startTopology(ctx, dir, redisBin, natsBin, env, o.replicas, nodes, o.cpuProfile, &procs, nil)
 	if err != nil {
 		return &Case{Name: c.Name, Skipped: "failed to start: " + err.Error()}
 	}
@@ -88,7 +105,9 @@ func topologyTools() (redisBin, natsBin string, err error) {
 // startTopology starts Redis, NATS (one server, or a cluster of nodes with
 // streams kept on as many replicas) and the sftd services under dir;
 // settings are more SFT_* variables for the services, after the bench's own.
-func startTopology(ctx context.Context, dir, redisBin, natsBin string, env []string, replicas, nodes int, procs *procGroup, settings []string) (target, error) {
+// With profile set, each sftd process writes its CPU profile to profile
+// plus its name and index (cpu.pprof.session-0).
+func startTopology(ctx context.Context, dir, redisBin, natsBin string, env []string, replicas, nodes int, profile string, procs *procGroup, settings []string) (target, error) {
 	data := filepath.Join(dir, "data")
 	home := filepath.Join(dir, "home")
 	for _, d := range []string{data, home, filepath.Join(dir, "redis")} {
@@ -132,8 +151,14 @@ func startTopology(ctx context.Context, dir, redisBin, natsBin string, env []str
 	for range replicas {
 		names = append(names, "session", "key")
 	}
+	seen := map[string]int{}
 	for _, name := range names {
-		p, err := procs.start(ctx, "sftd "+name, dir, svcEnv, self, modeSftd, name)
+		args := []string{modeSftd, name}
+		if profile != "" {
+			args = []string{modeSftd, fmt.Sprintf("--cpuprofile=%s.%s-%d", profile, name, seen[name]), name}
+			seen[name]++
+		}
+		p, err := procs.start(ctx, "sftd "+name, dir, svcEnv, self, args...)
 		if err != nil {
 			return target{}, err
 		}
@@ -279,17 +304,18 @@ func (g *procGroup) start(ctx context.Context, name, dir string, env []string, b
 	return p, nil
 }
 
-// cpu is the CPU time (user+system) the group's processes used so far.
-func (g *procGroup) cpu() (time.Duration, error) {
-	var total time.Duration
+// cpu is the CPU time (user+system) the group's processes used so far,
+// summed by process name (the replicas of a service together).
+func (g *procGroup) cpu() (map[string]time.Duration, error) {
+	by := map[string]time.Duration{}
 	for _, p := range g.procs {
 		d, err := procstat.CPU(p.cmd.Process.Pid)
 		if err != nil {
-			return 0, fmt.Errorf("%s: %w", p.name, err)
+			return nil, fmt.Errorf("%s: %w", p.name, err)
 		}
-		total += d
+		by[p.name] += d
 	}
-	return total, nil
+	return by, nil
 }
 
 func (g *procGroup) stop() {

@@ -62,6 +62,18 @@ type Options struct {
 	// Replicas is the replica count of the event stream when this service
 	// creates it; 0 means 1.
 	Replicas int
+	// Sessions, when set, is where the service reads a caller's session
+	// itself; nil means it asks the session service on the caller's behalf
+	// (a request and its reply through the broker, and the session
+	// service's work, for each look-up). Set it only where the service's
+	// store credentials reach session records anyway (Redis, whose one user
+	// every service shares), never to widen what a service may read.
+	Sessions Sessions
+}
+
+// Sessions reads session records from the state store.
+type Sessions interface {
+	GetSession(ctx context.Context, id string) (*api.Session, uint64, error)
 }
 
 // Service answers sft.v1.key.get and reaps keys of ended sessions.
@@ -93,6 +105,12 @@ func New(o Options) (*Service, error) {
 // reaperConsumer is named in the key service's NATS permissions.
 const reaperConsumer = broker.KeyReaperConsumer
 
+// reapers is how many terminal events a replica handles at once. One at a
+// time, each waiting for its store round trip, falls behind the sessions
+// that end under load (at a few hundred a second), and their keys outlive
+// them for as long as the backlog lasts.
+const reapers = 16
+
 // Start registers the endpoint and the reaper; both stop when ctx ends.
 func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, error) {
 	s.nc = nc
@@ -117,9 +135,27 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 	if err != nil {
 		return nil, fmt.Errorf("key service: reaper consumer: %w", err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) { s.reap(ctx, m) })
+	work := make(chan jetstream.Msg)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		select {
+		case work <- m:
+		case <-ctx.Done():
+		}
+	})
 	if err != nil {
 		return nil, fmt.Errorf("key service: consume events: %w", err)
+	}
+	for range reapers {
+		s.wg.Go(func() {
+			for {
+				select {
+				case m := <-work:
+					s.reap(ctx, m)
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
 	}
 	s.wg.Go(func() {
 		<-ctx.Done()
@@ -141,27 +177,6 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 		return nil, fmt.Errorf("start key service: %w", err)
 	}
 	return svc, nil
-}
-
-// sessionAsk bounds the question to the session service, well inside the
-// client's own wait for this request (so the client hears "unavailable"
-// rather than nothing, and asks again).
-const sessionAsk = 4 * time.Second
-
-// session asks the session service for a session, on the caller's behalf:
-// it decides membership, so both services apply one rule.
-func (s *Service) session(ctx context.Context, c rpc.Caller, id string) (*api.Session, error) {
-	ctx, cancel := context.WithTimeout(ctx, sessionAsk)
-	defer cancel()
-	var sess api.Session
-	if err := rpc.Call(ctx, s.nc, api.SubjectSessionGet, c.Token, api.SessionRequest{SessionID: id}, &sess); err != nil {
-		var e *api.Error
-		if errors.As(err, &e) {
-			return nil, e
-		}
-		return nil, api.Errorf(api.CodeUnavailable, "the session service did not answer (%v); retry", err)
-	}
-	return &sess, nil
 }
 
 // Wait blocks until background work stopped after Start's context ended.
@@ -220,6 +235,45 @@ func (s *Service) get(ctx context.Context, c rpc.Caller, r *api.KeyRequest) (*ap
 	}
 	s.o.Logger.Info("key issued", "session", sess.ID, "user", c.User)
 	return &api.KeyReply{SealedKey: sealed}, nil
+}
+
+// sessionAsk bounds the question to the session service, well inside the
+// client's own wait for this request (so the client hears "unavailable"
+// rather than nothing, and asks again).
+const sessionAsk = 4 * time.Second
+
+// session reads a session as the session service answers it: from
+// Options.Sessions when set, else from the session service, on the
+// caller's behalf (which refuses a caller who is not a member; get checks
+// membership either way). A live session past its expiry reads as
+// expired.
+func (s *Service) session(ctx context.Context, c rpc.Caller, id string) (*api.Session, error) {
+	if s.o.Sessions == nil {
+		ctx, cancel := context.WithTimeout(ctx, sessionAsk)
+		defer cancel()
+		var sess api.Session
+		if err := rpc.Call(ctx, s.nc, api.SubjectSessionGet, c.Token, api.SessionRequest{SessionID: id}, &sess); err != nil {
+			var e *api.Error
+			if errors.As(err, &e) {
+				return nil, e
+			}
+			return nil, api.Errorf(api.CodeUnavailable, "the session service did not answer (%v); retry", err)
+		}
+		return &sess, nil
+	}
+	sess, _, err := s.o.Sessions.GetSession(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, api.Errorf(api.CodeNotFound, "no session %s (it may have ended and been removed)", id)
+	case err != nil:
+		return nil, fmt.Errorf("read session: %w", err)
+	}
+	if !sess.State.Terminal() && !s.now().Before(sess.ExpiresAt) {
+		// Its expiry timer has not fired yet; the session service would
+		// already answer expired.
+		sess.State = api.StateExpired
+	}
+	return sess, nil
 }
 
 // keyFor returns the session's key, creating it on first use. Two members

@@ -12,11 +12,14 @@ import (
 
 	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli/client"
+	"github.com/sftproject/sft/config"
 	"github.com/sftproject/sft/services/devstack/devstacktest"
 	"github.com/sftproject/sft/services/key"
+	"github.com/sftproject/sft/services/metrics/metricstest"
 	"github.com/sftproject/sft/services/rpc"
 	"github.com/sftproject/sft/services/secrets"
 	"github.com/sftproject/sft/services/store"
+	"github.com/sftproject/sft/services/store/redisstore/redistest"
 )
 
 func wantCode(t *testing.T, err error, code api.Code) {
@@ -55,8 +58,39 @@ func keyBoth(t *testing.T, a, b *client.Client, id string) (ka, kb []byte) {
 	return ka, kb
 }
 
+// TestSessionKeys runs on both stores: with JetStream the key service asks
+// the session service for a caller's session, with Redis it reads the
+// record itself (launch.Key); the answers must not differ.
 func TestSessionKeys(t *testing.T) {
-	h := devstacktest.Start(t, nil)
+	for _, tc := range []struct {
+		backend string
+		asks    bool // whether the key service asks the session service
+	}{
+		{"jetstream", true},
+		{"redis", false},
+	} {
+		t.Run(tc.backend, func(t *testing.T) {
+			var url string
+			if tc.backend == "redis" {
+				url = redistest.Start(t, redistest.Options{}).URL()
+			}
+			h := devstacktest.Start(t, func(c *config.Config) {
+				c.Metrics.Listen = "127.0.0.1:0"
+				if url != "" {
+					c.Store.Backend, c.Redis.URL = "redis", url
+				}
+			})
+			before := metricstest.Scrape(t, h.Stack.MetricsAddr)
+			testSessionKeys(t, h)
+			const asked = `sft_requests_total{code="ok",subject="` + api.SubjectSessionGet + `"}`
+			if n := metricstest.Scrape(t, h.Stack.MetricsAddr).Delta(before, asked); (n > 0) != tc.asks {
+				t.Errorf("the session service answered %v session look-ups; want some: %v", n, tc.asks)
+			}
+		})
+	}
+}
+
+func testSessionKeys(t *testing.T, h *devstacktest.Harness) {
 	alice, bob, carol := h.Login("alice"), h.Login("bob"), h.Login("carol")
 	sec, err := secrets.Ensure(h.Cfg.SecretsPath()) // the stack's KEK, to read the store as the service does
 	if err != nil {

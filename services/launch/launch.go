@@ -252,6 +252,7 @@ func relayOffer(cfg config.Config) (session.Relay, error) {
 }
 
 // Key starts the key service. It needs the token public key and the KEK.
+// With the Redis store it reads callers' sessions there itself.
 func Key(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *slog.Logger, m *metrics.Metrics) (*Running, error) {
 	kek, err := secrets.KEK(cfg.SecretsPath())
 	if err != nil {
@@ -261,10 +262,19 @@ func Key(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *s
 	if err != nil {
 		return nil, err
 	}
-	svc, err := key.New(key.Options{
+	o := key.Options{
 		Store: st, Verifier: v, KEK: kek, Logger: log, MaxRequestBytes: cfg.Limits.RequestBytes, Instances: cfg.Instances,
 		Metrics: m, Replicas: cfg.NATS.Replicas,
-	})
+	}
+	// With Redis every service shares one Redis user, so reading session
+	// records there grants the key service nothing it lacks, and saves a
+	// request to the session service per look-up. With the JetStream
+	// store the broker keeps the session bucket from the key service's
+	// identity, and the key service asks the session service instead.
+	if cfg.Store.Backend == "redis" {
+		o.Sessions = st
+	}
+	svc, err := key.New(o)
 	if err != nil {
 		return nil, err
 	}
