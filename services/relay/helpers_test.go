@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -148,7 +149,10 @@ func (r *testRelay) pair(ctx context.Context, edit ...func(*Ticket)) (ini, resp 
 			switch res := got[i]; {
 			case pending[i] == nil:
 			case res.conn == nil && res.err == nil: // not in yet
-			case res.err != nil && errors.Is(res.err, io.EOF) && tries[i] < 5:
+			case res.err != nil && (errors.Is(res.err, io.EOF) || errors.Is(res.err, syscall.ECONNRESET)) && tries[i] < 5:
+				// Evicted while admitting (the oldest gives way to a
+				// flood still leaving the accept backlog): a real dialer
+				// tries again, and so does this one.
 				tries[i]++
 				got[i] = dialResult{}
 				pending[i] = r.dial(ctx, r.ticket(session, roles[i], edit...))
