@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -32,15 +31,11 @@ import (
 func runSftd(ctx context.Context, args, env []string, stdout io.Writer) error {
 	if len(args) > 0 {
 		if file, ok := strings.CutPrefix(args[0], "--cpuprofile="); ok {
-			f, err := os.Create(file)
+			stop, err := startCPUProfile(file)
 			if err != nil {
 				return err
 			}
-			defer f.Close()
-			if err := pprof.StartCPUProfile(f); err != nil {
-				return err
-			}
-			defer pprof.StopCPUProfile()
+			defer stop()
 			args = args[1:]
 		}
 	}
