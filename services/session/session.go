@@ -96,10 +96,11 @@ type Service struct {
 	stream jetstream.Stream // the event stream
 	now    func() time.Time
 
-	watches watchSet
-	open    *openSet
-	creates *rateLimiter
-	wg      sync.WaitGroup // background work: timers, relays
+	watches   watchSet
+	open      *openSet
+	creates   *rateLimiter
+	published *published
+	wg        sync.WaitGroup // background work: timers, relays
 }
 
 // New builds the service.
@@ -110,7 +111,7 @@ func New(o Options) *Service {
 	}
 	return &Service{
 		o: o, now: time.Now, watches: watchSet{perUser: map[string]int{}}, open: newOpenSet(o.TTL),
-		creates: newRateLimiter(o.Limits.SessionsPerMinute),
+		creates: newRateLimiter(o.Limits.SessionsPerMinute), published: newPublished(republishBlindly),
 	}
 }
 
@@ -433,6 +434,9 @@ func (s *Service) setOutbox(sess *api.Session, rev uint64, request string, evs .
 // its latest event rebuilt (recentEvents).
 func (s *Service) flush(ctx context.Context, sess *api.Session, rev uint64) error {
 	evs := sess.Outbox
+	if s.published.has(evs) {
+		return nil // this replica wrote them, and published them
+	}
 	if len(evs) == 0 {
 		evs = s.past(s.recentEvents(sess, rev))
 	}
@@ -633,6 +637,7 @@ func (s *Service) publish(ctx context.Context, evs ...api.Event) error {
 		s.o.Logger.Warn("events not published yet; kept in the session's outbox", "err", err)
 		return api.Errorf(api.CodeUnavailable, "the change is recorded, but the event stream did not answer; retry")
 	}
+	s.published.stored(s.now(), evs)
 	return nil
 }
 
