@@ -32,18 +32,21 @@ const (
 
 // call sends one logical request, retrying as described above.
 func (c *Client) call(ctx context.Context, subject string, req, rep any) error {
-	id := api.NewID()
-	return retry(ctx, retryable, func(ctx context.Context) error {
-		return rpc.CallID(ctx, c.nc, subject, c.token, id, req, rep)
-	})
+	return c.callRetrying(ctx, retryable, subject, req, rep)
 }
 
 // callAnswered is call for a request whose "unavailable" answer is final
 // (the relay ticket: the server offers no relay): only a request that got
 // no answer is sent again.
 func (c *Client) callAnswered(ctx context.Context, subject string, req, rep any) error {
+	return c.callRetrying(ctx, unanswered, subject, req, rep)
+}
+
+// callRetrying sends one logical request, under one request id, again
+// while again accepts its error.
+func (c *Client) callRetrying(ctx context.Context, again func(error) bool, subject string, req, rep any) error {
 	id := api.NewID()
-	return retry(ctx, unanswered, func(ctx context.Context) error {
+	return retry(ctx, again, func(ctx context.Context) error {
 		return rpc.CallID(ctx, c.nc, subject, c.token, id, req, rep)
 	})
 }

@@ -459,19 +459,34 @@ const republishBlindly = events.DedupWindow / 2
 
 // unpublished keeps the events the stream does not hold. The events of the
 // latest write are the session's latest of their type, so each is in the
-// stream if and only if it is the last message on its subject.
+// stream if and only if it is the last message on its subject; and they
+// are published in order, stopping at the first that fails
+// (events.Publish), so when the last is there all are: one look-up in the
+// common case.
 func (s *Service) unpublished(ctx context.Context, evs []api.Event) ([]api.Event, error) {
-	var out []api.Event
-	for _, ev := range evs {
+	stored := func(ev api.Event) (bool, error) {
 		m, err := s.stream.GetLastMsgForSubject(ctx, api.EventSubject(ev.Session, ev.Type))
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return false, nil
 		case err != nil:
-			return nil, fmt.Errorf("look up %s event of session %s: %w", ev.Type, ev.Session, err)
-		case m.Header.Get(jetstream.MsgIDHeader) == ev.ID:
-			continue
+			return false, fmt.Errorf("look up %s event of session %s: %w", ev.Type, ev.Session, err)
 		}
-		out = append(out, ev)
+		return m.Header.Get(jetstream.MsgIDHeader) == ev.ID, nil
+	}
+	if ok, err := stored(evs[len(evs)-1]); ok || err != nil {
+		return nil, err
+	}
+	out := []api.Event{evs[len(evs)-1]}
+	for i := len(evs) - 2; i >= 0; i-- {
+		ok, err := stored(evs[i])
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			break // and so are the ones before it
+		}
+		out = append([]api.Event{evs[i]}, out...)
 	}
 	return out, nil
 }
