@@ -14,6 +14,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The demo runs a stack of its own for users of its own: nothing of the
+# caller's SFT or NATS settings, or of their config files, may reach it.
+while read -r v; do unset "$v"; done < <(compgen -e | grep -E '^(SFT_|XDG_|NATS_)')
 export HOME=$work/home SFT_DATA_DIR=$work/data
 mkdir -p "$HOME"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }

@@ -142,11 +142,13 @@ func Start(ctx context.Context, cfg config.Config, log *slog.Logger) (st *Stack,
 	for _, h := range r.remote {
 		st.RemoteURLs = append(st.RemoteURLs, "tls://"+net.JoinHostPort(h, strconv.Itoa(srv.Port())))
 	}
-	defer func() {
+	// The stack as built so far: a failing return sets st to nil before
+	// this runs.
+	defer func(built *Stack) {
 		if err != nil {
-			st.Close()
+			built.Close()
 		}
-	}()
+	}(st)
 	if len(cfg.Relay.Addrs) == 0 {
 		// No relay named elsewhere: run one here, beside NATS.
 		if cfg.Relay.Addrs, err = st.startRelay(svcCtx, cfg, host, port, r.remote, log.With("service", "relay")); err != nil {
