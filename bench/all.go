@@ -52,7 +52,8 @@ func runAll(ctx context.Context, o options, env []string, stdout io.Writer) erro
 	}
 	steps := []step{
 		{caseRawTCP, withFile(caseRawTCP, func(src string) *Case { return benchRawTCP(ctx, o, dir, src) })},
-		{caseFloor, withFile(caseFloor, func(src string) *Case { return benchFloor(ctx, o, dir, src, env) })},
+		{caseFloor, withFile(caseFloor, func(src string) *Case { return benchFloor(ctx, o, dir, src, env, floorPlain) })},
+		{caseFloorPipelined, withFile(caseFloorPipelined, func(src string) *Case { return benchFloor(ctx, o, dir, src, env, floorPipelined) })},
 		{caseSFT, withFile(caseSFT, func(src string) *Case { return benchSFT(ctx, o, dir, src, env, sftDirect) })},
 		{caseSFTRelay, withFile(caseSFTRelay, func(src string) *Case { return benchSFT(ctx, o, dir, src, env, sftRelay) })},
 	}

@@ -15,6 +15,7 @@ import (
 const (
 	caseRawTCP            = "raw TCP"
 	caseFloor             = "encrypted-copy floor"
+	caseFloorPipelined    = "encrypted-copy floor, pipelined"
 	caseSFT               = "SFT send/recv"
 	caseSFTRelay          = "SFT send/recv via relay"
 	caseCroc              = "croc"

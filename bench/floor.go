@@ -32,10 +32,15 @@ import (
 // records, each sealed with AES-256-GCM; the receiver opens each, hashes
 // it (CRC-32C and SHA-256, as the link's summary) and writes it to a
 // temporary file, which it syncs and renames into place; each side then
-// checks the other's whole-file summary. Each side is the link's two-stage
-// pipeline over the same number of buffers (link/pipeline.go): sender
-// read and hash | seal and send, receiver receive and open | write and
-// hash. SFT can at best match it; the gap is what SFT's protocol costs.
+// checks the other's whole-file summary.
+//
+// It comes in two forms. The plain floor is a straightforward program that
+// does this one record at a time on each side: the reference SFT's speed
+// target is set against. The pipelined floor is each side split into the
+// link's own two stages over the same number of buffers (link/pipeline.go):
+// sender read and hash | seal and send, receiver receive and open | write
+// and hash, with the link's write-back hints. SFT can at best match the
+// pipelined floor; the gap to it is what SFT's protocol costs.
 
 // The link's record layout (link/record.go, link/conn.go): a 2-byte
 // big-endian length, then one AES-GCM message of at most a Noise transport
@@ -208,15 +213,66 @@ func floorPool() chan []byte {
 	return free
 }
 
-// floorSend sends all of src over conn, then waits for the receiver's
-// summary and checks it matches what was sent. A goroutine reads and
-// hashes the file while this one seals and sends; it ends before
-// floorSend returns.
-func floorSend(conn io.ReadWriter, src io.Reader, key []byte) (floorSum, error) {
+// floorSend sends all of src over conn, plainly or pipelined, then waits
+// for the receiver's summary and checks it matches what was sent.
+func floorSend(conn io.ReadWriter, src io.Reader, key []byte, pipelined bool) (floorSum, error) {
 	enc, dec, err := floorCiphers(key, toReceiver)
 	if err != nil {
 		return floorSum{}, err
 	}
+	send := floorSendPlain
+	if pipelined {
+		send = floorSendPipelined
+	}
+	sum, err := send(conn, src, enc)
+	if err != nil {
+		return floorSum{}, err
+	}
+	if err := enc.writeSmall(conn, floorEnd, sum.encode()); err != nil {
+		return floorSum{}, fmt.Errorf("sending the summary: %w", err)
+	}
+	t, p, err := dec.read(bufio.NewReaderSize(conn, floorHeader+floorFrame), make([]byte, floorFrame))
+	if err != nil {
+		return floorSum{}, fmt.Errorf("waiting for the receiver's summary: %w", err)
+	}
+	if t != floorAck {
+		return floorSum{}, fmt.Errorf("the receiver sent a record of type %d, want its summary", t)
+	}
+	got, err := decodeFloorSum(p)
+	if err != nil {
+		return floorSum{}, err
+	}
+	if got != sum {
+		return floorSum{}, fmt.Errorf("the receiver holds %d bytes (CRC-32C %08x), %d (%08x) were sent", got.n, got.crc, sum.n, sum.crc)
+	}
+	return sum, nil
+}
+
+// floorSendPlain sends src's records one at a time: read, hash, seal, send.
+func floorSendPlain(conn io.Writer, src io.Reader, enc *floorCipher) (floorSum, error) {
+	d := newFloorDigest()
+	buf := make([]byte, floorBufSize)
+	p := buf[floorPayloadAt : floorPayloadAt+floorPayload]
+	for {
+		n, err := io.ReadFull(src, p)
+		if n > 0 {
+			d.write(p[:n])
+			if err := enc.write(conn, buf, floorData, n); err != nil {
+				return floorSum{}, fmt.Errorf("sending: %w", err)
+			}
+		}
+		switch {
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+			return d.sum(), nil
+		case err != nil:
+			return floorSum{}, fmt.Errorf("reading the file: %w", err)
+		}
+	}
+}
+
+// floorSendPipelined sends src's records while a goroutine reads and
+// hashes the next ones; it ends before floorSendPipelined returns.
+func floorSendPipelined(conn io.Writer, src io.Reader, enc *floorCipher) (floorSum, error) {
 	free, full, quit := floorPool(), make(chan floorChunk, floorDepth), make(chan struct{})
 	var (
 		sum  floorSum
@@ -260,32 +316,14 @@ func floorSend(conn io.ReadWriter, src io.Reader, key []byte) (floorSum, error) 
 	if rerr != nil {
 		return floorSum{}, rerr
 	}
-	if err := enc.writeSmall(conn, floorEnd, sum.encode()); err != nil {
-		return floorSum{}, fmt.Errorf("sending the summary: %w", err)
-	}
-	t, p, err := dec.read(bufio.NewReaderSize(conn, floorHeader+floorFrame), make([]byte, floorFrame))
-	if err != nil {
-		return floorSum{}, fmt.Errorf("waiting for the receiver's summary: %w", err)
-	}
-	if t != floorAck {
-		return floorSum{}, fmt.Errorf("the receiver sent a record of type %d, want its summary", t)
-	}
-	got, err := decodeFloorSum(p)
-	if err != nil {
-		return floorSum{}, err
-	}
-	if got != sum {
-		return floorSum{}, fmt.Errorf("the receiver holds %d bytes (CRC-32C %08x), %d (%08x) were sent", got.n, got.crc, sum.n, sum.crc)
-	}
 	return sum, nil
 }
 
-// floorRecv receives a file from conn into dst: a temporary file beside
-// it, checked against the sender's summary, synced and renamed into place,
-// and the directory synced; then it sends its own summary back. A failure
-// before the rename leaves nothing behind. A goroutine writes and hashes while this one
-// receives and opens; it ends before floorRecv returns.
-func floorRecv(conn io.ReadWriter, dst string, key []byte) (sum floorSum, err error) {
+// floorRecv receives a file from conn into dst, plainly or pipelined: a
+// temporary file beside it, checked against the sender's summary, synced
+// and renamed into place, and the directory synced; then it sends its own
+// summary back. A failure before the rename leaves nothing behind.
+func floorRecv(conn io.ReadWriter, dst string, key []byte, pipelined bool) (sum floorSum, err error) {
 	enc, dec, err := floorCiphers(key, toSender)
 	if err != nil {
 		return floorSum{}, err
@@ -300,6 +338,74 @@ func floorRecv(conn io.ReadWriter, dst string, key []byte) (sum floorSum, err er
 			os.Remove(f.Name())
 		}
 	}()
+	recv := floorRecvPlain
+	if pipelined {
+		recv = floorRecvPipelined
+	}
+	sent, err := recv(bufio.NewReaderSize(conn, floorReadBuf), f, dec)
+	if err != nil {
+		return floorSum{}, err
+	}
+	if sum = sent.got; sum != sent.sent {
+		return floorSum{}, fmt.Errorf("received %d bytes (CRC-32C %08x), the sender sent %d (%08x)", sum.n, sum.crc, sent.sent.n, sent.sent.crc)
+	}
+	if err := f.Sync(); err != nil {
+		return floorSum{}, err
+	}
+	if err := f.Close(); err != nil {
+		return floorSum{}, err
+	}
+	if err := os.Rename(f.Name(), dst); err != nil {
+		return floorSum{}, err
+	}
+	if err := syncDir(filepath.Dir(dst)); err != nil {
+		return floorSum{}, err
+	}
+	if err := enc.writeSmall(conn, floorAck, sum.encode()); err != nil {
+		return floorSum{}, fmt.Errorf("sending the summary: %w", err)
+	}
+	return sum, nil
+}
+
+// floorSums are what a receiver wrote (got) and what the sender's summary
+// says it sent.
+type floorSums struct{ got, sent floorSum }
+
+// floorEndRecord reads the sender's summary out of a record that is not
+// data.
+func floorEndRecord(t byte, p []byte) (floorSum, error) {
+	sent, err := decodeFloorSum(p)
+	if t != floorEnd || err != nil {
+		return floorSum{}, fmt.Errorf("unexpected record of type %d (%v)", t, err)
+	}
+	return sent, nil
+}
+
+// floorRecvPlain receives the records one at a time: receive, open, write,
+// hash.
+func floorRecvPlain(br *bufio.Reader, f *os.File, dec *floorCipher) (floorSums, error) {
+	d := newFloorDigest()
+	buf := make([]byte, floorFrame)
+	for {
+		t, p, err := dec.read(br, buf)
+		if err != nil {
+			return floorSums{}, err
+		}
+		if t != floorData {
+			sent, err := floorEndRecord(t, p)
+			return floorSums{got: d.sum(), sent: sent}, err
+		}
+		if _, err := f.Write(p); err != nil {
+			return floorSums{}, fmt.Errorf("writing: %w", err)
+		}
+		d.write(p)
+	}
+}
+
+// floorRecvPipelined receives and opens records while a goroutine writes
+// and hashes the ones before, hinting write-back as the link does; the
+// goroutine ends before floorRecvPipelined returns.
+func floorRecvPipelined(br *bufio.Reader, f *os.File, dec *floorCipher) (floorSums, error) {
 	free, full, done := floorPool(), make(chan floorChunk, floorDepth), make(chan struct{})
 	var (
 		d      = newFloorDigest()
@@ -332,51 +438,30 @@ func floorRecv(conn io.ReadWriter, dst string, key []byte) (sum floorSum, err er
 		<-done
 		return werr
 	}
-	br := bufio.NewReaderSize(conn, floorReadBuf)
-	var sent floorSum
 	for {
 		if failed.Load() {
-			return floorSum{}, fmt.Errorf("writing: %w", stop())
+			return floorSums{}, fmt.Errorf("writing: %w", stop())
 		}
 		buf := <-free
 		t, p, err := dec.read(br, buf)
 		if err != nil {
 			stop()
-			return floorSum{}, err
+			return floorSums{}, err
 		}
 		if t == floorData {
 			full <- floorChunk{buf: buf, p: p}
 			continue
 		}
-		sent, err = decodeFloorSum(p)
-		if t != floorEnd || err != nil {
+		sent, err := floorEndRecord(t, p)
+		if err != nil {
 			stop()
-			return floorSum{}, fmt.Errorf("unexpected record of type %d (%v)", t, err)
+			return floorSums{}, err
 		}
-		break
+		if err := stop(); err != nil {
+			return floorSums{}, fmt.Errorf("writing: %w", err)
+		}
+		return floorSums{got: d.sum(), sent: sent}, nil
 	}
-	if err := stop(); err != nil {
-		return floorSum{}, fmt.Errorf("writing: %w", err)
-	}
-	if sum = d.sum(); sum != sent {
-		return floorSum{}, fmt.Errorf("received %d bytes (CRC-32C %08x), the sender sent %d (%08x)", sum.n, sum.crc, sent.n, sent.crc)
-	}
-	if err := f.Sync(); err != nil {
-		return floorSum{}, err
-	}
-	if err := f.Close(); err != nil {
-		return floorSum{}, err
-	}
-	if err := os.Rename(f.Name(), dst); err != nil {
-		return floorSum{}, err
-	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
-		return floorSum{}, err
-	}
-	if err := enc.writeSmall(conn, floorAck, sum.encode()); err != nil {
-		return floorSum{}, fmt.Errorf("sending the summary: %w", err)
-	}
-	return sum, nil
 }
 
 func syncDir(dir string) error {
@@ -388,8 +473,23 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// floorKeyVar carries the run's AES-256 key (hex) to both side processes.
-const floorKeyVar = "SFT_BENCH_FLOOR_KEY"
+// floorKeyVar carries the run's AES-256 key (hex) to both side processes,
+// floorPipelinedVar ("1" or not) the form of the floor.
+const (
+	floorKeyVar       = "SFT_BENCH_FLOOR_KEY"
+	floorPipelinedVar = "SFT_BENCH_FLOOR_PIPELINED"
+)
+
+// floorWay is one form of the floor: its case and whether it pipelines.
+type floorWay struct {
+	name      string
+	pipelined bool
+}
+
+var (
+	floorPlain     = floorWay{caseFloor, false}
+	floorPipelined = floorWay{caseFloorPipelined, true}
+)
 
 // runFloor is one side of the floor in a process of its own. "recv DST"
 // listens, prints its address, receives one file into DST. "send ADDR SRC"
@@ -400,6 +500,7 @@ func runFloor(ctx context.Context, args, env []string, stdout io.Writer) error {
 	if err != nil || len(key) != 32 {
 		return fmt.Errorf("floor: %s must hold 32 bytes in hex", floorKeyVar)
 	}
+	pipelined := lookupEnv(env, floorPipelinedVar) == "1"
 	var t0 time.Time
 	switch {
 	case len(args) == 2 && args[0] == "recv":
@@ -418,7 +519,7 @@ func runFloor(ctx context.Context, args, env []string, stdout io.Writer) error {
 		}
 		defer conn.Close()
 		t0 = time.Now()
-		if _, err := floorRecv(conn, args[1], key); err != nil {
+		if _, err := floorRecv(conn, args[1], key, pipelined); err != nil {
 			return fmt.Errorf("floor: receiving: %w", err)
 		}
 	case len(args) == 3 && args[0] == "send":
@@ -437,7 +538,7 @@ func runFloor(ctx context.Context, args, env []string, stdout io.Writer) error {
 			return err
 		}
 		defer conn.Close()
-		if _, err := floorSend(conn, f, key); err != nil {
+		if _, err := floorSend(conn, f, key, pipelined); err != nil {
 			return fmt.Errorf("floor: sending: %w", err)
 		}
 	default:
@@ -448,8 +549,8 @@ func runFloor(ctx context.Context, args, env []string, stdout io.Writer) error {
 
 // benchFloor runs the floor's two sides as processes of their own, as the
 // SFT case runs its sides, on the same file, with a fresh key each run.
-func benchFloor(ctx context.Context, o options, dir, src string, env []string) *Case {
-	c := newCase(caseFloor)
+func benchFloor(ctx context.Context, o options, dir, src string, env []string, way floorWay) *Case {
+	c := newCase(way.name)
 	self, err := os.Executable()
 	if err != nil {
 		return &Case{Name: c.Name, Skipped: err.Error()}
@@ -459,12 +560,15 @@ func benchFloor(ctx context.Context, o options, dir, src string, env []string) *
 		return &Case{Name: c.Name, Skipped: err.Error()}
 	}
 	dst := filepath.Join(out, filepath.Base(src))
-	c.Notes["does"] = "AES-256-GCM records of the link's size, CRC-32C + SHA-256 of the whole file on both sides, a temporary file synced and renamed, both summaries checked; no handshake, session or resume checkpoints"
+	c.Notes["does"] = "AES-256-GCM records of the link's size, CRC-32C + SHA-256 of the whole file on both sides, a temporary file synced and renamed, both summaries checked; no handshake, session or resume checkpoints; one record at a time"
+	if way.pipelined {
+		c.Notes["does"] = "as the plain floor, each side in the link's two pipelined stages, with its write-back hints"
+	}
 	return repeat(o, c, func(measured bool) error {
 		defer os.Remove(dst)
 		key := make([]byte, 32)
 		rand.Read(key)
-		sideEnv := append(slices.Clone(env), floorKeyVar+"="+hex.EncodeToString(key))
+		sideEnv := append(slices.Clone(env), floorKeyVar+"="+hex.EncodeToString(key), floorPipelinedVar+"="+map[bool]string{true: "1"}[way.pipelined])
 		recv, err := startSide(ctx, self, sideEnv, modeFloor, "recv", dst)
 		if err != nil {
 			return err

@@ -24,12 +24,19 @@ type stream struct {
 func (s stream) Read(p []byte) (int, error)  { return s.in.Read(p) }
 func (s stream) Write(p []byte) (int, error) { return s.out.Write(p) }
 
+// floorForms are the floor's two forms, which put the same bytes on the
+// wire.
+var floorForms = []struct {
+	name      string
+	pipelined bool
+}{{"plain", false}, {"pipelined", true}}
+
 // sealed is what floorSend writes for data under key: every record up to
 // its summary (it then fails waiting for the receiver's, which never comes).
-func sealed(t *testing.T, data, key []byte) []byte {
+func sealed(t *testing.T, data, key []byte, pipelined bool) []byte {
 	t.Helper()
 	var out bytes.Buffer
-	if _, err := floorSend(stream{in: bytes.NewReader(nil), out: &out}, bytes.NewReader(data), key); err == nil {
+	if _, err := floorSend(stream{in: bytes.NewReader(nil), out: &out}, bytes.NewReader(data), key, pipelined); err == nil {
 		t.Fatal("the sender succeeded without the receiver's summary")
 	}
 	return out.Bytes()
@@ -89,9 +96,11 @@ func TestFloorRecordFormat(t *testing.T) {
 		{floorPayload, []int{floorFrame, end}},
 		{3*floorPayload + 17, []int{floorFrame, floorFrame, floorFrame, 17 + 1 + floorTag, end}},
 	} {
-		got := frames(t, sealed(t, randomBytes(t, tc.size), randomBytes(t, 32)))
-		if !slices.Equal(got, tc.want) {
-			t.Errorf("%d bytes: frames of %v, want %v", tc.size, got, tc.want)
+		for _, form := range floorForms {
+			got := frames(t, sealed(t, randomBytes(t, tc.size), randomBytes(t, 32), form.pipelined))
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("%s, %d bytes: frames of %v, want %v", form.name, tc.size, got, tc.want)
+			}
 		}
 	}
 	if floorFrame != 65535 || floorPayload != 65518 {
@@ -99,8 +108,9 @@ func TestFloorRecordFormat(t *testing.T) {
 	}
 }
 
-// What the sender sealed arrives whole through floorRecv; anything changed
-// on the way is refused and leaves nothing behind.
+// What the sender sealed arrives whole through floorRecv, whichever form
+// each side has; anything changed on the way is refused and leaves nothing
+// behind.
 func TestFloorReceive(t *testing.T) {
 	flip := func(at func([]byte) int) func([]byte) []byte {
 		return func(b []byte) []byte { b[at(b)] ^= 0x40; return b }
@@ -126,48 +136,62 @@ func TestFloorReceive(t *testing.T) {
 		{name: "no summary", size: 1000, change: func(b []byte) []byte { return b[:len(b)-(floorHeader+floorSummaryLen+1+floorTag)] }},
 		{name: "another key", size: 1000, other: true},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			data, key := randomBytes(t, tc.size), randomBytes(t, 32)
-			wire := sealed(t, data, key)
-			if tc.change != nil {
-				wire = tc.change(wire)
+		for _, send := range floorForms {
+			for _, recv := range floorForms {
+				t.Run(tc.name+"/"+send.name+" to "+recv.name, func(t *testing.T) {
+					floorReceiveCase(t, tc.size, tc.change, tc.other, tc.ok, send.pipelined, recv.pipelined)
+				})
 			}
-			if tc.other {
-				key = randomBytes(t, 32)
-			}
-			dir := t.TempDir()
-			dst := filepath.Join(dir, "got.bin")
-			var ack bytes.Buffer
-			sum, err := floorRecv(stream{in: bytes.NewReader(wire), out: &ack}, dst, key)
-			if !tc.ok {
-				if err == nil {
-					t.Fatal("accepted")
-				}
-				if left, _ := os.ReadDir(dir); len(left) != 0 {
-					t.Errorf("left %v behind", left)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := os.ReadFile(dst)
-			if err != nil || !bytes.Equal(got, data) {
-				t.Fatalf("%d bytes arrived (%v), want the %d sent", len(got), err, len(data))
-			}
-			if sum.n != int64(len(data)) || sum.sha != sha256.Sum256(data) {
-				t.Errorf("summary %d bytes %x", sum.n, sum.sha)
-			}
-			if l := frames(t, ack.Bytes()); !slices.Equal(l, []int{floorSummaryLen + 1 + floorTag}) {
-				t.Errorf("the receiver answered with frames %v, want its summary", l)
-			}
-		})
+		}
+	}
+}
+
+func floorReceiveCase(t *testing.T, size int, change func([]byte) []byte, other, ok, sendPipelined, recvPipelined bool) {
+	data, key := randomBytes(t, size), randomBytes(t, 32)
+	wire := sealed(t, data, key, sendPipelined)
+	if change != nil {
+		wire = change(wire)
+	}
+	if other {
+		key = randomBytes(t, 32)
+	}
+	dir := t.TempDir()
+	dst := filepath.Join(dir, "got.bin")
+	var ack bytes.Buffer
+	sum, err := floorRecv(stream{in: bytes.NewReader(wire), out: &ack}, dst, key, recvPipelined)
+	if !ok {
+		if err == nil {
+			t.Fatal("accepted")
+		}
+		if left, _ := os.ReadDir(dir); len(left) != 0 {
+			t.Errorf("left %v behind", left)
+		}
+		return
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(dst)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("%d bytes arrived (%v), want the %d sent", len(got), err, len(data))
+	}
+	if sum.n != int64(len(data)) || sum.sha != sha256.Sum256(data) {
+		t.Errorf("summary %d bytes %x", sum.n, sum.sha)
+	}
+	if l := frames(t, ack.Bytes()); !slices.Equal(l, []int{floorSummaryLen + 1 + floorTag}) {
+		t.Errorf("the receiver answered with frames %v, want its summary", l)
 	}
 }
 
 // Over loopback TCP both sides finish with the same summary, and the
 // sender refuses a receiver that confirms something else.
 func TestFloorOverTCP(t *testing.T) {
+	for _, form := range floorForms {
+		t.Run(form.name, func(t *testing.T) { floorOverTCP(t, form.pipelined) })
+	}
+}
+
+func floorOverTCP(t *testing.T, pipelined bool) {
 	data, key := randomBytes(t, 5*floorPayload+123), randomBytes(t, 32)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -187,14 +211,14 @@ func TestFloorOverTCP(t *testing.T) {
 			return
 		}
 		defer conn.Close()
-		sum, err := floorRecv(conn, dst, key)
+		sum, err := floorRecv(conn, dst, key, pipelined)
 		got <- result{sum, err}
 	}()
 	conn, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	sent, err := floorSend(conn, bytes.NewReader(data), key)
+	sent, err := floorSend(conn, bytes.NewReader(data), key, pipelined)
 	conn.Close()
 	r := <-got
 	if err := errors.Join(err, r.err); err != nil {
@@ -213,15 +237,21 @@ func TestFloorOverTCP(t *testing.T) {
 	if err := enc.writeSmall(&ack, floorAck, floorSum{n: int64(len(data))}.encode()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := floorSend(stream{in: &ack, out: io.Discard}, bytes.NewReader(data), key); err == nil {
+	if _, err := floorSend(stream{in: &ack, out: io.Discard}, bytes.NewReader(data), key, pipelined); err == nil {
 		t.Error("the sender accepted a summary of other bytes")
 	}
 }
 
 // BenchmarkFloor is link's BenchmarkTransfer for the floor: 256 MiB of a
 // repeating pattern over loopback TCP into a file synced and renamed into
-// place, in one process.
+// place, in one process, in each form.
 func BenchmarkFloor(b *testing.B) {
+	for _, form := range floorForms {
+		b.Run(form.name, func(b *testing.B) { benchmarkFloor(b, form.pipelined) })
+	}
+}
+
+func benchmarkFloor(b *testing.B, pipelined bool) {
 	const size = 256 << 20
 	pattern, key, dir := randomBytes(b, 1<<20), randomBytes(b, 32), b.TempDir()
 	b.SetBytes(size)
@@ -240,14 +270,14 @@ func BenchmarkFloor(b *testing.B) {
 				return
 			}
 			defer conn.Close()
-			_, err = floorRecv(conn, filepath.Join(dir, "got.bin"), key)
+			_, err = floorRecv(conn, filepath.Join(dir, "got.bin"), key, pipelined)
 			done <- err
 		}()
 		conn, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			b.Fatal(err)
 		}
-		_, err = floorSend(conn, io.LimitReader(repeatBytes(pattern), size), key)
+		_, err = floorSend(conn, io.LimitReader(repeatBytes(pattern), size), key, pipelined)
 		conn.Close()
 		if err := errors.Join(err, <-done); err != nil {
 			b.Fatal(err)

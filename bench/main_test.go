@@ -262,6 +262,8 @@ func TestSelected(t *testing.T) {
 		{"SFT,relay", caseCroc, false},
 		{",", caseRawTCP, false},
 		{"floor", caseFloor, true},
+		{"floor", caseFloorPipelined, true},
+		{"pipelined", caseFloor, false},
 		{"floor", caseSFT, false},
 		{"floor,SFT,raw", caseRawTCP, true},
 		{"SFT", caseFloor, false},
@@ -347,10 +349,11 @@ func TestFloorAndClusterCases(t *testing.T) {
 	r, out := runCases(t, func(o *options) { o.cpDuration = 300 * time.Millisecond }, "--pairs", "2", "--only", "floor,cluster")
 	lifecycle := []string{"lifecycles", "setup p99", "CPU per lifecycle", "server CPU per lifecycle"}
 	checkFigures(t, r, out, map[string][]string{
-		caseFloor:        {"throughput", "sender CPU", "receiver CPU", "sender peak RSS", "receiver peak RSS"},
-		caseClusterOne:   lifecycle,
-		caseClusterThree: lifecycle,
-	}, func(name string) bool { return name != caseFloor && !servers })
+		caseFloor:          {"throughput", "sender CPU", "receiver CPU", "sender peak RSS", "receiver peak RSS"},
+		caseFloorPipelined: {"throughput", "sender CPU", "receiver CPU", "sender peak RSS", "receiver peak RSS"},
+		caseClusterOne:     lifecycle,
+		caseClusterThree:   lifecycle,
+	}, func(name string) bool { return name != caseFloor && name != caseFloorPipelined && !servers })
 	if _, ok := r.Ratios["cluster_over_single_lifecycles"]; servers && !ok {
 		t.Errorf("no cluster ratio in %v", r.Ratios)
 	}
