@@ -63,17 +63,24 @@ type Options struct {
 	// creates it; 0 means 1.
 	Replicas int
 	// Sessions, when set, is where the service reads a caller's session
-	// itself; nil means it asks the session service on the caller's behalf
-	// (a request and its reply through the broker, and the session
-	// service's work, for each look-up). Set it only where the service's
-	// store credentials reach session records anyway (Redis, whose one user
-	// every service shares), never to widen what a service may read.
+	// itself, with the session's key in the same round trip; nil means it
+	// asks the session service on the caller's behalf (a request and its
+	// reply through the broker, and the session service's work, for each
+	// look-up) and Store for the key. Set it only where the service's store
+	// credentials reach session records anyway (Redis, whose one user every
+	// service shares), never to widen what a service may read.
 	Sessions Sessions
 }
 
-// Sessions reads session records from the state store.
+// Sessions is a store that holds sessions and their keys side by side and
+// reads or writes the two in one round trip.
 type Sessions interface {
-	GetSession(ctx context.Context, id string) (*api.Session, uint64, error)
+	// SessionAndKey reads a session and its sealed key (nil: none yet).
+	SessionAndKey(ctx context.Context, id string) (*api.Session, []byte, error)
+	// CreateKeyAndSession stores sealed as the session's key unless it has
+	// one, then reads the session; it returns the key stored before (nil:
+	// sealed was stored) and the session as it is once the key exists.
+	CreateKeyAndSession(ctx context.Context, id string, sealed []byte, ttl time.Duration) ([]byte, *api.Session, error)
 }
 
 // Service answers sft.v1.key.get and reaps keys of ended sessions.
@@ -189,46 +196,23 @@ func (s *Service) get(ctx context.Context, c rpc.Caller, r *api.KeyRequest) (*ap
 	if len(r.ReplyKey) == 0 {
 		return nil, api.Errorf(api.CodeInvalid, "reply_key is required: the key is only sent sealed")
 	}
-	sess, err := s.session(ctx, c, r.SessionID)
+	sess, enc, err := s.sessionAndKey(ctx, c, r.SessionID)
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := sess.RoleOf(c.User); !ok {
-		return nil, api.Errorf(api.CodeForbidden, "you are not a member of session %s", sess.ID)
+	if err := issuable(sess, c.User); err != nil {
+		return nil, err
 	}
-	switch sess.State {
-	case api.StateJoined:
-	case api.StateWaiting:
-		return nil, api.Errorf(api.CodeConflict, "session %s has not been joined yet: the key is issued once %s joins", sess.ID, sess.Responder)
-	case api.StateExpired:
-		return nil, api.Errorf(api.CodeExpired, "session %s expired", sess.ID)
-	default:
-		return nil, api.Errorf(api.CodeConflict, "session %s is %s: its key is gone", sess.ID, sess.State)
+	var k []byte
+	if enc != nil {
+		k, err = s.decrypt(sess.ID, enc)
+	} else {
+		k, err = s.makeKey(ctx, c, sess)
 	}
-
-	k, created, err := s.keyFor(ctx, sess)
 	if err != nil {
 		return nil, err
 	}
 	defer clear(k)
-	// The session may have ended while the key was being made; its reaper
-	// may then have run before the key existed. Look again, so no key
-	// outlives its session. A key found already made was checked this way
-	// by the request that made it, and the reaper deletes it at the end.
-	if created {
-		now, err := s.session(ctx, c, r.SessionID)
-		if err != nil {
-			// Not known to have ended: the key stays for a retry (the
-			// reaper or its own expiry removes it if the session ended).
-			return nil, err
-		}
-		if now.State != api.StateJoined {
-			if derr := s.o.Store.DeleteKey(ctx, sess.ID); derr != nil {
-				s.o.Logger.Warn("delete key of ended session failed", "session", sess.ID, "err", derr)
-			}
-			return nil, api.Errorf(api.CodeConflict, "session %s ended while its key was being issued", r.SessionID)
-		}
-	}
 	sealed, err := seal.Seal(r.ReplyKey, seal.SessionKeyInfo(sess.ID), k)
 	if err != nil {
 		return nil, api.Errorf(api.CodeInvalid, "reply_key is not a valid public key: %v", err)
@@ -237,73 +221,161 @@ func (s *Service) get(ctx context.Context, c rpc.Caller, r *api.KeyRequest) (*ap
 	return &api.KeyReply{SealedKey: sealed}, nil
 }
 
+// issuable refuses a key to anyone but a member of a joined session.
+func issuable(sess *api.Session, user string) error {
+	if _, ok := sess.RoleOf(user); !ok {
+		return api.Errorf(api.CodeForbidden, "you are not a member of session %s", sess.ID)
+	}
+	switch sess.State {
+	case api.StateJoined:
+		return nil
+	case api.StateWaiting:
+		return api.Errorf(api.CodeConflict, "session %s has not been joined yet: the key is issued once %s joins", sess.ID, sess.Responder)
+	case api.StateExpired:
+		return api.Errorf(api.CodeExpired, "session %s expired", sess.ID)
+	default:
+		return api.Errorf(api.CodeConflict, "session %s is %s: its key is gone", sess.ID, sess.State)
+	}
+}
+
+// sessionAndKey reads the caller's session and its sealed key (nil: none
+// yet): in one round trip from Options.Sessions, else from the session
+// service and then the store. The key is only looked for once the caller
+// may have it.
+func (s *Service) sessionAndKey(ctx context.Context, c rpc.Caller, id string) (*api.Session, []byte, error) {
+	if s.o.Sessions != nil {
+		sess, enc, err := s.o.Sessions.SessionAndKey(ctx, id)
+		if err != nil {
+			return nil, nil, sessionError(id, err)
+		}
+		return s.expire(sess), enc, nil
+	}
+	sess, err := s.askSession(ctx, c, id)
+	if err != nil || issuable(sess, c.User) != nil {
+		return sess, nil, err
+	}
+	enc, err := s.o.Store.GetKey(ctx, id)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return sess, nil, nil
+	case err != nil:
+		return nil, nil, fmt.Errorf("read key: %w", err)
+	}
+	return sess, enc, nil
+}
+
+// makeKey makes the session's key, or returns the one another request
+// made first, so both members get the same key. The session may have
+// ended while the key was being made, and its reaper may then have run
+// before the key existed: a key this request stored is checked against the
+// session as it is after, so no key outlives its session. A key found
+// already made was checked this way by the request that made it, and the
+// reaper deletes it at the end.
+func (s *Service) makeKey(ctx context.Context, c rpc.Caller, sess *api.Session) ([]byte, error) {
+	k := make([]byte, Size)
+	if _, err := rand.Read(k); err != nil {
+		return nil, err
+	}
+	enc := s.encrypt(sess.ID, k)
+	ttl := sess.ExpiresAt.Sub(s.now()) + s.grace
+	var (
+		prior []byte
+		after *api.Session
+		err   error
+	)
+	if s.o.Sessions != nil {
+		prior, after, err = s.o.Sessions.CreateKeyAndSession(ctx, sess.ID, enc, ttl)
+		if err != nil {
+			clear(k)
+			return nil, sessionError(sess.ID, err)
+		}
+	} else {
+		prior, err = s.createKey(ctx, sess.ID, enc, ttl)
+		if err == nil && prior == nil {
+			after, err = s.askSession(ctx, c, sess.ID)
+		}
+		if err != nil {
+			// Not known to have ended: a key made stays for a retry (the
+			// reaper or its own expiry removes it if the session ended).
+			clear(k)
+			return nil, err
+		}
+	}
+	if prior != nil {
+		clear(k)
+		return s.decrypt(sess.ID, prior)
+	}
+	if after = s.expire(after); after.State != api.StateJoined {
+		clear(k)
+		if derr := s.o.Store.DeleteKey(ctx, sess.ID); derr != nil {
+			s.o.Logger.Warn("delete key of ended session failed", "session", sess.ID, "err", derr)
+		}
+		return nil, api.Errorf(api.CodeConflict, "session %s ended while its key was being issued", sess.ID)
+	}
+	return k, nil
+}
+
+// createKey stores enc as the session's key unless it has one; it returns
+// the key stored before (nil: enc was stored).
+func (s *Service) createKey(ctx context.Context, id string, enc []byte, ttl time.Duration) ([]byte, error) {
+	for range 3 {
+		err := s.o.Store.CreateKey(ctx, id, enc, ttl)
+		if err == nil {
+			return nil, nil
+		}
+		if !errors.Is(err, store.ErrExists) {
+			return nil, fmt.Errorf("store key: %w", err)
+		}
+		prior, err := s.o.Store.GetKey(ctx, id)
+		if err == nil {
+			return prior, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return nil, fmt.Errorf("read key: %w", err)
+		}
+	}
+	return nil, api.Errorf(api.CodeConflict, "key for session %s is being replaced; retry", id)
+}
+
 // sessionAsk bounds the question to the session service, well inside the
 // client's own wait for this request (so the client hears "unavailable"
 // rather than nothing, and asks again).
 const sessionAsk = 4 * time.Second
 
-// session reads a session as the session service answers it: from
-// Options.Sessions when set, else from the session service, on the
-// caller's behalf (which refuses a caller who is not a member; get checks
-// membership either way). A live session past its expiry reads as
-// expired.
-func (s *Service) session(ctx context.Context, c rpc.Caller, id string) (*api.Session, error) {
-	if s.o.Sessions == nil {
-		ctx, cancel := context.WithTimeout(ctx, sessionAsk)
-		defer cancel()
-		var sess api.Session
-		if err := rpc.Call(ctx, s.nc, api.SubjectSessionGet, c.Token, api.SessionRequest{SessionID: id}, &sess); err != nil {
-			var e *api.Error
-			if errors.As(err, &e) {
-				return nil, e
-			}
-			return nil, api.Errorf(api.CodeUnavailable, "the session service did not answer (%v); retry", err)
+// askSession asks the session service for a session on the caller's
+// behalf (it refuses a caller who is not a member; get checks membership
+// either way).
+func (s *Service) askSession(ctx context.Context, c rpc.Caller, id string) (*api.Session, error) {
+	ctx, cancel := context.WithTimeout(ctx, sessionAsk)
+	defer cancel()
+	var sess api.Session
+	if err := rpc.Call(ctx, s.nc, api.SubjectSessionGet, c.Token, api.SessionRequest{SessionID: id}, &sess); err != nil {
+		var e *api.Error
+		if errors.As(err, &e) {
+			return nil, e
 		}
-		return &sess, nil
+		return nil, api.Errorf(api.CodeUnavailable, "the session service did not answer (%v); retry", err)
 	}
-	sess, _, err := s.o.Sessions.GetSession(ctx, id)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return nil, api.Errorf(api.CodeNotFound, "no session %s (it may have ended and been removed)", id)
-	case err != nil:
-		return nil, fmt.Errorf("read session: %w", err)
-	}
-	if !sess.State.Terminal() && !s.now().Before(sess.ExpiresAt) {
-		// Its expiry timer has not fired yet; the session service would
-		// already answer expired.
-		sess.State = api.StateExpired
-	}
-	return sess, nil
+	return &sess, nil
 }
 
-// keyFor returns the session's key, creating it on first use. Two members
-// asking at once both get the first writer's key.
-func (s *Service) keyFor(ctx context.Context, sess *api.Session) (key []byte, created bool, err error) {
-	for range 3 {
-		enc, err := s.o.Store.GetKey(ctx, sess.ID)
-		if err == nil {
-			k, err := s.decrypt(sess.ID, enc)
-			return k, false, err
-		}
-		if !errors.Is(err, store.ErrNotFound) {
-			return nil, false, fmt.Errorf("read key: %w", err)
-		}
-		k := make([]byte, Size)
-		if _, err := rand.Read(k); err != nil {
-			return nil, false, err
-		}
-		enc = s.encrypt(sess.ID, k)
-		ttl := sess.ExpiresAt.Sub(s.now()) + s.grace
-		err = s.o.Store.CreateKey(ctx, sess.ID, enc, ttl)
-		if err == nil {
-			return k, true, nil
-		}
-		clear(k)
-		if !errors.Is(err, store.ErrExists) {
-			return nil, false, fmt.Errorf("store key: %w", err)
-		}
+// sessionError is what a caller hears when the store could not give a
+// session.
+func sessionError(id string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return api.Errorf(api.CodeNotFound, "no session %s (it may have ended and been removed)", id)
 	}
-	return nil, false, api.Errorf(api.CodeConflict, "key for session %s is being replaced; retry", sess.ID)
+	return fmt.Errorf("read session: %w", err)
+}
+
+// expire makes a live session read from the store past its expiry read as
+// expired, as the session service would already answer: its expiry timer
+// has not fired yet.
+func (s *Service) expire(sess *api.Session) *api.Session {
+	if !sess.State.Terminal() && !s.now().Before(sess.ExpiresAt) {
+		sess.State = api.StateExpired
+	}
+	return sess
 }
 
 func (s *Service) encrypt(id string, k []byte) []byte {

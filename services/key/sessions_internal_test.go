@@ -87,3 +87,33 @@ func TestSessionsFromStore(t *testing.T) {
 		})
 	}
 }
+
+// TestKeyOfSessionThatEnded: a session that ended while its key was being
+// made (read as joined, stored as ended once the key exists) gets no key,
+// and the key made is deleted, so none outlives its session.
+func TestKeyOfSessionThatEnded(t *testing.T) {
+	ctx := t.Context()
+	st, err := redisstore.Open(ctx, redisstore.Options{URL: redistest.Start(t, redistest.Options{}).URL(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	s, err := New(Options{Store: st, Sessions: st, KEK: make([]byte, 32), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	ended := &api.Session{ID: "endedendedended1", State: api.StateCancelled, Initiator: "alice", Responder: "bob", CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if _, err := st.CreateSession(ctx, ended, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	asRead := *ended
+	asRead.State = api.StateJoined
+	k, err := s.makeKey(ctx, rpc.Caller{Claims: token.Claims{User: "alice"}}, &asRead)
+	if api.CodeOf(err) != api.CodeConflict || k != nil {
+		t.Fatalf("makeKey = %x, %v; want a conflict", k, err)
+	}
+	if _, err := st.GetKey(ctx, ended.ID); err == nil {
+		t.Error("the key made for a session that ended is still stored")
+	}
+}

@@ -271,8 +271,8 @@ func Key(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, log *s
 	// request to the session service per look-up. With the JetStream
 	// store the broker keeps the session bucket from the key service's
 	// identity, and the key service asks the session service instead.
-	if cfg.Store.Backend == "redis" {
-		o.Sessions = st
+	if sk, ok := st.(key.Sessions); ok && cfg.Store.Backend == "redis" {
+		o.Sessions = sk
 	}
 	svc, err := key.New(o)
 	if err != nil {

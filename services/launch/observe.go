@@ -12,6 +12,7 @@ import (
 
 	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/config"
+	"github.com/sftproject/sft/services/key"
 	"github.com/sftproject/sft/services/metrics"
 	"github.com/sftproject/sft/services/store"
 )
@@ -86,7 +87,11 @@ func Observe(m *metrics.Metrics, service string, nc *nats.Conn, st Store) Store 
 		return st
 	}
 	m.NATS(service, nc)
-	return observedStore{Store: st, m: m, service: service}
+	o := observedStore{Store: st, m: m, service: service}
+	if sk, ok := st.(key.Sessions); ok {
+		return observedSessionKeys{o, sk}
+	}
+	return o
 }
 
 func (o observedStore) done(op string, start time.Time, err error) {
@@ -169,4 +174,25 @@ func (o observedStore) GetSession(ctx context.Context, id string) (*api.Session,
 	sess, rev, err := o.Store.GetSession(ctx, id)
 	o.done("get_session", start, err)
 	return sess, rev, err
+}
+
+// observedSessionKeys is observedStore over a store that also reads and
+// writes a session with its key in one round trip (key.Sessions).
+type observedSessionKeys struct {
+	observedStore
+	sk key.Sessions
+}
+
+func (o observedSessionKeys) SessionAndKey(ctx context.Context, id string) (*api.Session, []byte, error) {
+	start := time.Now()
+	sess, enc, err := o.sk.SessionAndKey(ctx, id)
+	o.done("get_session_and_key", start, err)
+	return sess, enc, err
+}
+
+func (o observedSessionKeys) CreateKeyAndSession(ctx context.Context, id string, sealed []byte, ttl time.Duration) ([]byte, *api.Session, error) {
+	start := time.Now()
+	prior, sess, err := o.sk.CreateKeyAndSession(ctx, id, sealed, ttl)
+	o.done("create_key_and_get_session", start, err)
+	return prior, sess, err
 }

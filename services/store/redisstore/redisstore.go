@@ -726,6 +726,87 @@ func (s *Store) GetKey(ctx context.Context, sessionID string) ([]byte, error) {
 	return b, nil
 }
 
+// SessionAndKey reads a session and its sealed key in one round trip; the
+// key is nil when the session has none yet. The key service asks this on
+// every key request.
+func (s *Store) SessionAndKey(ctx context.Context, id string) (*api.Session, []byte, error) {
+	if err := store.ValidateName("session id", id); err != nil {
+		return nil, nil, err
+	}
+	pipe := s.rdb.Pipeline()
+	rec := pipe.HMGet(ctx, s.sessionKey(id), "rev", "data")
+	key := pipe.Get(ctx, s.keyKey(id))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, nil, fmt.Errorf("get session %s and its key: %w", id, unavailable(err))
+	}
+	sess, err := decodeRecord(id, rec)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := key.Bytes()
+	if errors.Is(err, redis.Nil) {
+		return sess, nil, nil
+	}
+	return sess, b, err
+}
+
+// CreateKeyAndSession stores sealed as the session's key unless it has
+// one, then reads the session, in one round trip: the session as it is
+// once the key exists, so the caller can see whether it ended meanwhile.
+// It returns the key stored before (nil when sealed was stored) and the
+// session.
+func (s *Store) CreateKeyAndSession(ctx context.Context, id string, sealed []byte, ttl time.Duration) ([]byte, *api.Session, error) {
+	if err := store.ValidateName("session id", id); err != nil {
+		return nil, nil, err
+	}
+	if len(sealed) == 0 {
+		return nil, nil, fmt.Errorf("%w: empty sealed key for session %s", store.ErrInvalid, id)
+	}
+	ms, err := ttlMillis(ttl)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create key for session %s: %w", id, err)
+	}
+	var (
+		prior *redis.StatusCmd
+		rec   *redis.SliceCmd
+	)
+	err = s.write(ctx, func(c redis.Cmdable) error {
+		pipe := c.Pipeline()
+		prior = pipe.SetArgs(ctx, s.keyKey(id), sealed, redis.SetArgs{Mode: "NX", Get: true, TTL: time.Duration(ms) * time.Millisecond})
+		rec = pipe.HMGet(ctx, s.sessionKey(id), "rev", "data")
+		_, err := pipe.Exec(ctx)
+		created := errors.Is(prior.Err(), redis.Nil)
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		return skipWait(created, nil)
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("create key for session %s: %w", id, err)
+	}
+	sess, err := decodeRecord(id, rec)
+	if err != nil {
+		return nil, nil, err
+	}
+	if old, err := prior.Bytes(); err == nil {
+		return old, sess, nil
+	}
+	return nil, sess, nil
+}
+
+// decodeRecord decodes the session record an HMGET of rev and data read.
+func decodeRecord(id string, rec *redis.SliceCmd) (*api.Session, error) {
+	vals := rec.Val()
+	if len(vals) != 2 {
+		return nil, fmt.Errorf("get session %s: %w", id, store.ErrNotFound)
+	}
+	sess, _, err := decodeSession(vals[0], vals[1])
+	if err != nil {
+		return nil, fmt.Errorf("get session %s: %w", id, err)
+	}
+	return sess, nil
+}
+
 // DeleteKey removes a session key; an absent key is not an error.
 func (s *Store) DeleteKey(ctx context.Context, sessionID string) error {
 	if err := store.ValidateName("session id", sessionID); err != nil {

@@ -607,3 +607,48 @@ func TestConfigWarnings(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionAndKey checks the key service's one-round-trip reads: a
+// session with no key yet, the first key stored and the session read
+// after it, a second key refused in favour of the first, and a session
+// that is gone.
+func TestSessionAndKey(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	checkSessionAndKey(t, openStore(t, Options{URL: srv.URL(), Prefix: uniquePrefix()}))
+}
+
+func checkSessionAndKey(t *testing.T, s *Store) {
+	t.Helper()
+	ctx := t.Context()
+	sess := newSession("keyed", "alice", "bob")
+	sess.State = api.StateJoined
+	if _, err := s.CreateSession(ctx, sess, time.Hour); err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	got, enc, err := s.SessionAndKey(ctx, "keyed")
+	if err != nil || got.ID != "keyed" || got.State != api.StateJoined || enc != nil {
+		t.Fatalf("SessionAndKey before a key = %+v, %q, %v", got, enc, err)
+	}
+	prior, after, err := s.CreateKeyAndSession(ctx, "keyed", []byte("first"), time.Hour)
+	if err != nil || prior != nil || after.ID != "keyed" {
+		t.Fatalf("first CreateKeyAndSession = %q, %+v, %v; want no prior key", prior, after, err)
+	}
+	prior, _, err = s.CreateKeyAndSession(ctx, "keyed", []byte("second"), time.Hour)
+	if err != nil || string(prior) != "first" {
+		t.Fatalf("second CreateKeyAndSession = %q, %v; want the first key", prior, err)
+	}
+	if _, enc, err = s.SessionAndKey(ctx, "keyed"); err != nil || string(enc) != "first" {
+		t.Fatalf("SessionAndKey after = %q, %v; want the first key", enc, err)
+	}
+	if _, _, err := s.SessionAndKey(ctx, "gonegonegone"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SessionAndKey of no session: %v, want ErrNotFound", err)
+	}
+	// A key stored for a session that is gone is still reported as stored.
+	if prior, _, err := s.CreateKeyAndSession(ctx, "gonegonegone", []byte("k"), time.Hour); !errors.Is(err, store.ErrNotFound) || prior != nil {
+		t.Errorf("CreateKeyAndSession of no session: %q, %v; want ErrNotFound", prior, err)
+	}
+	if k, err := s.GetKey(ctx, "gonegonegone"); err != nil || string(k) != "k" {
+		t.Errorf("the key stored for a session that is gone: %q, %v", k, err)
+	}
+}

@@ -36,6 +36,12 @@ func TestSentinelConformance(t *testing.T) {
 		}
 		return s // Run closes it
 	})
+	// The key service's combined reads and writes, waiting for a replica.
+	t.Run("session and key", func(t *testing.T) {
+		opts := sentinelOptions(st, o)
+		opts.Prefix = uniquePrefix()
+		checkSessionAndKey(t, openStore(t, opts))
+	})
 }
 
 // TestSentinelFailover kills the primary: what the store acknowledged
