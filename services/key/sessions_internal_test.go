@@ -15,13 +15,11 @@ import (
 	"github.com/sftproject/sft/services/token"
 )
 
-// TestSessionsFromStore checks the key service's own reading of session
-// records (Options.Sessions) against what the session service would
-// answer: the key goes to members of a joined session only, and a live
-// session past its expiry, whose timer has not fired, is expired.
-func TestSessionsFromStore(t *testing.T) {
-	ctx := t.Context()
-	st, err := redisstore.Open(ctx, redisstore.Options{URL: redistest.Start(t, redistest.Options{}).URL(), Logger: slog.New(slog.DiscardHandler)})
+// onRedis is a key service on a Redis of its own, reading sessions there
+// itself (Options.Sessions), with a random key-encryption key.
+func onRedis(t *testing.T) (*Service, *redisstore.Store) {
+	t.Helper()
+	st, err := redisstore.Open(t.Context(), redisstore.Options{URL: redistest.Start(t, redistest.Options{}).URL(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,6 +32,16 @@ func TestSessionsFromStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return s, st
+}
+
+// TestSessionsFromStore checks the key service's own reading of session
+// records (Options.Sessions) against what the session service would
+// answer: the key goes to members of a joined session only, and a live
+// session past its expiry, whose timer has not fired, is expired.
+func TestSessionsFromStore(t *testing.T) {
+	ctx := t.Context()
+	s, st := onRedis(t)
 
 	now := time.Now().UTC()
 	put := func(id string, state api.State, expires time.Time) {
@@ -93,15 +101,7 @@ func TestSessionsFromStore(t *testing.T) {
 // and the key made is deleted, so none outlives its session.
 func TestKeyOfSessionThatEnded(t *testing.T) {
 	ctx := t.Context()
-	st, err := redisstore.Open(ctx, redisstore.Options{URL: redistest.Start(t, redistest.Options{}).URL(), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	s, err := New(Options{Store: st, Sessions: st, KEK: make([]byte, 32), Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, st := onRedis(t)
 	now := time.Now().UTC()
 	ended := &api.Session{ID: "endedendedended1", State: api.StateCancelled, Initiator: "alice", Responder: "bob", CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour)}
 	if _, err := st.CreateSession(ctx, ended, time.Hour); err != nil {
