@@ -100,6 +100,7 @@ type Service struct {
 	open      *openSet
 	creates   *rateLimiter
 	published *published
+	recent    *recent
 	wg        sync.WaitGroup // background work: timers, relays
 }
 
@@ -112,6 +113,7 @@ func New(o Options) *Service {
 	return &Service{
 		o: o, now: time.Now, watches: watchSet{perUser: map[string]int{}}, open: newOpenSet(o.TTL),
 		creates: newRateLimiter(o.Limits.SessionsPerMinute), published: newPublished(republishBlindly),
+		recent: newRecent(recentKeep, recentMax),
 	}
 }
 
@@ -228,12 +230,14 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 	if err := s.scheduleExpiry(ctx, sess); err != nil {
 		return nil, err
 	}
-	if _, err := s.o.Store.CreateSession(ctx, sess, recordTTL(s.o.TTL+s.o.Retention)); err != nil {
+	rev, err := s.o.Store.CreateSession(ctx, sess, recordTTL(s.o.TTL+s.o.Retention))
+	if err != nil {
 		if errors.Is(err, store.ErrExists) && c.RequestID != "" {
 			return s.createdBefore(ctx, c, r)
 		}
 		return nil, fmt.Errorf("store session: %w", err)
 	}
+	s.recent.put(s.now(), sess, rev)
 	// The created event goes out after the record is stored: a member's
 	// request that finds the record first publishes it first (flush), so
 	// its own event never overtakes this one.
@@ -305,6 +309,22 @@ func checkPeerAddr(addr string) error {
 	return nil
 }
 
+// base is the record a change of the caller's builds on: the one this
+// replica stored last, when remembered is set and it has it (the write's
+// compare-and-set refuses it if it moved on), else the store's. fromStore
+// tells which.
+func (s *Service) base(ctx context.Context, c rpc.Caller, id string, remembered bool) (sess *api.Session, rev uint64, role api.Role, fromStore bool, err error) {
+	if remembered {
+		if sess, rev, ok := s.recent.get(s.now(), id); ok {
+			if role, ok := sess.RoleOf(c.User); ok {
+				return sess, rev, role, false, nil
+			}
+		}
+	}
+	sess, rev, role, err = s.member(ctx, c, id)
+	return sess, rev, role, true, err
+}
+
 // member loads a session the caller belongs to.
 func (s *Service) member(ctx context.Context, c rpc.Caller, id string) (*api.Session, uint64, api.Role, error) {
 	if err := api.ValidSessionID(id); err != nil {
@@ -371,8 +391,10 @@ var errDone = errors.New("already done")
 // events are published first, in case their writer died before it could,
 // so that every event reaches the stream, in order.
 func (s *Service) mutate(ctx context.Context, c rpc.Caller, id string, change func(*api.Session, api.Role) ([]api.Event, error)) (*api.Session, error) {
+	remembered := true // the first attempt may build on the record this replica stored last
 	for range 10 {
-		sess, rev, role, err := s.member(ctx, c, id)
+		sess, rev, role, fromStore, err := s.base(ctx, c, id, remembered)
+		remembered = false
 		if err != nil {
 			return nil, err
 		}
@@ -380,10 +402,16 @@ func (s *Service) mutate(ctx context.Context, c rpc.Caller, id string, change fu
 			return nil, err
 		}
 		if c.RequestID != "" && sess.Request == c.RequestID {
+			if !fromStore {
+				continue // answered from the store only: it may have moved on
+			}
 			// Sent again after its answer was lost: it was applied.
 			return sess.Public(), nil
 		}
 		evs, err := change(sess, role)
+		if err != nil && !fromStore {
+			continue // refused (or done) on the stored record only
+		}
 		if errors.Is(err, errDone) {
 			return sess.Public(), nil
 		}
@@ -397,13 +425,15 @@ func (s *Service) mutate(ctx context.Context, c rpc.Caller, id string, change fu
 		if len(evs) > 0 {
 			sess.LastRole = role
 		}
-		_, err = s.write(ctx, sess, rev)
-		if errors.Is(err, store.ErrConflict) {
+		newRev, err := s.write(ctx, sess, rev)
+		if errors.Is(err, store.ErrConflict) || (!fromStore && errors.Is(err, store.ErrNotFound)) {
 			continue
 		}
 		if err != nil {
+			s.recent.forget(id)
 			return nil, err
 		}
+		s.recent.put(s.now(), sess, newRev)
 		s.count(sess, evs)
 		if err := s.publish(ctx, sess.Outbox...); err != nil {
 			return nil, err
