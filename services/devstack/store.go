@@ -51,6 +51,10 @@ func (r routedStore) OpenSessions(ctx context.Context, user string, now time.Tim
 	return r.sessions.OpenSessions(ctx, user, now)
 }
 
+func (r routedStore) OpenCounts(ctx context.Context, now time.Time) (map[api.State]int, error) {
+	return r.sessions.OpenCounts(ctx, now)
+}
+
 // Ping asks the store of each service.
 func (r routedStore) Ping(ctx context.Context) error {
 	return errors.Join(r.users.Ping(ctx), r.sessions.Ping(ctx), r.keys.Ping(ctx))

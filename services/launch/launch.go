@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -221,15 +222,44 @@ func Session(ctx context.Context, cfg config.Config, nc *nats.Conn, st Store, lo
 	if err != nil {
 		return nil, err
 	}
-	m.Gauge("sft_sessions_open", "Sessions not ended yet, by state (waiting, joined), across every replica as this one follows them.", "state",
-		func() map[string]float64 {
-			out := map[string]float64{}
-			for st, n := range svc.OpenSessions() {
-				out[string(st)] = float64(n)
-			}
-			return out
-		})
+	m.Gauge("sft_sessions_open", "Sessions not ended yet, by state (waiting, joined), across every replica, as the state store counts them.", "state",
+		openGauge(ctx, svc, log))
 	return &Running{Service: ms, wait: func() { svc.Wait(); waitRevoked() }}, nil
+}
+
+// openGauge reads the open sessions for the sft_sessions_open gauge, from
+// the store at each scrape. A scrape cannot fail, so when the store does
+// not answer the gauge keeps the last count read: falling to zero would
+// look like an idle system, and dropping the series would break the
+// dashboards' max over replicas. The failure is logged once until a count
+// succeeds again, and counted in sft_store_errors_total (op open_counts).
+func openGauge(ctx context.Context, svc *session.Service, log *slog.Logger) func() map[string]float64 {
+	var (
+		mu      sync.Mutex
+		last    map[string]float64
+		failing bool
+	)
+	return func() map[string]float64 {
+		counts, err := svc.OpenSessions(ctx)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			if !failing {
+				log.Warn("sft_sessions_open shows the last count read until the state store answers again", "err", err)
+			}
+			failing = true
+			return last
+		}
+		if failing {
+			log.Info("sft_sessions_open is counted again")
+		}
+		failing = false
+		last = map[string]float64{}
+		for st, n := range counts {
+			last[string(st)] = float64(n)
+		}
+		return last
+	}
 }
 
 // relayOffer is the relay the session service hands to clients: none

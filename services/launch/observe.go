@@ -148,6 +148,13 @@ func (o observedStore) OpenSessions(ctx context.Context, user string, now time.T
 	return v, err
 }
 
+func (o observedStore) OpenCounts(ctx context.Context, now time.Time) (map[api.State]int, error) {
+	start := time.Now()
+	v, err := o.Store.OpenCounts(ctx, now)
+	o.done("open_counts", start, err)
+	return v, err
+}
+
 func (o observedStore) CreateKey(ctx context.Context, sessionID string, sealed []byte, ttl time.Duration) error {
 	start := time.Now()
 	err := o.Store.CreateKey(ctx, sessionID, sealed, ttl)

@@ -35,6 +35,9 @@ type Store interface {
 	UpdateSession(ctx context.Context, s *api.Session, rev uint64, ttl time.Duration) (uint64, error)
 	ListSessions(ctx context.Context, user string) ([]*api.Session, error)
 	GetUser(ctx context.Context, name string) (*store.User, error)
+	// OpenCounts counts every user's sessions not ended whose expiry is
+	// after now, by state (waiting, joined).
+	OpenCounts(ctx context.Context, now time.Time) (map[api.State]int, error)
 }
 
 // Options are the session service's dependencies and settings.
@@ -97,7 +100,6 @@ type Service struct {
 	now    func() time.Time
 
 	watches   watchSet
-	open      *openSet
 	creates   *rateLimiter
 	published *published
 	recent    *recent
@@ -111,7 +113,7 @@ func New(o Options) *Service {
 		o.Metrics = noMetrics{}
 	}
 	return &Service{
-		o: o, now: time.Now, watches: watchSet{perUser: map[string]int{}}, open: newOpenSet(o.TTL),
+		o: o, now: time.Now, watches: watchSet{perUser: map[string]int{}},
 		creates: newRateLimiter(o.Limits.SessionsPerMinute), published: newPublished(republishBlindly),
 		recent: newRecent(recentKeep, recentMax),
 	}
@@ -131,9 +133,6 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 		return nil, err
 	}
 	if err := s.startTimers(ctx); err != nil {
-		return nil, err
-	}
-	if err := s.open.follow(ctx, js, &s.wg); err != nil {
 		return nil, err
 	}
 	svc, err := rpc.AddService(nc, micro.Config{

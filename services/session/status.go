@@ -29,9 +29,13 @@ func (s *Service) status(ctx context.Context, c rpc.Caller, _ *api.StatusRequest
 	if err != nil {
 		return nil, err
 	}
+	open, err := s.OpenSessions(ctx)
+	if err != nil {
+		return nil, err
+	}
 	// A replica's entry is about 1.5 KB: a reply of a hundred fits in the
 	// broker's 256 KB messages.
-	return &api.StatusReply{At: s.now().UTC(), Services: replicas(stats), OpenSessions: s.OpenSessions()}, nil
+	return &api.StatusReply{At: s.now().UTC(), Services: replicas(stats), OpenSessions: open}, nil
 }
 
 // gather publishes one request to every replica and collects the replies

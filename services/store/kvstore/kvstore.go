@@ -23,7 +23,8 @@
 // The open-session record is what lets OpenSessions answer with one read:
 // a session enters it when created live and leaves it when written in an
 // ended state; entries past their expiry are not counted and are dropped at
-// the next write, and the record expires with its last entry.
+// the next write, and the record expires with its last entry. The same
+// records answer OpenCounts, with the sessions' own records for their state.
 package kvstore
 
 import (
@@ -94,15 +95,16 @@ func (o *Options) setDefaults() {
 
 // Store is the JetStream KV state store. It is safe for concurrent use.
 type Store struct {
-	js        jetstream.JetStream
-	sessions  jetstream.KeyValue
-	users     jetstream.KeyValue
-	keys      jetstream.KeyValue
-	sessPre   string // "$KV.<sessions bucket>." for the publishes KeyValue cannot express
-	directGet string // the sessions stream's direct-get subject, for reads KeyValue cannot express
-	markerTTL time.Duration
-	log       *slog.Logger
-	indexed   indexExpiries
+	js         jetstream.JetStream
+	sessions   jetstream.KeyValue
+	users      jetstream.KeyValue
+	keys       jetstream.KeyValue
+	sessPre    string // "$KV.<sessions bucket>." for the publishes KeyValue cannot express
+	sessStream string // the sessions bucket's stream, for what KeyValue cannot ask
+	directGet  string // the sessions stream's direct-get subject, for reads KeyValue cannot express
+	markerTTL  time.Duration
+	log        *slog.Logger
+	indexed    indexExpiries
 }
 
 // Open creates the buckets, or binds to them when they exist. It fails when
@@ -125,6 +127,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts Options) (*Store, er
 		return nil, err
 	}
 	s.sessPre = "$KV." + opts.SessionsBucket + "."
+	s.sessStream = "KV_" + opts.SessionsBucket
 	s.directGet = apiPrefix(js.Options()) + "DIRECT.GET.KV_" + opts.SessionsBucket
 	return s, nil
 }
@@ -372,6 +375,71 @@ func (s *Store) OpenSessions(ctx context.Context, user string, now time.Time) (i
 		}
 	}
 	return n, nil
+}
+
+// OpenCounts counts every user's sessions that are not ended and whose
+// expiry is after now, by state (waiting, joined).
+//
+// It asks the stream which users have an open-session record (one stream
+// info, which the server answers from its per-subject index), reads those
+// records, then each open session's record for its state: two round trips
+// and one per user with open sessions and per open session. The
+// open-session records hold only expiries; keeping the state there too
+// would add a write to every join, while this runs only on a scrape or an
+// admin status. Every request goes to the stream's leader on a cluster
+// (direct gets are off there), so a session just written is counted.
+func (s *Store) OpenCounts(ctx context.Context, now time.Time) (map[api.State]int, error) {
+	ids, err := s.openIDs(ctx, now)
+	if err != nil {
+		return nil, fmt.Errorf("count open sessions: %w", err)
+	}
+	out := map[api.State]int{api.StateWaiting: 0, api.StateJoined: 0}
+	for _, id := range ids {
+		sess, _, err := s.GetSession(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // expired since its open-session record was read
+		}
+		if err != nil {
+			return nil, fmt.Errorf("count open sessions: %w", err)
+		}
+		if _, ok := out[sess.State]; ok { // it may have ended since
+			out[sess.State]++
+		}
+	}
+	return out, nil
+}
+
+// openIDs lists the sessions in every user's open-session record whose
+// expiry is after now.
+func (s *Store) openIDs(ctx context.Context, now time.Time) ([]string, error) {
+	// A consumer (as KeyValue's watch uses) could be placed on a follower
+	// that has not applied the latest write; stream info comes from the
+	// leader.
+	st, err := s.js.Stream(ctx, s.sessStream)
+	if err != nil {
+		return nil, err
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(s.sessPre+openKey("*")))
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for subj := range info.State.Subjects {
+		user, ok := strings.CutPrefix(subj, s.sessPre+openKey(""))
+		if !ok {
+			continue
+		}
+		set, _, err := s.readOpen(ctx, user) // none when only its expiry marker is left
+		if err != nil {
+			return nil, fmt.Errorf("open sessions of %s: %w", user, err)
+		}
+		for id, exp := range set {
+			if exp > now.UnixMilli() {
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids, nil
 }
 
 // readOpen returns user's open-session set and its revision (0: none).

@@ -8,6 +8,9 @@
 //	                the set itself expires with the last of them
 //	o:<user>        sorted set of the live sessions the user initiated, scored by
 //	                the session's ExpiresAt (Unix ms); an ended one leaves it
+//	open:waiting    sorted sets of every user's live sessions by state, scored by
+//	open:joined     ExpiresAt (Unix ms); a session is in the one of its state, an
+//	                ended one in neither; each expires with its last entry
 //	u:<user>        JSON user record, no expiry
 //	k:<session-id>  sealed session key, expires with its TTL
 //	rev             revision counter shared by all sessions
@@ -386,6 +389,9 @@ func (s *Store) keyKey(id string) string      { return s.prefix + "k:" + id }
 func (s *Store) revKey() string               { return s.prefix + "rev" }
 func (s *Store) openKey(user string) string   { return s.prefix + "o:" + user }
 
+// stateKey is the set of every live session in state (waiting, joined).
+func (s *Store) stateKey(state api.State) string { return s.prefix + "open:" + string(state) }
+
 // luaPrelude is shared by the scripts: the server's clock in ms, integers
 // formatted without exponents, and the index update.
 const luaPrelude = `
@@ -404,24 +410,34 @@ local function index(first, id, exp, t)
 		redis.call('PEXPIREAT', KEYS[i], int(tonumber(top[2])))
 	end
 end
--- open keeps the open-session set KEYS[3]: id scored by expires (Unix ms)
--- while live is '1', removed otherwise; entries past their expiry go, and
--- the set expires with its last entry.
-local function open(id, live, expires, t)
-	if live == '1' then
-		redis.call('ZADD', KEYS[3], expires, id)
-	else
-		redis.call('ZREM', KEYS[3], id)
+-- keep puts id in the sorted set key with score, or takes it out when
+-- score is nil; entries past their expiry go, and the set expires with its
+-- last entry. Taking out an id that is not there changes nothing, so it
+-- stops there: most writes leave one of the state sets alone.
+local function keep(key, id, score, t)
+	if score then
+		redis.call('ZADD', key, score, id)
+	elseif redis.call('ZREM', key, id) == 0 then
+		return
 	end
-	redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', int(t))
-	local top = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
-	if top[2] then redis.call('PEXPIREAT', KEYS[3], int(tonumber(top[2]))) end
+	redis.call('ZREMRANGEBYSCORE', key, '-inf', int(t))
+	local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+	if top[2] then redis.call('PEXPIREAT', key, int(tonumber(top[2]))) end
+end
+-- open keeps the open-session sets, scored by expires (Unix ms): the
+-- initiator's KEYS[3] while the session is live, and the global set of its
+-- state, KEYS[4] (waiting) or KEYS[5] (joined). state is '' once it ended.
+local function open(id, state, expires, t)
+	keep(KEYS[3], id, state ~= '' and expires or nil, t)
+	keep(KEYS[4], id, state == 'waiting' and expires or nil, t)
+	keep(KEYS[5], id, state == 'joined' and expires or nil, t)
 end
 `
 
 // createScript: KEYS = session, revision counter, initiator's open set,
-// member sets; ARGV = record, TTL ms, id, live ('1' or '0'), ExpiresAt
-// (Unix ms). Returns the new revision, or 0 if the session exists.
+// waiting set, joined set, member sets; ARGV = record, TTL ms, id, state
+// (empty once ended), ExpiresAt (Unix ms). Returns the new revision, or 0
+// if the session exists.
 var createScript = redis.NewScript(luaPrelude + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local rev = redis.call('INCR', KEYS[2])
@@ -430,7 +446,7 @@ local exp = t + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'rev', int(rev), 'data', ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], int(exp))
 open(ARGV[3], ARGV[4], ARGV[5], t)
-index(4, ARGV[3], exp, t)
+index(6, ARGV[3], exp, t)
 return rev
 `)
 
@@ -447,16 +463,16 @@ local exp = t + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'rev', int(rev), 'data', ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], int(exp))
 open(ARGV[3], ARGV[4], ARGV[5], t)
-index(4, ARGV[3], exp, t)
+index(6, ARGV[3], exp, t)
 return rev
 `)
 
 // openArgs are the open-set arguments of createScript and updateScript.
-func openArgs(sess *api.Session) (live string, expires int64) {
+func openArgs(sess *api.Session) (state string, expires int64) {
 	if sess.State.Terminal() {
-		return "0", 0
+		return "", 0
 	}
-	return "1", sess.ExpiresAt.UnixMilli()
+	return string(sess.State), sess.ExpiresAt.UnixMilli()
 }
 
 // listScript: KEYS = member set. Drops expired entries and returns the
@@ -467,7 +483,8 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 `)
 
 func (s *Store) scriptKeys(sess *api.Session) []string {
-	keys := []string{s.sessionKey(sess.ID), s.revKey(), s.openKey(sess.Initiator)}
+	keys := []string{s.sessionKey(sess.ID), s.revKey(), s.openKey(sess.Initiator),
+		s.stateKey(api.StateWaiting), s.stateKey(api.StateJoined)}
 	for _, m := range members(sess) {
 		keys = append(keys, s.memberKey(m))
 	}
@@ -494,10 +511,10 @@ func (s *Store) CreateSession(ctx context.Context, sess *api.Session, ttl time.D
 	if err != nil {
 		return 0, fmt.Errorf("create session %s: encode: %w", sess.ID, err)
 	}
-	live, expires := openArgs(sess)
+	state, expires := openArgs(sess)
 	var rev int64
 	err = s.write(ctx, func(c redis.Cmdable) (err error) {
-		rev, err = createScript.Run(ctx, c, s.scriptKeys(sess), data, ms, sess.ID, live, expires).Int64()
+		rev, err = createScript.Run(ctx, c, s.scriptKeys(sess), data, ms, sess.ID, state, expires).Int64()
 		return skipWait(rev > 0, err)
 	})
 	switch {
@@ -557,10 +574,10 @@ func (s *Store) UpdateSession(ctx context.Context, sess *api.Session, rev uint64
 		return 0, fmt.Errorf("update session %s: encode: %w", sess.ID, err)
 	}
 	// Revisions are never 0, so "0" never matches a stored one.
-	live, expires := openArgs(sess)
+	state, expires := openArgs(sess)
 	var newRev int64
 	err = s.write(ctx, func(c redis.Cmdable) (err error) {
-		newRev, err = updateScript.Run(ctx, c, s.scriptKeys(sess), data, ms, sess.ID, live, expires,
+		newRev, err = updateScript.Run(ctx, c, s.scriptKeys(sess), data, ms, sess.ID, state, expires,
 			strconv.FormatUint(rev, 10)).Int64()
 		return skipWait(newRev > 0, err)
 	})
@@ -624,6 +641,21 @@ func (s *Store) OpenSessions(ctx context.Context, user string, now time.Time) (i
 		return 0, fmt.Errorf("open sessions of %s: %w", user, unavailable(err))
 	}
 	return int(n), nil
+}
+
+// OpenCounts counts every user's sessions that are not ended and whose
+// expiry is after now, by state (waiting, joined), in one round trip. now
+// should be close to the server's clock: entries past their expiry may be
+// forgotten at any time.
+func (s *Store) OpenCounts(ctx context.Context, now time.Time) (map[api.State]int, error) {
+	after := "(" + strconv.FormatInt(now.UnixMilli(), 10)
+	pipe := s.rdb.Pipeline()
+	waiting := pipe.ZCount(ctx, s.stateKey(api.StateWaiting), after, "+inf")
+	joined := pipe.ZCount(ctx, s.stateKey(api.StateJoined), after, "+inf")
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("count open sessions: %w", unavailable(err))
+	}
+	return map[api.State]int{api.StateWaiting: int(waiting.Val()), api.StateJoined: int(joined.Val())}, nil
 }
 
 // CreateUser stores a new user.

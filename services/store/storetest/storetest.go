@@ -31,6 +31,7 @@ type Store interface {
 	UpdateSession(ctx context.Context, s *api.Session, rev uint64, ttl time.Duration) (uint64, error)
 	ListSessions(ctx context.Context, user string) ([]*api.Session, error)
 	OpenSessions(ctx context.Context, user string, now time.Time) (int, error)
+	OpenCounts(ctx context.Context, now time.Time) (map[api.State]int, error)
 	CreateUser(ctx context.Context, u *store.User) error
 	GetUser(ctx context.Context, name string) (*store.User, error)
 	UpdateUser(ctx context.Context, u *store.User) error
@@ -81,6 +82,7 @@ func Run(t *testing.T, newStore func(t *testing.T) Store) {
 		{"ListSessions", testListSessions},
 		{"ListSessionsAmongOthers", testListSessionsAmongOthers},
 		{"OpenSessions", testOpenSessions},
+		{"OpenCounts", testOpenCounts},
 		{"Users", testUsers},
 		{"Keys", testKeys},
 		{"KeyCreateRace", testKeyCreateRace},
@@ -580,6 +582,77 @@ func testOpenSessions(t *testing.T, s Store) {
 	}
 	if _, err := s.OpenSessions(ctx, "a.b", now); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("OpenSessions(a.b): %v, want ErrInvalid", err)
+	}
+}
+
+// testOpenCounts: the open sessions of every user, by state, are the live
+// ones whose expiry is still ahead, each counted once in its latest state.
+func testOpenCounts(t *testing.T, s Store) {
+	ctx := t.Context()
+	now := time.Now()
+	revs := map[string]uint64{}
+	sessions := map[string]*api.Session{}
+	create := func(id, initiator, responder string, state api.State, expires time.Duration) func() {
+		return func() {
+			sess := newSession(id, initiator, responder)
+			sess.Reports, sess.State, sess.ExpiresAt = nil, state, now.Add(expires)
+			sessions[id], revs[id] = sess, mustCreate(t, s, sess, longTTL)
+		}
+	}
+	update := func(id string, state api.State) func() {
+		return func() {
+			sess := sessions[id]
+			sess.State = state
+			rev, err := s.UpdateSession(ctx, sess, revs[id], longTTL)
+			if err != nil {
+				t.Fatalf("UpdateSession(%s, %s): %v", id, state, err)
+			}
+			revs[id] = rev
+		}
+	}
+	stale := func(id string, state api.State) func() {
+		return func() {
+			sess := *sessions[id]
+			sess.State = state
+			if _, err := s.UpdateSession(ctx, &sess, revs[id]+1000, longTTL); !errors.Is(err, store.ErrConflict) {
+				t.Fatalf("stale UpdateSession(%s): %v, want ErrConflict", id, err)
+			}
+		}
+	}
+	const w, j = api.StateWaiting, api.StateJoined
+	for _, step := range []struct {
+		name           string
+		do             func()
+		at             time.Duration // after now
+		waiting, joint int
+	}{
+		{"empty", func() {}, 0, 0, 0},
+		{"created by several users", func() {
+			create("a1", "alice", "bob", w, time.Hour)()
+			create("a2", "alice", "carol", w, 30*time.Minute)()
+			create("b1", "bob", "alice", w, time.Hour)()
+			create("c1", "carol", "dave", w, time.Hour)()
+		}, 0, 4, 0},
+		{"created ended", create("done", "dave", "alice", api.StateCompleted, time.Hour), 0, 4, 0},
+		{"created past its expiry", create("late", "erin", "bob", w, -time.Minute), 0, 4, 0},
+		{"joined", update("a1", j), 0, 3, 1},
+		{"joined twice", update("a1", j), 0, 3, 1},
+		{"a lost compare-and-set", stale("b1", j), 0, 3, 1},
+		{"later, past one's expiry", func() {}, 45 * time.Minute, 2, 1},
+		{"later, past every expiry", func() {}, 2 * time.Hour, 0, 0},
+		{"joined one completed", update("a1", api.StateCompleted), 0, 3, 0},
+		{"waiting one cancelled", update("b1", api.StateCancelled), 0, 2, 0},
+		{"another joined", update("c1", j), 0, 1, 1},
+	} {
+		step.do()
+		got, err := s.OpenCounts(ctx, now.Add(step.at))
+		if err != nil {
+			t.Fatalf("%s: OpenCounts: %v", step.name, err)
+		}
+		want := map[api.State]int{w: step.waiting, j: step.joint}
+		if !maps.Equal(got, want) {
+			t.Errorf("%s: OpenCounts(now%+v) = %v, want %v", step.name, step.at, got, want)
+		}
 	}
 }
 
