@@ -149,6 +149,7 @@ func TestChaos(t *testing.T) {
 	// outcome once the last expiry is chaosGrace behind.
 	sessions := load.snapshot(data, natsURL)
 	load.stopClients()
+	checkSchedulesFired(t, data, natsURL)
 	load.report(kills, sessions, svcs)
 }
 
@@ -521,13 +522,7 @@ func (l *chaosLoad) read(data, natsURL string) map[string]*chaosSession {
 		}
 	}
 
-	nc, err := broker.Connect(ctx, broker.ConnOptions{
-		URL: natsURL, CAFile: data + "/pki/ca.pem", Name: "chaos-test",
-		Service: broker.ServiceSession, NKey: serviceKeys(t, data)[broker.ServiceSession],
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := sessionConn(t, data, natsURL)
 	defer nc.Close()
 	for _, se := range readStream(t, nc) {
 		s := get(se.ev.Session)
@@ -554,6 +549,44 @@ func (l *chaosLoad) read(data, natsURL string) map[string]*chaosSession {
 		}
 	}
 	return sessions
+}
+
+// sessionConn connects to NATS as the session service.
+func sessionConn(t *testing.T, data, natsURL string) *nats.Conn {
+	t.Helper()
+	nc, err := broker.Connect(t.Context(), broker.ConnOptions{
+		URL: natsURL, CAFile: data + "/pki/ca.pem", Name: "chaos-test",
+		Service: broker.ServiceSession, NKey: serviceKeys(t, data)[broker.ServiceSession],
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc
+}
+
+// checkSchedulesFired fails if the timer stream still holds an expiry
+// schedule once every session is past its expiry: each must have fired,
+// through the kills, on the three-replica stream.
+func checkSchedulesFired(t *testing.T, data, natsURL string) {
+	t.Helper()
+	nc := sessionConn(t, data, natsURL)
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(t.Context(), "SFT_TIMERS")
+	if err != nil {
+		t.Fatalf("timer stream: %v", err)
+	}
+	info, err := st.Info(t.Context(), jetstream.WithSubjectFilter("sft.v1.timers.at.>"))
+	if err != nil {
+		t.Fatalf("timer stream: %v", err)
+	}
+	if info.Config.Replicas != 3 || len(info.State.Subjects) != 0 {
+		t.Errorf("timer stream on %d replicas holds %d expiry schedules past their time, want 3 and none",
+			info.Config.Replicas, len(info.State.Subjects))
+	}
 }
 
 // readStream reads every event of the event stream, in stream order.

@@ -53,6 +53,9 @@ func TestNATSCluster(t *testing.T) {
 			t.Errorf("stream %s has %d replicas, want 3 (nats.replicas)", s, n)
 		}
 	}
+	if !stream(t, nodes[0].Monitor, "SFT_TIMERS").Config.AllowMsgSchedules {
+		t.Error("stream SFT_TIMERS does not allow the expiry schedules")
+	}
 	// A follower may answer a direct read before it has a write: the
 	// state store reads from the leader.
 	for _, s := range []string{"KV_SFT_SESSIONS", "KV_SFT_USERS", "KV_SFT_KEYS"} {
@@ -195,8 +198,9 @@ func connections(t *testing.T, monitor string) int {
 type jszStream struct {
 	Name   string `json:"name"`
 	Config struct {
-		Replicas    int  `json:"num_replicas"`
-		AllowDirect bool `json:"allow_direct"`
+		Replicas          int  `json:"num_replicas"`
+		AllowDirect       bool `json:"allow_direct"`
+		AllowMsgSchedules bool `json:"allow_msg_schedules"`
 	} `json:"config"`
 	Cluster struct {
 		Leader string `json:"leader"`

@@ -52,12 +52,14 @@ const publishAttempt = 2 * time.Second
 // id, asking again until it is stored or ctx ends: a cluster electing a
 // stream leader answers nothing for a moment, and an id still being
 // stored by an earlier attempt is refused until it is. The id makes every
-// attempt after the first harmless.
-func Publish(ctx context.Context, js jetstream.JetStream, subject string, data []byte, msgID string) error {
+// attempt after the first harmless. opts are added to every attempt (a
+// message schedule, for example).
+func Publish(ctx context.Context, js jetstream.JetStream, subject string, data []byte, msgID string, opts ...jetstream.PublishOpt) error {
+	opts = append([]jetstream.PublishOpt{jetstream.WithMsgID(msgID)}, opts...)
 	pause := 50 * time.Millisecond
 	for {
 		actx, cancel := context.WithTimeout(ctx, publishAttempt)
-		_, err := js.Publish(actx, subject, data, jetstream.WithMsgID(msgID))
+		_, err := js.Publish(actx, subject, data, opts...)
 		cancel()
 		if err == nil {
 			return nil

@@ -13,18 +13,32 @@ import (
 	"github.com/sftproject/sft/services/jsretry"
 )
 
-// Session expiry is driven by a JetStream work queue rather than a sweep:
-// creating a session enqueues a timer, and whichever replica pulls it when
-// it is due moves the session to expired. A timer that is not due yet is
-// handed back with a delay, so the work survives restarts and spreads over
-// replicas with no leader.
+// Session expiry is driven by JetStream rather than a sweep: creating a
+// session stores a message schedule, the server publishes its timer into
+// the work queue when it is due, and whichever replica pulls it moves the
+// session to expired. The work survives restarts and spreads over replicas
+// with no leader, and a live session costs the broker nothing until then.
 const (
 	timerStream   = "SFT_TIMERS"
 	timerSubjects = api.Prefix + ".timers.>"
 	timerConsumer = "session-expiry"
+	// firedTimers are the timers due: what the schedules publish, and what
+	// versions before them queued directly. The consumer takes only these:
+	// a schedule it were given and acked would be deleted and never fire.
+	firedTimers = api.Prefix + ".timers.session.>"
+	// maxPendingTimers bounds the timers handed out and not yet acked.
+	// Only due ones are pending now (a replica's pull buffer, those naked
+	// back while the store fails), so a store outage cannot pile up every
+	// due timer at once; it is far above what replicas hold, so it does
+	// not slow normal work. Timers an older version left pending count
+	// until they fall due, at most one TTL after an upgrade.
+	maxPendingTimers = 4096
 )
 
-func timerSubject(id string) string { return api.Prefix + ".timers.session." + id }
+// timerSubject is where a session's timer fires; scheduleSubject holds the
+// schedule that fires it.
+func timerSubject(id string) string    { return api.Prefix + ".timers.session." + id }
+func scheduleSubject(id string) string { return api.Prefix + ".timers.at." + id }
 
 type timer struct {
 	Session string    `json:"session"`
@@ -39,6 +53,11 @@ func (s *Service) startTimers(ctx context.Context) error {
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    max(s.o.Replicas, 1),
+		// An update turns schedules on in a stream an older version made;
+		// they cannot be turned off again. Schedules replace their subject,
+		// so they need roll-ups (the server would turn them on anyway).
+		AllowMsgSchedules: true,
+		AllowRollup:       true,
 	}
 	st, err := jsretry.Do(ctx, func() (jetstream.Stream, error) { return s.js.CreateOrUpdateStream(ctx, cfg) })
 	if err != nil {
@@ -48,7 +67,8 @@ func (s *Service) startTimers(ctx context.Context) error {
 		Durable:       timerConsumer,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       30 * time.Second,
-		MaxAckPending: -1, // every live session holds one pending timer
+		MaxAckPending: maxPendingTimers,
+		FilterSubject: firedTimers,
 	}
 	cons, err := jsretry.Do(ctx, func() (jetstream.Consumer, error) { return st.CreateOrUpdateConsumer(ctx, ccfg) })
 	if err != nil {
@@ -70,8 +90,14 @@ func (s *Service) scheduleExpiry(ctx context.Context, sess *api.Session) error {
 	if err != nil {
 		return err
 	}
-	// A create sent again schedules its session's timer once.
-	if err := jsretry.Publish(ctx, s.js, timerSubject(sess.ID), b, sess.ID); err != nil {
+	// A create sent again schedules its session's timer once. The server
+	// reads the time to the second: rounding up, it never fires early.
+	at := sess.ExpiresAt.Truncate(time.Second)
+	if at.Before(sess.ExpiresAt) {
+		at = at.Add(time.Second)
+	}
+	if err := jsretry.Publish(ctx, s.js, scheduleSubject(sess.ID), b, sess.ID,
+		jetstream.WithScheduleAt(at), jetstream.WithScheduleTarget(timerSubject(sess.ID))); err != nil {
 		s.o.Metrics.PublishFailed(timerStream)
 		return fmt.Errorf("schedule expiry of session %s: %w", sess.ID, err)
 	}
@@ -85,6 +111,7 @@ func (s *Service) fire(ctx context.Context, m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
+	// Schedules fire on the broker's clock; this replica's may be behind.
 	if wait := t.Due.Sub(s.now()); wait > 0 {
 		_ = m.NakWithDelay(wait)
 		return
