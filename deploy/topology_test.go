@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/sftproject/sft/internal/hermetic"
 	"github.com/sftproject/sft/internal/syncbuf"
 	"github.com/sftproject/sft/services/store/redisstore/redistest"
@@ -77,6 +79,17 @@ func TestProductionTopology(t *testing.T) {
 	ls := mustRun(t, as("alice"), nil, bin("sft-cli"), "ls")
 	if n := strings.Count(ls, "completed"); n != 3 || strings.Contains(ls, "waiting") || strings.Contains(ls, "joined") {
 		t.Fatalf("alice's sessions after three transfers:\n%s", ls)
+	}
+	// No session key outlives its session: each went with the write that
+	// ended it.
+	opt, err := redis.ParseURL(rs.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(opt)
+	defer rc.Close()
+	if keys, err := rc.Keys(t.Context(), "sft:k:*").Result(); err != nil || len(keys) != 0 {
+		t.Fatalf("session keys in Redis after three completed sessions: %v (%v)", keys, err)
 	}
 
 	// SIGTERM: the surviving replica drains and exits cleanly.

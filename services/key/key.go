@@ -72,8 +72,9 @@ type Options struct {
 	Sessions Sessions
 }
 
-// Sessions is a store that holds sessions and their keys side by side and
-// reads or writes the two in one round trip.
+// Sessions is a store that holds sessions and their keys side by side: it
+// reads or writes the two in one round trip, and deletes a session's key
+// with the write that ends the session, so no reaper is needed.
 type Sessions interface {
 	// SessionAndKey reads a session and its sealed key (nil: none yet).
 	SessionAndKey(ctx context.Context, id string) (*api.Session, []byte, error)
@@ -83,7 +84,8 @@ type Sessions interface {
 	CreateKeyAndSession(ctx context.Context, id string, sealed []byte, ttl time.Duration) ([]byte, *api.Session, error)
 }
 
-// Service answers sft.v1.key.get and reaps keys of ended sessions.
+// Service answers sft.v1.key.get and, unless its store ends keys with
+// their sessions (Options.Sessions), reaps keys of ended sessions.
 type Service struct {
 	o     Options
 	nc    *nats.Conn
@@ -121,13 +123,39 @@ const reapers = 16
 // Start registers the endpoint and the reaper; both stop when ctx ends.
 func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, error) {
 	s.nc = nc
+	// A store that ends keys with their sessions needs no reaper.
+	if s.o.Sessions == nil {
+		if err := s.startReaper(ctx, nc); err != nil {
+			return nil, err
+		}
+	}
+	svc, err := rpc.AddService(nc, micro.Config{
+		Name:        "sft-key",
+		Version:     "1.0.0",
+		Description: "SFT session keys, sealed to each member",
+		QueueGroup:  api.QueueGroup,
+	}, s.o.Instances)
+	if err != nil {
+		return nil, fmt.Errorf("start key service: %w", err)
+	}
+	h := rpc.Handler{Ctx: ctx, Verifier: s.o.Verifier, Log: s.o.Logger, MaxBody: s.o.MaxRequestBytes, Metrics: s.o.Metrics}
+	if err := svc.AddEndpoint("get", rpc.Authed(h, s.get), micro.WithEndpointSubject(api.SubjectKeyGet)); err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("start key service: %w", err)
+	}
+	return svc, nil
+}
+
+// startReaper deletes the key of each session that ends, as its terminal
+// event arrives; it stops when ctx ends.
+func (s *Service) startReaper(ctx context.Context, nc *nats.Conn) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return nil, fmt.Errorf("key service: jetstream: %w", err)
+		return fmt.Errorf("key service: jetstream: %w", err)
 	}
 	st, err := events.EnsureStream(ctx, js, s.o.Replicas)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	// A durable consumer shared by all replicas: each terminal event is
 	// handled once, and events that arrive while no replica runs wait.
@@ -140,7 +168,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 	}
 	cons, err := jsretry.Do(ctx, func() (jetstream.Consumer, error) { return st.CreateOrUpdateConsumer(ctx, ccfg) })
 	if err != nil {
-		return nil, fmt.Errorf("key service: reaper consumer: %w", err)
+		return fmt.Errorf("key service: reaper consumer: %w", err)
 	}
 	work := make(chan jetstream.Msg)
 	cc, err := cons.Consume(func(m jetstream.Msg) {
@@ -150,7 +178,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 		}
 	})
 	if err != nil {
-		return nil, fmt.Errorf("key service: consume events: %w", err)
+		return fmt.Errorf("key service: consume events: %w", err)
 	}
 	for range reapers {
 		s.wg.Go(func() {
@@ -169,21 +197,7 @@ func (s *Service) Start(ctx context.Context, nc *nats.Conn) (micro.Service, erro
 		cc.Stop()
 	})
 
-	svc, err := rpc.AddService(nc, micro.Config{
-		Name:        "sft-key",
-		Version:     "1.0.0",
-		Description: "SFT session keys, sealed to each member",
-		QueueGroup:  api.QueueGroup,
-	}, s.o.Instances)
-	if err != nil {
-		return nil, fmt.Errorf("start key service: %w", err)
-	}
-	h := rpc.Handler{Ctx: ctx, Verifier: s.o.Verifier, Log: s.o.Logger, MaxBody: s.o.MaxRequestBytes, Metrics: s.o.Metrics}
-	if err := svc.AddEndpoint("get", rpc.Authed(h, s.get), micro.WithEndpointSubject(api.SubjectKeyGet)); err != nil {
-		_ = svc.Stop()
-		return nil, fmt.Errorf("start key service: %w", err)
-	}
-	return svc, nil
+	return nil
 }
 
 // Wait blocks until background work stopped after Start's context ended.

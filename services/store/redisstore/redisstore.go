@@ -12,7 +12,8 @@
 //	open:joined     ExpiresAt (Unix ms); a session is in the one of its state, an
 //	                ended one in neither; each expires with its last entry
 //	u:<user>        JSON user record, no expiry
-//	k:<session-id>  sealed session key, expires with its TTL
+//	k:<session-id>  sealed session key, expires with its TTL and is deleted by
+//	                the write that ends its session
 //	rev             revision counter shared by all sessions
 //
 // Revisions come from one counter rather than per record, so a session that
@@ -427,15 +428,17 @@ end
 -- open keeps the open-session sets, scored by expires (Unix ms): the
 -- initiator's KEYS[3] while the session is live, and the global set of its
 -- state, KEYS[4] (waiting) or KEYS[5] (joined). state is '' once it ended.
+-- A session that ended takes its key, KEYS[6], with it.
 local function open(id, state, expires, t)
 	keep(KEYS[3], id, state ~= '' and expires or nil, t)
 	keep(KEYS[4], id, state == 'waiting' and expires or nil, t)
 	keep(KEYS[5], id, state == 'joined' and expires or nil, t)
+	if state == '' then redis.call('DEL', KEYS[6]) end
 end
 `
 
 // createScript: KEYS = session, revision counter, initiator's open set,
-// waiting set, joined set, member sets; ARGV = record, TTL ms, id, state
+// waiting set, joined set, session key, member sets; ARGV = record, TTL ms, id, state
 // (empty once ended), ExpiresAt (Unix ms). Returns the new revision, or 0
 // if the session exists.
 var createScript = redis.NewScript(luaPrelude + `
@@ -446,7 +449,7 @@ local exp = t + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'rev', int(rev), 'data', ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], int(exp))
 open(ARGV[3], ARGV[4], ARGV[5], t)
-index(6, ARGV[3], exp, t)
+index(7, ARGV[3], exp, t)
 return rev
 `)
 
@@ -463,7 +466,7 @@ local exp = t + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'rev', int(rev), 'data', ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], int(exp))
 open(ARGV[3], ARGV[4], ARGV[5], t)
-index(6, ARGV[3], exp, t)
+index(7, ARGV[3], exp, t)
 return rev
 `)
 
@@ -484,7 +487,7 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 
 func (s *Store) scriptKeys(sess *api.Session) []string {
 	keys := []string{s.sessionKey(sess.ID), s.revKey(), s.openKey(sess.Initiator),
-		s.stateKey(api.StateWaiting), s.stateKey(api.StateJoined)}
+		s.stateKey(api.StateWaiting), s.stateKey(api.StateJoined), s.keyKey(sess.ID)}
 	for _, m := range members(sess) {
 		keys = append(keys, s.memberKey(m))
 	}

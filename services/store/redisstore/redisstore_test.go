@@ -652,3 +652,30 @@ func checkSessionAndKey(t *testing.T, s *Store) {
 		t.Errorf("the key stored for a session that is gone: %q, %v", k, err)
 	}
 }
+
+// The write that ends a session deletes its key in the same script; the
+// writes before it leave the key alone.
+func TestEndingSessionDeletesKey(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	s := openStore(t, Options{URL: srv.URL(), Prefix: uniquePrefix()})
+	ctx := t.Context()
+	sess := newSession("ending", "alice", "bob")
+	rev, err := s.CreateSession(ctx, sess, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CreateKey(ctx, "ending", []byte("sealed"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for _, state := range []api.State{api.StateJoined, api.StateCompleted} {
+		sess.State = state
+		if rev, err = s.UpdateSession(ctx, sess, rev, time.Hour); err != nil {
+			t.Fatalf("UpdateSession to %s: %v", state, err)
+		}
+		_, err := s.GetKey(ctx, "ending")
+		if ended := state.Terminal(); ended != errors.Is(err, store.ErrNotFound) {
+			t.Errorf("%s: GetKey = %v; the key should be gone only once the session ended", state, err)
+		}
+	}
+}
