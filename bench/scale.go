@@ -576,7 +576,7 @@ func (r *Results) settleScale() {
 		}
 		for _, m := range []string{scaleListOwnRatio, scaleListSpreadRatio, scaleListNoneRatio, scaleCreateRatio} {
 			if s := c.Metrics[m]; s != nil && len(s.Values) > 0 {
-				r.Targets[fmt.Sprintf("%s: %s <= %.1f", c.Name, m, scaleSlowdown)] = s.Median <= scaleSlowdown
+				r.target(fmt.Sprintf("%s: %s <= %.1f", c.Name, m, scaleSlowdown), s.Median, scaleSlowdown, true)
 			}
 		}
 	}

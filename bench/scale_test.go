@@ -141,6 +141,10 @@ func TestSettleScale(t *testing.T) {
 		if got, ok := r.Targets[k]; !ok || got != tc.want {
 			t.Errorf("target %q = %v, %v; want %v", k, got, ok, tc.want)
 		}
+		// The figure judged is printed beside the verdict.
+		if got := r.TargetFigures[k]; got != r.find(tc.c).median(tc.m) {
+			t.Errorf("target %q judged %v, want the median %v", k, got, r.find(tc.c).median(tc.m))
+		}
 	}
 	if len(r.Targets) != 8 {
 		t.Errorf("%d targets, want 4 for each case that ran: %v", len(r.Targets), r.Targets)
