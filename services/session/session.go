@@ -103,6 +103,7 @@ type Service struct {
 	creates   *rateLimiter
 	published *published
 	recent    *recent
+	locks     *sessionLocks
 	wg        sync.WaitGroup // background work: timers, relays
 }
 
@@ -115,7 +116,7 @@ func New(o Options) *Service {
 	return &Service{
 		o: o, now: time.Now, watches: watchSet{perUser: map[string]int{}},
 		creates: newRateLimiter(o.Limits.SessionsPerMinute), published: newPublished(republishBlindly),
-		recent: newRecent(recentKeep, recentMax),
+		recent: newRecent(recentKeep, recentMax), locks: newSessionLocks(),
 	}
 }
 
@@ -390,6 +391,14 @@ var errDone = errors.New("already done")
 // events are published first, in case their writer died before it could,
 // so that every event reaches the stream, in order.
 func (s *Service) mutate(ctx context.Context, c rpc.Caller, id string, change func(*api.Session, api.Role) ([]api.Event, error)) (*api.Session, error) {
+	if err := api.ValidSessionID(id); err != nil {
+		return nil, err
+	}
+	unlock, err := s.locks.lock(ctx, id)
+	if err != nil {
+		return nil, api.Errorf(api.CodeUnavailable, "session %s is busy with another change; retry", id)
+	}
+	defer unlock()
 	remembered := true // the first attempt may build on the record this replica stored last
 	for range 10 {
 		sess, rev, role, fromStore, err := s.base(ctx, c, id, remembered)
