@@ -77,6 +77,7 @@ type Options struct {
 // with the write that ends the session, so no reaper is needed.
 type Sessions interface {
 	// SessionAndKey reads a session and its sealed key (nil: none yet).
+	// The session need only hold its id, members, state and expiry.
 	SessionAndKey(ctx context.Context, id string) (*api.Session, []byte, error)
 	// CreateKeyAndSession stores sealed as the session's key unless it has
 	// one, then reads the session; it returns the key stored before (nil:

@@ -763,7 +763,8 @@ func (s *Store) GetKey(ctx context.Context, sessionID string) ([]byte, error) {
 
 // SessionAndKey reads a session and its sealed key in one round trip; the
 // key is nil when the session has none yet. The key service asks this on
-// every key request.
+// every key request; the session holds what it needs (keyView): id,
+// members, state and expiry.
 func (s *Store) SessionAndKey(ctx context.Context, id string) (*api.Session, []byte, error) {
 	if err := store.ValidateName("session id", id); err != nil {
 		return nil, nil, err
@@ -789,7 +790,7 @@ func (s *Store) SessionAndKey(ctx context.Context, id string) (*api.Session, []b
 // one, then reads the session, in one round trip: the session as it is
 // once the key exists, so the caller can see whether it ended meanwhile.
 // It returns the key stored before (nil when sealed was stored) and the
-// session.
+// session, as SessionAndKey does.
 func (s *Store) CreateKeyAndSession(ctx context.Context, id string, sealed []byte, ttl time.Duration) ([]byte, *api.Session, error) {
 	if err := store.ValidateName("session id", id); err != nil {
 		return nil, nil, err
@@ -829,17 +830,33 @@ func (s *Store) CreateKeyAndSession(ctx context.Context, id string, sealed []byt
 	return nil, sess, nil
 }
 
-// decodeRecord decodes the session record an HMGET of rev and data read.
+// decodeRecord decodes, from the session record an HMGET of rev and data
+// read, what a key request needs of it (keyView).
 func decodeRecord(id string, rec *redis.SliceCmd) (*api.Session, error) {
 	vals := rec.Val()
 	if len(vals) != 2 {
 		return nil, fmt.Errorf("get session %s: %w", id, store.ErrNotFound)
 	}
-	sess, _, err := decodeSession(vals[0], vals[1])
-	if err != nil {
-		return nil, fmt.Errorf("get session %s: %w", id, err)
+	data, ok := vals[1].(string)
+	if !ok {
+		return nil, fmt.Errorf("get session %s: %w", id, store.ErrNotFound)
 	}
-	return sess, nil
+	var v keyView
+	if err := json.Unmarshal([]byte(data), &v); err != nil {
+		return nil, fmt.Errorf("get session %s: decode record: %w", id, err)
+	}
+	return &api.Session{ID: v.ID, State: v.State, Initiator: v.Initiator, Responder: v.Responder, ExpiresAt: v.ExpiresAt}, nil
+}
+
+// keyView is what a key request needs of a session record: who its
+// members are, its state and its expiry. Decoding only these skips the
+// manifest, the reports and the outbox, most of a record.
+type keyView struct {
+	ID        string    `json:"id"`
+	State     api.State `json:"state"`
+	Initiator string    `json:"initiator"`
+	Responder string    `json:"responder"`
+	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // DeleteKey removes a session key; an absent key is not an error.
