@@ -14,6 +14,7 @@ import (
 	"github.com/sftproject/sft/config"
 	"github.com/sftproject/sft/services/key"
 	"github.com/sftproject/sft/services/metrics"
+	"github.com/sftproject/sft/services/session"
 	"github.com/sftproject/sft/services/store"
 )
 
@@ -88,10 +89,17 @@ func Observe(m *metrics.Metrics, service string, nc *nats.Conn, st Store) Store 
 	}
 	m.NATS(service, nc)
 	o := observedStore{Store: st, m: m, service: service}
-	if sk, ok := st.(key.Sessions); ok {
-		return observedSessionKeys{o, sk}
+	if ot, ok := st.(oneTrip); ok {
+		return observedOneTrip{o, ot}
 	}
 	return o
+}
+
+// oneTrip is what the Redis store adds: reads and writes that take one
+// round trip where the others take several.
+type oneTrip interface {
+	key.Sessions
+	session.CreateReader
 }
 
 func (o observedStore) done(op string, start time.Time, err error) {
@@ -183,23 +191,30 @@ func (o observedStore) GetSession(ctx context.Context, id string) (*api.Session,
 	return sess, rev, err
 }
 
-// observedSessionKeys is observedStore over a store that also reads and
-// writes a session with its key in one round trip (key.Sessions).
-type observedSessionKeys struct {
+// observedOneTrip is observedStore over a store that also takes one round
+// trip where the others take several (oneTrip).
+type observedOneTrip struct {
 	observedStore
-	sk key.Sessions
+	ot oneTrip
 }
 
-func (o observedSessionKeys) SessionAndKey(ctx context.Context, id string) (*api.Session, []byte, error) {
+func (o observedOneTrip) CreateChecks(ctx context.Context, initiator, responder string, now time.Time) (int, bool, error) {
 	start := time.Now()
-	sess, enc, err := o.sk.SessionAndKey(ctx, id)
+	open, exists, err := o.ot.CreateChecks(ctx, initiator, responder, now)
+	o.done("create_checks", start, err)
+	return open, exists, err
+}
+
+func (o observedOneTrip) SessionAndKey(ctx context.Context, id string) (*api.Session, []byte, error) {
+	start := time.Now()
+	sess, enc, err := o.ot.SessionAndKey(ctx, id)
 	o.done("get_session_and_key", start, err)
 	return sess, enc, err
 }
 
-func (o observedSessionKeys) CreateKeyAndSession(ctx context.Context, id string, sealed []byte, ttl time.Duration) ([]byte, *api.Session, error) {
+func (o observedOneTrip) CreateKeyAndSession(ctx context.Context, id string, sealed []byte, ttl time.Duration) ([]byte, *api.Session, error) {
 	start := time.Now()
-	prior, sess, err := o.sk.CreateKeyAndSession(ctx, id, sealed, ttl)
+	prior, sess, err := o.ot.CreateKeyAndSession(ctx, id, sealed, ttl)
 	o.done("create_key_and_get_session", start, err)
 	return prior, sess, err
 }

@@ -2,12 +2,14 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sync"
 	"time"
 
 	"github.com/sftproject/sft/api"
+	"github.com/sftproject/sft/services/store"
 )
 
 // Limits bound what one user can make the service do. A zero field takes
@@ -135,6 +137,43 @@ func (s *Service) checkManifest(m api.Manifest) error {
 // Store that is not is asked for the list.
 type OpenCounter interface {
 	OpenSessions(ctx context.Context, user string, now time.Time) (int, error)
+}
+
+// CreateReader is a store that reads in one round trip what a new session
+// is checked against: how many open sessions its initiator started (as
+// OpenCounter counts them) and whether its responder exists. A store that
+// is not is asked both at once.
+type CreateReader interface {
+	CreateChecks(ctx context.Context, initiator, responder string, now time.Time) (open int, responderExists bool, err error)
+}
+
+// createChecks reads the open sessions initiator started and whether
+// responder exists.
+func (s *Service) createChecks(ctx context.Context, initiator, responder string) (open int, responderExists bool, err error) {
+	if r, ok := s.o.Store.(CreateReader); ok {
+		open, responderExists, err = r.CreateChecks(ctx, initiator, responder, s.now())
+		if err != nil {
+			return 0, false, fmt.Errorf("read what a new session is checked against: %w", err)
+		}
+		return open, responderExists, nil
+	}
+	// The two reads are independent: at once, not one after the other.
+	var (
+		userErr error
+		read    sync.WaitGroup
+	)
+	read.Go(func() { _, userErr = s.o.Store.GetUser(ctx, responder) })
+	open, err = s.openSessions(ctx, initiator)
+	read.Wait()
+	switch {
+	case err != nil:
+		return 0, false, err
+	case errors.Is(userErr, store.ErrNotFound):
+		return open, false, nil
+	case userErr != nil:
+		return 0, false, fmt.Errorf("read user: %w", userErr)
+	}
+	return open, true, nil
 }
 
 // openSessions counts the live sessions user started.

@@ -8,6 +8,8 @@ import (
 
 	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/config"
+	"github.com/sftproject/sft/services/metrics/metricstest"
+	"github.com/sftproject/sft/services/store/redisstore/redistest"
 )
 
 func TestManifestLimits(t *testing.T) {
@@ -51,24 +53,51 @@ func TestManifestLimits(t *testing.T) {
 	}
 }
 
+// TestOpenSessionLimit runs on both stores: on Redis what a create is
+// checked against is read in one round trip (CreateChecks).
 func TestOpenSessionLimit(t *testing.T) {
-	w := newWorld(t, func(c *config.Config) { c.Limits.OpenSessions = 2 })
-	ctx := testCtx(t)
-	first := w.create(t, "alice", "bob")
-	w.create(t, "alice", "carol")
-	_, err := w.alice.Create(ctx, createReq("bob"))
-	wantCode(t, "third open session", err, api.CodeThrottled)
-	if !strings.Contains(err.Error(), "2 open sessions") {
-		t.Errorf("error %q does not say how many sessions are open", err)
+	for _, backend := range []string{"jetstream", "redis"} {
+		t.Run(backend, func(t *testing.T) {
+			var url string
+			if backend == "redis" {
+				url = redistest.Start(t, redistest.Options{}).URL()
+			}
+			w := newWorld(t, func(c *config.Config) {
+				c.Limits.OpenSessions = 2
+				c.Metrics.Listen = "127.0.0.1:0"
+				if url != "" {
+					c.Store.Backend, c.Redis.URL = "redis", url
+				}
+			})
+			ctx := testCtx(t)
+			first := w.create(t, "alice", "bob")
+			w.create(t, "alice", "carol")
+			_, err := w.alice.Create(ctx, createReq("bob"))
+			wantCode(t, "third open session", err, api.CodeThrottled)
+			if !strings.Contains(err.Error(), "2 open sessions") {
+				t.Errorf("error %q does not say how many sessions are open", err)
+			}
+			// Sessions others start towards alice are not hers to count.
+			w.create(t, "bob", "alice")
+			w.create(t, "carol", "alice")
+			// Ending one frees a place.
+			if _, err := w.alice.Cancel(ctx, first.ID, "make room"); err != nil {
+				t.Fatal(err)
+			}
+			w.create(t, "alice", "bob")
+			// Nobody can be sent to a user who does not exist.
+			_, err = w.bob.Create(ctx, createReq("nobody"))
+			wantCode(t, "session to an unknown user", err, api.CodeNotFound)
+			if !strings.Contains(err.Error(), `no user named "nobody"`) {
+				t.Errorf("error %q does not name the unknown user", err)
+			}
+			// Seven creates were checked: in one round trip each on Redis.
+			const oneTrip = `sft_store_operation_duration_seconds_count{op="create_checks",service="session"}`
+			if n := metricstest.Scrape(t, w.h.Stack.MetricsAddr)[oneTrip]; (n == 7) != (backend == "redis") {
+				t.Errorf("%s: %v creates checked in one round trip", backend, n)
+			}
+		})
 	}
-	// Sessions others start towards alice are not hers to count.
-	w.create(t, "bob", "alice")
-	w.create(t, "carol", "alice")
-	// Ending one frees a place.
-	if _, err := w.alice.Cancel(ctx, first.ID, "make room"); err != nil {
-		t.Fatal(err)
-	}
-	w.create(t, "alice", "bob")
 }
 
 func TestCreateRateLimit(t *testing.T) {

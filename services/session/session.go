@@ -189,25 +189,15 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 		return nil, api.Errorf(api.CodeThrottled, "more than %d new sessions in a minute: retry in %s",
 			s.o.Limits.SessionsPerMinute, wait.Round(time.Second)+time.Second)
 	}
-	// The two reads are independent: one round trip, not two.
-	var (
-		userErr error
-		read    sync.WaitGroup
-	)
-	read.Go(func() { _, userErr = s.o.Store.GetUser(ctx, r.Responder) })
-	open, err := s.openSessions(ctx, c.User)
-	read.Wait()
+	open, responderExists, err := s.createChecks(ctx, c.User, r.Responder)
 	if err != nil {
 		return nil, err
 	}
 	if err := s.checkOpen(open); err != nil {
 		return nil, err
 	}
-	if userErr != nil {
-		if errors.Is(userErr, store.ErrNotFound) {
-			return nil, api.Errorf(api.CodeNotFound, "no user named %q", r.Responder)
-		}
-		return nil, fmt.Errorf("read user: %w", userErr)
+	if !responderExists {
+		return nil, api.Errorf(api.CodeNotFound, "no user named %q", r.Responder)
 	}
 	// The client's request id becomes the session's id, so a create sent
 	// again after its answer was lost finds its session instead of making

@@ -169,6 +169,7 @@ func newClient(ro *redis.Options, opts Options) (*redis.Client, string) {
 		MaxRetries:            ro.MaxRetries,
 		ContextTimeoutEnabled: ro.ContextTimeoutEnabled,
 		PoolSize:              ro.PoolSize,
+		Protocol:              ro.Protocol,
 	})
 	return rdb, fmt.Sprintf("master %q of sentinels %s", opts.SentinelMaster, strings.Join(opts.SentinelAddrs, ","))
 }
@@ -242,6 +243,12 @@ func clientOptions(opts Options) (*redis.Options, error) {
 	// Cluster maintenance notifications are a Redis Enterprise feature;
 	// probing for them on every connection only adds noise.
 	ro.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	// RESP2 unless the URL asks (?protocol=3): the store uses nothing of
+	// RESP3's (pushed messages, client-side caching), and under RESP2 no
+	// reply is first searched for pushed messages.
+	if ro.Protocol == 0 {
+		ro.Protocol = 2
+	}
 	return ro, nil
 }
 
@@ -393,31 +400,45 @@ func (s *Store) openKey(user string) string   { return s.prefix + "o:" + user }
 // stateKey is the set of every live session in state (waiting, joined).
 func (s *Store) stateKey(state api.State) string { return s.prefix + "open:" + string(state) }
 
+// indexSlack is how far past its record, as a fraction of the record's
+// TTL (1/indexSlack), a member-set entry is kept when it is pushed out, so
+// that the writes that follow need not push it again; ListSessions skips
+// an entry whose record is gone.
+const indexSlack = 8
+
 // luaPrelude is shared by the scripts: the server's clock in ms, integers
-// formatted without exponents, and the index update.
-const luaPrelude = `
+// formatted without exponents, and the index updates.
+var luaPrelude = `
+local indexSlackDivisor = ` + strconv.Itoa(indexSlack) + `
 local function now()
 	local t = redis.call('TIME')
 	return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function int(x) return string.format('%d', x) end
--- index adds id to the member sets KEYS[first..] with score exp, drops
--- entries that expired, and makes each set expire with its last entry.
-local function index(first, id, exp, t)
+-- index keeps id in the member sets KEYS[first..] until at least exp,
+-- when its record expires. An entry is pushed out only when the record
+-- would outlive it, and then to exp + slack: the writes that follow within
+-- slack (a session's whole life, usually) leave the sets alone. A pushed
+-- set drops entries that expired and expires with its last entry.
+local function index(first, id, exp, slack, t)
 	for i = first, #KEYS do
-		redis.call('ZADD', KEYS[i], int(exp), id)
-		redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. int(t))
-		local top = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
-		redis.call('PEXPIREAT', KEYS[i], int(tonumber(top[2])))
+		local cur = redis.call('ZSCORE', KEYS[i], id)
+		if not cur or tonumber(cur) < exp then
+			redis.call('ZADD', KEYS[i], int(exp + slack), id)
+			redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. int(t))
+			local top = redis.call('ZRANGE', KEYS[i], -1, -1, 'WITHSCORES')
+			redis.call('PEXPIREAT', KEYS[i], int(tonumber(top[2])))
+		end
 	end
 end
 -- keep puts id in the sorted set key with score, or takes it out when
 -- score is nil; entries past their expiry go, and the set expires with its
--- last entry. Taking out an id that is not there changes nothing, so it
--- stops there: most writes leave one of the state sets alone.
+-- last entry. A write that changes nothing (the id already there with
+-- that score, or not there to take out) stops there: most writes leave
+-- the state sets as they were.
 local function keep(key, id, score, t)
 	if score then
-		redis.call('ZADD', key, score, id)
+		if redis.call('ZADD', key, 'CH', score, id) == 0 then return end
 	elseif redis.call('ZREM', key, id) == 0 then
 		return
 	end
@@ -449,7 +470,7 @@ local exp = t + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'rev', int(rev), 'data', ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], int(exp))
 open(ARGV[3], ARGV[4], ARGV[5], t)
-index(7, ARGV[3], exp, t)
+index(7, ARGV[3], exp, math.floor(tonumber(ARGV[2]) / indexSlackDivisor), t)
 return rev
 `)
 
@@ -466,7 +487,7 @@ local exp = t + tonumber(ARGV[2])
 redis.call('HSET', KEYS[1], 'rev', int(rev), 'data', ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], int(exp))
 open(ARGV[3], ARGV[4], ARGV[5], t)
-index(7, ARGV[3], exp, t)
+index(7, ARGV[3], exp, math.floor(tonumber(ARGV[2]) / indexSlackDivisor), t)
 return rev
 `)
 
@@ -644,6 +665,22 @@ func (s *Store) OpenSessions(ctx context.Context, user string, now time.Time) (i
 		return 0, fmt.Errorf("open sessions of %s: %w", user, unavailable(err))
 	}
 	return int(n), nil
+}
+
+// CreateChecks reads in one round trip what a new session is checked
+// against: the open sessions initiator started (as OpenSessions counts
+// them) and whether responder exists.
+func (s *Store) CreateChecks(ctx context.Context, initiator, responder string, now time.Time) (open int, responderExists bool, err error) {
+	if err := errors.Join(store.ValidateName("user", initiator), store.ValidateName("user", responder)); err != nil {
+		return 0, false, err
+	}
+	pipe := s.rdb.Pipeline()
+	count := pipe.ZCount(ctx, s.openKey(initiator), "("+strconv.FormatInt(now.UnixMilli(), 10), "+inf")
+	exists := pipe.Exists(ctx, s.userKey(responder))
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, false, fmt.Errorf("open sessions of %s, user %s: %w", initiator, responder, unavailable(err))
+	}
+	return int(count.Val()), exists.Val() == 1, nil
 }
 
 // OpenCounts counts every user's sessions that are not ended and whose

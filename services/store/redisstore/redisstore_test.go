@@ -92,19 +92,80 @@ func TestTTLsInRedis(t *testing.T) {
 	if err := s.CreateUser(ctx, &store.User{Name: "alice", Role: "user"}); err != nil {
 		t.Fatalf("CreateUser: %v", err)
 	}
-	for _, key := range []string{"s:s1", "k:s1", "m:alice", "m:bob"} {
+	// The member sets outlive the record by their slack.
+	for key, most := range map[string]time.Duration{"s:s1": ttl, "k:s1": ttl, "m:alice": ttl + ttl/indexSlack, "m:bob": ttl + ttl/indexSlack} {
 		pttl, err := rc.PTTL(ctx, prefix+key).Result()
 		if err != nil {
 			t.Fatalf("PTTL %s: %v", key, err)
 		}
-		if pttl <= 0 || pttl > ttl {
-			t.Errorf("PTTL %s = %v, want in (0, %v]", key, pttl, ttl)
+		if pttl <= 0 || pttl > most {
+			t.Errorf("PTTL %s = %v, want in (0, %v]", key, pttl, most)
 		}
 	}
 	// Users never expire: PTTL -1 means "exists, no expiry".
 	if pttl, err := rc.PTTL(ctx, prefix+"u:alice").Result(); err != nil || pttl != -1 {
 		t.Errorf("PTTL of the user = %v, %v; want -1 (no expiry)", pttl, err)
 	}
+}
+
+// TestMemberIndexOutlivesRecord checks that after every write each
+// member's index entry, and its set, lasts at least as long as the record
+// (else the session would vanish from ls while it is still kept), and that
+// a write within the entry's slack leaves the sets alone.
+func TestMemberIndexOutlivesRecord(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	prefix := uniquePrefix()
+	s := openStore(t, Options{URL: srv.URL(), Prefix: prefix})
+	rc := rawClient(t, srv)
+	ctx := t.Context()
+
+	check := func(step string) (scores []float64) {
+		t.Helper()
+		recordAt, err := rc.PExpireTime(ctx, prefix+"s:s1").Result()
+		if err != nil || recordAt <= 0 {
+			t.Fatalf("%s: PEXPIRETIME of the record = %v, %v", step, recordAt, err)
+		}
+		for _, user := range []string{"alice", "bob"} {
+			score, err := rc.ZScore(ctx, prefix+"m:"+user, "s1").Result()
+			if err != nil {
+				t.Fatalf("%s: %s's index has no entry: %v", step, user, err)
+			}
+			setAt, err := rc.PExpireTime(ctx, prefix+"m:"+user).Result()
+			if err != nil {
+				t.Fatalf("%s: PEXPIRETIME of %s's index: %v", step, user, err)
+			}
+			if score < float64(recordAt.Milliseconds()) || setAt < time.Duration(score)*time.Millisecond {
+				t.Errorf("%s: %s's entry lasts to %v and its set to %v, the record to %v", step, user,
+					time.Duration(score)*time.Millisecond, setAt, recordAt)
+			}
+			scores = append(scores, score)
+		}
+		return scores
+	}
+
+	const ttl = time.Minute
+	rev, err := s.CreateSession(ctx, newSession("s1", "alice", "bob"), ttl)
+	if err != nil {
+		t.Fatalf("CreateSession: %v", err)
+	}
+	created := check("create")
+	if rev, err = s.UpdateSession(ctx, newSession("s1", "alice", "bob"), rev, ttl); err != nil {
+		t.Fatalf("UpdateSession: %v", err)
+	}
+	if same := check("update within the slack"); !slices.Equal(same, created) {
+		t.Errorf("an update within the slack moved the index entries from %v to %v", created, same)
+	}
+	if rev, err = s.UpdateSession(ctx, newSession("s1", "alice", "bob"), rev, 2*ttl); err != nil {
+		t.Fatalf("UpdateSession: %v", err)
+	}
+	if pushed := check("update past the slack"); slices.Equal(pushed, created) {
+		t.Errorf("an update that outlives the index entries left them at %v", pushed)
+	}
+	if _, err = s.UpdateSession(ctx, newSession("s1", "alice", "bob"), rev, time.Second); err != nil {
+		t.Fatalf("UpdateSession: %v", err)
+	}
+	check("update with a shorter TTL")
 }
 
 // TestNoLeakAfterExpiry checks that once every session expired nothing is
@@ -581,6 +642,41 @@ func TestTTLMillis(t *testing.T) {
 	}
 }
 
+// TestProtocol checks the store speaks RESP2 unless its URL asks for
+// RESP3.
+func TestProtocol(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	rc := rawClient(t, srv)
+	for _, tc := range []struct{ query, want string }{
+		{"?client_name=resp-default", "resp=2"},
+		{"?client_name=resp-asked&protocol=3", "resp=3"},
+	} {
+		s := openStore(t, Options{URL: srv.URL() + tc.query, Prefix: uniquePrefix()})
+		if err := s.Ping(t.Context()); err != nil {
+			t.Fatalf("Ping: %v", err)
+		}
+		list, err := rc.ClientList(t.Context()).Result()
+		if err != nil {
+			t.Fatalf("CLIENT LIST: %v", err)
+		}
+		name := strings.TrimPrefix(strings.Split(tc.query, "&")[0], "?client_name=")
+		var found bool
+		for _, line := range strings.Split(list, "\n") {
+			fields := strings.Fields(line)
+			if slices.Contains(fields, "name="+name) {
+				found = true
+				if !slices.Contains(fields, tc.want) {
+					t.Errorf("URL %s: the store's connection is not %s: %s", tc.query, tc.want, line)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("URL %s: no connection named %s in\n%s", tc.query, name, list)
+		}
+	}
+}
+
 // TestConfigWarnings checks Open warns about server settings that would
 // lose records.
 func TestConfigWarnings(t *testing.T) {
@@ -677,5 +773,45 @@ func TestEndingSessionDeletesKey(t *testing.T) {
 		if ended := state.Terminal(); ended != errors.Is(err, store.ErrNotFound) {
 			t.Errorf("%s: GetKey = %v; the key should be gone only once the session ended", state, err)
 		}
+	}
+}
+
+// CreateChecks answers in one round trip what OpenSessions and GetUser
+// answer in two.
+func TestCreateChecks(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t, redistest.Options{})
+	s := openStore(t, Options{URL: srv.URL(), Prefix: uniquePrefix()})
+	ctx := t.Context()
+	if err := s.CreateUser(ctx, &store.User{Name: "bob", Role: "user"}); err != nil {
+		t.Fatalf("CreateUser: %v", err)
+	}
+	now := time.Now()
+	for i, state := range []api.State{api.StateWaiting, api.StateJoined, api.StateCompleted} {
+		sess := newSession(fmt.Sprintf("open%d", i), "alice", "bob")
+		sess.State, sess.ExpiresAt = state, now.Add(time.Hour)
+		if _, err := s.CreateSession(ctx, sess, time.Hour); err != nil {
+			t.Fatalf("CreateSession: %v", err)
+		}
+	}
+	for _, tc := range []struct {
+		initiator, responder string
+		open                 int
+		exists               bool
+	}{
+		{"alice", "bob", 2, true},
+		{"alice", "nobody", 2, false},
+		{"bob", "alice", 0, false},
+	} {
+		open, exists, err := s.CreateChecks(ctx, tc.initiator, tc.responder, now)
+		if err != nil || open != tc.open || exists != tc.exists {
+			t.Errorf("CreateChecks(%s, %s) = %d, %v, %v; want %d, %v", tc.initiator, tc.responder, open, exists, err, tc.open, tc.exists)
+		}
+		if n, err := s.OpenSessions(ctx, tc.initiator, now); err != nil || n != open {
+			t.Errorf("OpenSessions(%s) = %d, %v; CreateChecks said %d", tc.initiator, n, err, open)
+		}
+	}
+	if _, _, err := s.CreateChecks(ctx, "alice", "bad name!", now); err == nil {
+		t.Error("CreateChecks of an invalid responder name: no error")
 	}
 }
