@@ -4,8 +4,9 @@
 // Key layout, under a configurable prefix (default "sft:"):
 //
 //	s:<session-id>  hash {rev, data}: revision and JSON record; expires with the session
-//	m:<user>        sorted set of the user's session ids, scored by expiry (Unix ms);
-//	                the set itself expires with the last of them
+//	m:<user>        sorted set of the user's session ids, scored by a time (Unix ms) at
+//	                or past their records' expiry (see indexSlack); the set itself
+//	                expires with the last of them
 //	o:<user>        sorted set of the live sessions the user initiated, scored by
 //	                the session's ExpiresAt (Unix ms); an ended one leaves it
 //	open:waiting    sorted sets of every user's live sessions by state, scored by
@@ -459,9 +460,9 @@ end
 `
 
 // createScript: KEYS = session, revision counter, initiator's open set,
-// waiting set, joined set, session key, member sets; ARGV = record, TTL ms, id, state
-// (empty once ended), ExpiresAt (Unix ms). Returns the new revision, or 0
-// if the session exists.
+// waiting set, joined set, session key, member sets; ARGV = record, TTL
+// ms, id, state (empty once ended), ExpiresAt (Unix ms). Returns the new
+// revision, or 0 if the session exists.
 var createScript = redis.NewScript(luaPrelude + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local rev = redis.call('INCR', KEYS[2])
@@ -807,7 +808,7 @@ func (s *Store) SessionAndKey(ctx context.Context, id string) (*api.Session, []b
 		return nil, nil, err
 	}
 	pipe := s.rdb.Pipeline()
-	rec := pipe.HMGet(ctx, s.sessionKey(id), "rev", "data")
+	rec := pipe.HGet(ctx, s.sessionKey(id), "data")
 	key := pipe.Get(ctx, s.keyKey(id))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, nil, fmt.Errorf("get session %s and its key: %w", id, unavailable(err))
@@ -841,12 +842,12 @@ func (s *Store) CreateKeyAndSession(ctx context.Context, id string, sealed []byt
 	}
 	var (
 		prior *redis.StatusCmd
-		rec   *redis.SliceCmd
+		rec   *redis.StringCmd
 	)
 	err = s.write(ctx, func(c redis.Cmdable) error {
 		pipe := c.Pipeline()
 		prior = pipe.SetArgs(ctx, s.keyKey(id), sealed, redis.SetArgs{Mode: "NX", Get: true, TTL: time.Duration(ms) * time.Millisecond})
-		rec = pipe.HMGet(ctx, s.sessionKey(id), "rev", "data")
+		rec = pipe.HGet(ctx, s.sessionKey(id), "data")
 		_, err := pipe.Exec(ctx)
 		created := errors.Is(prior.Err(), redis.Nil)
 		if err != nil && !errors.Is(err, redis.Nil) {
@@ -867,16 +868,15 @@ func (s *Store) CreateKeyAndSession(ctx context.Context, id string, sealed []byt
 	return nil, sess, nil
 }
 
-// decodeRecord decodes, from the session record an HMGET of rev and data
-// read, what a key request needs of it (keyView).
-func decodeRecord(id string, rec *redis.SliceCmd) (*api.Session, error) {
-	vals := rec.Val()
-	if len(vals) != 2 {
+// decodeRecord decodes, from the session record's data an HGET read, what
+// a key request needs of it (keyView).
+func decodeRecord(id string, rec *redis.StringCmd) (*api.Session, error) {
+	data, err := rec.Result()
+	switch {
+	case errors.Is(err, redis.Nil):
 		return nil, fmt.Errorf("get session %s: %w", id, store.ErrNotFound)
-	}
-	data, ok := vals[1].(string)
-	if !ok {
-		return nil, fmt.Errorf("get session %s: %w", id, store.ErrNotFound)
+	case err != nil:
+		return nil, fmt.Errorf("get session %s: %w", id, unavailable(err))
 	}
 	var v keyView
 	if err := json.Unmarshal([]byte(data), &v); err != nil {
