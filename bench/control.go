@@ -95,6 +95,10 @@ func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU f
 		if err != nil {
 			return err
 		}
+		host0, steal0, err := procstat.HostTicks()
+		if err != nil {
+			return err
+		}
 		t0 := time.Now()
 		for _, p := range pairs {
 			wg.Go(func() {
@@ -134,6 +138,11 @@ func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU f
 			c.add("join p50", "ms", percentile(steps.join, 0.5))
 			c.add("keys (both) p50", "ms", percentile(steps.keys, 0.5))
 			c.add("reports (both) p50", "ms", percentile(steps.reports, 0.5))
+			// What other tenants took of the machine: on a shared host the
+			// CPU figures below rise with it.
+			if host1, steal1, err := procstat.HostTicks(); err == nil && host1 > host0 {
+				c.add("CPU stolen by the host", "%", 100*float64(steal1-steal0)/float64(host1-host0))
+			}
 			if n := done.Load(); n > 0 {
 				self1, err := procstat.CPU(os.Getpid())
 				if err != nil {

@@ -78,3 +78,32 @@ func Memory(pid int) (rssKiB, peakKiB int64, err error) {
 	}
 	return rssKiB, peakKiB, nil
 }
+
+// HostTicks reads the machine's CPU time from /proc/stat, summed over its
+// CPUs, in USER_HZ ticks: all of it, and the part a hypervisor gave to
+// other guests while this one had work (steal). Between two readings
+// their ratio is the share of the machine that other tenants took.
+func HostTicks() (total, steal int64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	// cpu user nice system idle iowait irq softirq steal guest guest_nice;
+	// guest time is counted in user time already.
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, 0, fmt.Errorf("unexpected /proc/stat line %q", line)
+	}
+	for i, s := range f[1:9] {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("unexpected /proc/stat: %w", err)
+		}
+		total += n
+		if i == 7 {
+			steal = n
+		}
+	}
+	return total, steal, nil
+}
