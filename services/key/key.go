@@ -73,16 +73,16 @@ type Options struct {
 }
 
 // Sessions is a store that holds sessions and their keys side by side: it
-// reads or writes the two in one round trip, and deletes a session's key
+// serves a key request in one round trip, and deletes a session's key
 // with the write that ends the session, so no reaper is needed.
 type Sessions interface {
-	// SessionAndKey reads a session and its sealed key (nil: none yet).
-	// The session need only hold its id, members, state and expiry.
-	SessionAndKey(ctx context.Context, id string) (*api.Session, []byte, error)
-	// CreateKeyAndSession stores sealed as the session's key unless it has
-	// one, then reads the session; it returns the key stored before (nil:
-	// sealed was stored) and the session as it is once the key exists.
-	CreateKeyAndSession(ctx context.Context, id string, sealed []byte, ttl time.Duration) ([]byte, *api.Session, error)
+	// IssueKey reads the session (it need only hold its id, members,
+	// state and expiry) and its sealed key, and first stores sealed as
+	// that key when the session has none, is joined and not past its
+	// expiry, and user is one of its members; created tells whether it
+	// did. A stored key lasts until the session's expiry plus grace, and
+	// whatever ends the session after it was stored deletes it.
+	IssueKey(ctx context.Context, id, user string, sealed []byte, grace time.Duration) (sess *api.Session, key []byte, created bool, err error)
 }
 
 // Service answers sft.v1.key.get and, unless its store ends keys with
@@ -211,28 +211,24 @@ func (s *Service) get(ctx context.Context, c rpc.Caller, r *api.KeyRequest) (*ap
 	if len(r.ReplyKey) == 0 {
 		return nil, api.Errorf(api.CodeInvalid, "reply_key is required: the key is only sent sealed")
 	}
-	sess, enc, err := s.sessionAndKey(ctx, c, r.SessionID)
-	if err != nil {
-		return nil, err
-	}
-	if err := issuable(sess, c.User); err != nil {
-		return nil, err
-	}
-	var k []byte
-	if enc != nil {
-		k, err = s.decrypt(sess.ID, enc)
+	var (
+		k   []byte
+		err error
+	)
+	if s.o.Sessions != nil {
+		k, err = s.issue(ctx, c, r.SessionID)
 	} else {
-		k, err = s.makeKey(ctx, c, sess)
+		k, err = s.sessionKey(ctx, c, r.SessionID)
 	}
 	if err != nil {
 		return nil, err
 	}
 	defer clear(k)
-	sealed, err := seal.Seal(r.ReplyKey, seal.SessionKeyInfo(sess.ID), k)
+	sealed, err := seal.Seal(r.ReplyKey, seal.SessionKeyInfo(r.SessionID), k)
 	if err != nil {
 		return nil, api.Errorf(api.CodeInvalid, "reply_key is not a valid public key: %v", err)
 	}
-	s.o.Logger.Info("key issued", "session", sess.ID, "user", c.User)
+	s.o.Logger.Info("key issued", "session", r.SessionID, "user", c.User)
 	return &api.KeyReply{SealedKey: sealed}, nil
 }
 
@@ -253,68 +249,85 @@ func issuable(sess *api.Session, user string) error {
 	}
 }
 
-// sessionAndKey reads the caller's session and its sealed key (nil: none
-// yet): in one round trip from Options.Sessions, else from the session
-// service and then the store. The key is only looked for once the caller
-// may have it.
-func (s *Service) sessionAndKey(ctx context.Context, c rpc.Caller, id string) (*api.Session, []byte, error) {
-	if s.o.Sessions != nil {
-		sess, enc, err := s.o.Sessions.SessionAndKey(ctx, id)
-		if err != nil {
-			return nil, nil, sessionError(id, err)
-		}
-		return s.expire(sess), enc, nil
+// issue returns the key of the caller's session from a store that holds
+// sessions beside their keys (Options.Sessions), in one round trip: every
+// request brings a key of its own, which the store keeps only when the
+// session has none yet and the caller may have it.
+func (s *Service) issue(ctx context.Context, c rpc.Caller, id string) ([]byte, error) {
+	k := make([]byte, Size)
+	if _, err := rand.Read(k); err != nil {
+		return nil, err
 	}
+	sess, enc, created, err := s.o.Sessions.IssueKey(ctx, id, c.User, s.encrypt(id, k), s.grace)
+	if err != nil {
+		clear(k)
+		return nil, sessionError(id, err)
+	}
+	if err := issuable(s.expire(sess), c.User); err != nil {
+		clear(k)
+		if created {
+			// Stored in the instant of the session's expiry by the
+			// store's clock, past it by ours: no key outlives its session.
+			if derr := s.o.Store.DeleteKey(ctx, id); derr != nil {
+				s.o.Logger.Warn("delete key of ended session failed", "session", id, "err", derr)
+			}
+		}
+		return nil, err
+	}
+	if created {
+		return k, nil
+	}
+	clear(k)
+	if enc == nil {
+		// Joined and live by our clock, past its expiry by the store's.
+		return nil, api.Errorf(api.CodeExpired, "session %s expired", id)
+	}
+	return s.decrypt(id, enc)
+}
+
+// sessionKey returns the key of the caller's session, asking the session
+// service for the session and the store for the key, and makes the key if
+// the session has none yet.
+func (s *Service) sessionKey(ctx context.Context, c rpc.Caller, id string) ([]byte, error) {
 	sess, err := s.askSession(ctx, c, id)
-	if err != nil || issuable(sess, c.User) != nil {
-		return sess, nil, err
+	if err != nil {
+		return nil, err
+	}
+	if err := issuable(sess, c.User); err != nil {
+		return nil, err
 	}
 	enc, err := s.o.Store.GetKey(ctx, id)
 	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return sess, nil, nil
-	case err != nil:
-		return nil, nil, fmt.Errorf("read key: %w", err)
+	case err == nil:
+		return s.decrypt(id, enc)
+	case !errors.Is(err, store.ErrNotFound):
+		return nil, fmt.Errorf("read key: %w", err)
 	}
-	return sess, enc, nil
+	return s.makeKey(ctx, sess, func() (*api.Session, error) { return s.askSession(ctx, c, id) })
 }
 
 // makeKey makes the session's key, or returns the one another request
 // made first, so both members get the same key. The session may have
 // ended while the key was being made, and its reaper may then have run
 // before the key existed: a key this request stored is checked against the
-// session as it is after, so no key outlives its session. A key found
-// already made was checked this way by the request that made it, and the
-// reaper deletes it at the end.
-func (s *Service) makeKey(ctx context.Context, c rpc.Caller, sess *api.Session) ([]byte, error) {
+// session as it is after (reread), so no key outlives its session. A key
+// found already made was checked this way by the request that made it, and
+// the reaper deletes it at the end.
+func (s *Service) makeKey(ctx context.Context, sess *api.Session, reread func() (*api.Session, error)) ([]byte, error) {
 	k := make([]byte, Size)
 	if _, err := rand.Read(k); err != nil {
 		return nil, err
 	}
-	enc := s.encrypt(sess.ID, k)
-	ttl := sess.ExpiresAt.Sub(s.now()) + s.grace
-	var (
-		prior []byte
-		after *api.Session
-		err   error
-	)
-	if s.o.Sessions != nil {
-		prior, after, err = s.o.Sessions.CreateKeyAndSession(ctx, sess.ID, enc, ttl)
-		if err != nil {
-			clear(k)
-			return nil, sessionError(sess.ID, err)
-		}
-	} else {
-		prior, err = s.createKey(ctx, sess.ID, enc, ttl)
-		if err == nil && prior == nil {
-			after, err = s.askSession(ctx, c, sess.ID)
-		}
-		if err != nil {
-			// Not known to have ended: a key made stays for a retry (the
-			// reaper or its own expiry removes it if the session ended).
-			clear(k)
-			return nil, err
-		}
+	prior, err := s.createKey(ctx, sess.ID, s.encrypt(sess.ID, k), sess.ExpiresAt.Sub(s.now())+s.grace)
+	var after *api.Session
+	if err == nil && prior == nil {
+		after, err = reread()
+	}
+	if err != nil {
+		// Not known to have ended: a key made stays for a retry (the
+		// reaper or its own expiry removes it if the session ended).
+		clear(k)
+		return nil, err
 	}
 	if prior != nil {
 		clear(k)

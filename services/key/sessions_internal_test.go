@@ -97,8 +97,8 @@ func TestSessionsFromStore(t *testing.T) {
 }
 
 // TestKeyOfSessionThatEnded: a session that ended while its key was being
-// made (read as joined, stored as ended once the key exists) gets no key,
-// and the key made is deleted, so none outlives its session.
+// made (read as joined, read again as ended once the key exists) gets no
+// key, and the key made is deleted, so none outlives its session.
 func TestKeyOfSessionThatEnded(t *testing.T) {
 	ctx := t.Context()
 	s, st := onRedis(t)
@@ -109,11 +109,34 @@ func TestKeyOfSessionThatEnded(t *testing.T) {
 	}
 	asRead := *ended
 	asRead.State = api.StateJoined
-	k, err := s.makeKey(ctx, rpc.Caller{Claims: token.Claims{User: "alice"}}, &asRead)
+	reread := func() (*api.Session, error) {
+		sess, _, err := st.GetSession(ctx, ended.ID)
+		return sess, err
+	}
+	k, err := s.makeKey(ctx, &asRead, reread)
 	if api.CodeOf(err) != api.CodeConflict || k != nil {
 		t.Fatalf("makeKey = %x, %v; want a conflict", k, err)
 	}
 	if _, err := st.GetKey(ctx, ended.ID); err == nil {
 		t.Error("the key made for a session that ended is still stored")
+	}
+}
+
+// TestKeyAtExpiry: a key the store kept for a session it found live, which
+// is past its expiry by the key service's clock, is refused and deleted.
+func TestKeyAtExpiry(t *testing.T) {
+	ctx := t.Context()
+	s, st := onRedis(t)
+	now := time.Now().UTC()
+	sess := &api.Session{ID: "edgeedgeedgeedge", State: api.StateJoined, Initiator: "alice", Responder: "bob", CreatedAt: now, UpdatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	if _, err := st.CreateSession(ctx, sess, 2*time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	s.now = func() time.Time { return time.Now().Add(time.Hour + time.Minute) }
+	if k, err := s.issue(ctx, rpc.Caller{Claims: token.Claims{User: "alice"}}, sess.ID); api.CodeOf(err) != api.CodeExpired || k != nil {
+		t.Fatalf("issue = %x, %v; want expired", k, err)
+	}
+	if _, err := st.GetKey(ctx, sess.ID); err == nil {
+		t.Error("the key kept at the session's expiry is still stored")
 	}
 }

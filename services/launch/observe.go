@@ -205,16 +205,9 @@ func (o observedOneTrip) CreateChecks(ctx context.Context, initiator, responder 
 	return open, exists, err
 }
 
-func (o observedOneTrip) SessionAndKey(ctx context.Context, id string) (*api.Session, []byte, error) {
+func (o observedOneTrip) IssueKey(ctx context.Context, id, user string, sealed []byte, grace time.Duration) (*api.Session, []byte, bool, error) {
 	start := time.Now()
-	sess, enc, err := o.ot.SessionAndKey(ctx, id)
-	o.done("get_session_and_key", start, err)
-	return sess, enc, err
-}
-
-func (o observedOneTrip) CreateKeyAndSession(ctx context.Context, id string, sealed []byte, ttl time.Duration) ([]byte, *api.Session, error) {
-	start := time.Now()
-	prior, sess, err := o.ot.CreateKeyAndSession(ctx, id, sealed, ttl)
-	o.done("create_key_and_get_session", start, err)
-	return prior, sess, err
+	sess, enc, created, err := o.ot.IssueKey(ctx, id, user, sealed, grace)
+	o.done("issue_key", start, err)
+	return sess, enc, created, err
 }

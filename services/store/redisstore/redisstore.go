@@ -3,7 +3,9 @@
 //
 // Key layout, under a configurable prefix (default "sft:"):
 //
-//	s:<session-id>  hash {rev, data}: revision and JSON record; expires with the session
+//	s:<session-id>  hash {rev, data, view}: revision, JSON record, and what a key
+//	                request needs of it ("rev|state|initiator|responder|expires ms",
+//	                valid only while its rev is the record's); expires with the session
 //	m:<user>        sorted set of the user's session ids, scored by a time (Unix ms) at
 //	                or past their records' expiry (see indexSlack); the set itself
 //	                expires with the last of them
@@ -416,6 +418,12 @@ local function now()
 	return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function int(x) return string.format('%d', x) end
+-- put stores the record ARGV[1] as revision rev of KEYS[1], expiring at
+-- exp, with its view ARGV[6] stamped with rev.
+local function put(rev, exp)
+	redis.call('HSET', KEYS[1], 'rev', int(rev), 'data', ARGV[1], 'view', int(rev) .. '|' .. ARGV[6])
+	redis.call('PEXPIREAT', KEYS[1], int(exp))
+end
 -- index keeps id in the member sets KEYS[first..] until at least exp,
 -- when its record expires. An entry is pushed out only when the record
 -- would outlive it, and then to exp + slack: the writes that follow within
@@ -461,32 +469,30 @@ end
 
 // createScript: KEYS = session, revision counter, initiator's open set,
 // waiting set, joined set, session key, member sets; ARGV = record, TTL
-// ms, id, state (empty once ended), ExpiresAt (Unix ms). Returns the new
-// revision, or 0 if the session exists.
+// ms, id, state (empty once ended), ExpiresAt (Unix ms), view (keyView).
+// Returns the new revision, or 0 if the session exists.
 var createScript = redis.NewScript(luaPrelude + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local rev = redis.call('INCR', KEYS[2])
 local t = now()
 local exp = t + tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 'rev', int(rev), 'data', ARGV[1])
-redis.call('PEXPIREAT', KEYS[1], int(exp))
+put(rev, exp)
 open(ARGV[3], ARGV[4], ARGV[5], t)
 index(7, ARGV[3], exp, math.floor(tonumber(ARGV[2]) / indexSlackDivisor), t)
 return rev
 `)
 
-// updateScript: as createScript, plus ARGV[6] = expected revision.
+// updateScript: as createScript, plus ARGV[7] = expected revision.
 // Returns the new revision, 0 on a revision mismatch, -1 if the session is
 // gone.
 var updateScript = redis.NewScript(luaPrelude + `
 local cur = redis.call('HGET', KEYS[1], 'rev')
 if not cur then return -1 end
-if cur ~= ARGV[6] then return 0 end
+if cur ~= ARGV[7] then return 0 end
 local rev = redis.call('INCR', KEYS[2])
 local t = now()
 local exp = t + tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], 'rev', int(rev), 'data', ARGV[1])
-redis.call('PEXPIREAT', KEYS[1], int(exp))
+put(rev, exp)
 open(ARGV[3], ARGV[4], ARGV[5], t)
 index(7, ARGV[3], exp, math.floor(tonumber(ARGV[2]) / indexSlackDivisor), t)
 return rev
@@ -539,7 +545,7 @@ func (s *Store) CreateSession(ctx context.Context, sess *api.Session, ttl time.D
 	state, expires := openArgs(sess)
 	var rev int64
 	err = s.write(ctx, func(c redis.Cmdable) (err error) {
-		rev, err = createScript.Run(ctx, c, s.scriptKeys(sess), data, ms, sess.ID, state, expires).Int64()
+		rev, err = createScript.Run(ctx, c, s.scriptKeys(sess), data, ms, sess.ID, state, expires, view(sess)).Int64()
 		return skipWait(rev > 0, err)
 	})
 	switch {
@@ -603,7 +609,7 @@ func (s *Store) UpdateSession(ctx context.Context, sess *api.Session, rev uint64
 	var newRev int64
 	err = s.write(ctx, func(c redis.Cmdable) (err error) {
 		newRev, err = updateScript.Run(ctx, c, s.scriptKeys(sess), data, ms, sess.ID, state, expires,
-			strconv.FormatUint(rev, 10)).Int64()
+			view(sess), strconv.FormatUint(rev, 10)).Int64()
 		return skipWait(newRev > 0, err)
 	})
 	switch {
@@ -799,85 +805,145 @@ func (s *Store) GetKey(ctx context.Context, sessionID string) ([]byte, error) {
 	return b, nil
 }
 
-// SessionAndKey reads a session and its sealed key in one round trip; the
-// key is nil when the session has none yet. The key service asks this on
-// every key request; the session holds what it needs (keyView): id,
-// members, state and expiry.
-func (s *Store) SessionAndKey(ctx context.Context, id string) (*api.Session, []byte, error) {
-	if err := store.ValidateName("session id", id); err != nil {
-		return nil, nil, err
-	}
-	pipe := s.rdb.Pipeline()
-	rec := pipe.HGet(ctx, s.sessionKey(id), "data")
-	key := pipe.Get(ctx, s.keyKey(id))
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, nil, fmt.Errorf("get session %s and its key: %w", id, unavailable(err))
-	}
-	sess, err := decodeRecord(id, rec)
-	if err != nil {
-		return nil, nil, err
-	}
-	b, err := key.Bytes()
-	if errors.Is(err, redis.Nil) {
-		return sess, nil, nil
-	}
-	return sess, b, err
+// keyScript: KEYS = session, session key; ARGV = user, sealed key, grace
+// ms. Returns {0} when there is no session; {1, record, key} when the
+// record has no view of its revision (written by a version before views);
+// else {2, view, key}, or {3, view, sealed} when sealed was stored as the
+// key: the session had none, is joined, not past its expiry by the
+// server's clock, and user is one of its members. The key then lasts
+// until the expiry plus grace, unless the write that ends the session
+// deletes it first.
+var keyScript = redis.NewScript(luaPrelude + `
+local f = redis.call('HMGET', KEYS[1], 'rev', 'view')
+if not f[1] then return {0} end
+local rev, state, ini, resp, exp = string.match(f[2] or '', '^(%d+)|(%l+)|([^|]*)|([^|]*)|(-?%d+)$')
+if rev ~= f[1] then
+	return {1, redis.call('HGET', KEYS[1], 'data'), redis.call('GET', KEYS[2])}
+end
+local key = redis.call('GET', KEYS[2])
+if key then return {2, f[2], key} end
+local t = now()
+exp = tonumber(exp)
+if state == 'joined' and (ARGV[1] == ini or ARGV[1] == resp) and t < exp then
+	redis.call('SET', KEYS[2], ARGV[2], 'PX', int(exp - t + tonumber(ARGV[3])))
+	return {3, f[2], ARGV[2]}
+end
+return {2, f[2], false}
+`)
+
+// view is what a key request needs of a session, as the record's view
+// field holds it (after its revision): state, members and expiry. User
+// names hold no '|' (api.ValidUserName).
+func view(sess *api.Session) string {
+	return string(sess.State) + "|" + sess.Initiator + "|" + sess.Responder + "|" + strconv.FormatInt(sess.ExpiresAt.UnixMilli(), 10)
 }
 
-// CreateKeyAndSession stores sealed as the session's key unless it has
-// one, then reads the session, in one round trip: the session as it is
-// once the key exists, so the caller can see whether it ended meanwhile.
-// It returns the key stored before (nil when sealed was stored) and the
-// session, as SessionAndKey does.
-func (s *Store) CreateKeyAndSession(ctx context.Context, id string, sealed []byte, ttl time.Duration) ([]byte, *api.Session, error) {
-	if err := store.ValidateName("session id", id); err != nil {
-		return nil, nil, err
+// IssueKey serves a key request of user's in one round trip: it reads the
+// session (its id, members, state and expiry only) and its sealed key, and
+// first stores sealed as that key when the session has none, is joined,
+// is not past its expiry by the server's clock, and user is one of its
+// members. created tells whether it did; the key then lasts until the
+// session's expiry plus grace, unless the write that ends the session
+// deletes it first. Whatever ends the session after the key is stored
+// deletes it, so no key outlives its session. A record stored by a
+// version before the view takes a second round trip.
+func (s *Store) IssueKey(ctx context.Context, id, user string, sealed []byte, grace time.Duration) (sess *api.Session, key []byte, created bool, err error) {
+	if err := errors.Join(store.ValidateName("session id", id), store.ValidateName("user", user)); err != nil {
+		return nil, nil, false, err
 	}
 	if len(sealed) == 0 {
-		return nil, nil, fmt.Errorf("%w: empty sealed key for session %s", store.ErrInvalid, id)
+		return nil, nil, false, fmt.Errorf("%w: empty sealed key for session %s", store.ErrInvalid, id)
 	}
-	ms, err := ttlMillis(ttl)
+	var reply []any
+	err = s.write(ctx, func(c redis.Cmdable) (err error) {
+		reply, err = keyScript.Run(ctx, c, []string{s.sessionKey(id), s.keyKey(id)}, user, sealed, grace.Milliseconds()).Slice()
+		return skipWait(err == nil && len(reply) == 3 && reply[0] == int64(3), err)
+	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("create key for session %s: %w", id, err)
+		return nil, nil, false, fmt.Errorf("key for session %s: %w", id, err)
+	}
+	status, _ := reply[0].(int64)
+	if status == 0 {
+		return nil, nil, false, fmt.Errorf("get session %s: %w", id, store.ErrNotFound)
+	}
+	if len(reply) != 3 {
+		return nil, nil, false, fmt.Errorf("key for session %s: unexpected reply %v", id, reply)
+	}
+	if k, ok := reply[2].(string); ok {
+		key = []byte(k)
+	}
+	text, _ := reply[1].(string)
+	if status == 1 {
+		return s.issueFromRecord(ctx, id, user, text, key, sealed, grace)
+	}
+	if sess, err = parseView(id, text); err != nil {
+		return nil, nil, false, err
+	}
+	return sess, key, status == 3, nil
+}
+
+// parseView makes the session a view field describes; see view.
+func parseView(id, v string) (*api.Session, error) {
+	f := strings.Split(v, "|")
+	if len(f) != 5 {
+		return nil, fmt.Errorf("get session %s: bad view %q", id, v)
+	}
+	ms, err := strconv.ParseInt(f[4], 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("get session %s: bad view %q", id, v)
+	}
+	return &api.Session{ID: id, State: api.State(f[1]), Initiator: f[2], Responder: f[3], ExpiresAt: time.UnixMilli(ms).UTC()}, nil
+}
+
+// issueFromRecord is IssueKey's second round trip for a record without a
+// view: the session decoded from its data, and, when the key is missing
+// and user may have one by this process's clock, sealed stored unless a
+// key appeared meanwhile, with the session as it is once the key exists.
+func (s *Store) issueFromRecord(ctx context.Context, id, user, data string, key, sealed []byte, grace time.Duration) (*api.Session, []byte, bool, error) {
+	sess, err := decodeView(id, data)
+	if err != nil || key != nil {
+		return sess, key, false, err
+	}
+	if _, member := sess.RoleOf(user); !member || sess.State != api.StateJoined || !time.Now().Before(sess.ExpiresAt) {
+		return sess, nil, false, nil
 	}
 	var (
 		prior *redis.StatusCmd
 		rec   *redis.StringCmd
 	)
+	ttl := time.Until(sess.ExpiresAt) + grace
 	err = s.write(ctx, func(c redis.Cmdable) error {
 		pipe := c.Pipeline()
-		prior = pipe.SetArgs(ctx, s.keyKey(id), sealed, redis.SetArgs{Mode: "NX", Get: true, TTL: time.Duration(ms) * time.Millisecond})
+		prior = pipe.SetArgs(ctx, s.keyKey(id), sealed, redis.SetArgs{Mode: "NX", Get: true, TTL: max(ttl, time.Millisecond)})
 		rec = pipe.HGet(ctx, s.sessionKey(id), "data")
 		_, err := pipe.Exec(ctx)
-		created := errors.Is(prior.Err(), redis.Nil)
 		if err != nil && !errors.Is(err, redis.Nil) {
 			return err
 		}
-		return skipWait(created, nil)
+		return skipWait(errors.Is(prior.Err(), redis.Nil), nil)
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("create key for session %s: %w", id, err)
+		return nil, nil, false, fmt.Errorf("key for session %s: %w", id, err)
 	}
-	sess, err := decodeRecord(id, rec)
-	if err != nil {
-		return nil, nil, err
-	}
-	if old, err := prior.Bytes(); err == nil {
-		return old, sess, nil
-	}
-	return nil, sess, nil
-}
-
-// decodeRecord decodes, from the session record's data an HGET read, what
-// a key request needs of it (keyView).
-func decodeRecord(id string, rec *redis.StringCmd) (*api.Session, error) {
-	data, err := rec.Result()
+	data, err = rec.Result()
 	switch {
 	case errors.Is(err, redis.Nil):
-		return nil, fmt.Errorf("get session %s: %w", id, store.ErrNotFound)
+		return nil, nil, false, fmt.Errorf("get session %s: %w", id, store.ErrNotFound)
 	case err != nil:
-		return nil, fmt.Errorf("get session %s: %w", id, unavailable(err))
+		return nil, nil, false, fmt.Errorf("get session %s: %w", id, unavailable(err))
 	}
+	if sess, err = decodeView(id, data); err != nil {
+		return nil, nil, false, err
+	}
+	if old, err := prior.Bytes(); err == nil {
+		return sess, old, false, nil
+	}
+	return sess, sealed, true, nil
+}
+
+// decodeView decodes, from a session record's data, what a key request
+// needs of it (keyView).
+func decodeView(id, data string) (*api.Session, error) {
 	var v keyView
 	if err := json.Unmarshal([]byte(data), &v); err != nil {
 		return nil, fmt.Errorf("get session %s: decode record: %w", id, err)

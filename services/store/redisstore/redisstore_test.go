@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -704,48 +705,116 @@ func TestConfigWarnings(t *testing.T) {
 	}
 }
 
-// TestSessionAndKey checks the key service's one-round-trip reads: a
-// session with no key yet, the first key stored and the session read
-// after it, a second key refused in favour of the first, and a session
-// that is gone.
-func TestSessionAndKey(t *testing.T) {
+// TestIssueKey checks the key service's one round trip: which requests
+// store the key they bring and which find one or none, and records whose
+// view an older version left out or behind.
+func TestIssueKey(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t, redistest.Options{})
-	checkSessionAndKey(t, openStore(t, Options{URL: srv.URL(), Prefix: uniquePrefix()}))
+	prefix := uniquePrefix()
+	checkIssueKey(t, openStore(t, Options{URL: srv.URL(), Prefix: prefix}), rawClient(t, srv), prefix)
 }
 
-func checkSessionAndKey(t *testing.T, s *Store) {
+// checkIssueKey runs IssueKey's cases on s; with rc, the raw client of s's
+// server, and s's prefix, those of records an older version wrote too.
+func checkIssueKey(t *testing.T, s *Store, rc *redis.Client, prefix string) {
 	t.Helper()
 	ctx := t.Context()
-	sess := newSession("keyed", "alice", "bob")
-	sess.State = api.StateJoined
-	if _, err := s.CreateSession(ctx, sess, time.Hour); err != nil {
-		t.Fatalf("CreateSession: %v", err)
+	const grace = time.Minute
+	expires := time.Now().Add(time.Hour).Truncate(time.Millisecond).UTC()
+	// The key found is returned to anyone: the key service decides who
+	// gets it.
+	type call struct {
+		user, key   string // the caller and the key it brings
+		want        string // the key it gets back ("": none)
+		wantCreated bool
 	}
-	got, enc, err := s.SessionAndKey(ctx, "keyed")
-	if err != nil || got.ID != "keyed" || got.State != api.StateJoined || enc != nil {
-		t.Fatalf("SessionAndKey before a key = %+v, %q, %v", got, enc, err)
+	cases := []struct {
+		name   string
+		state  api.State
+		past   bool                                             // ExpiresAt already passed
+		before func(t *testing.T, id string, sess *api.Session) // what an older version did to the record
+		calls  []call
+	}{
+		{name: "joined", state: api.StateJoined, calls: []call{
+			{"alice", "first", "first", true}, {"bob", "second", "first", false}, {"alice", "third", "first", false}}},
+		{name: "waiting", state: api.StateWaiting, calls: []call{{"alice", "k", "", false}}},
+		{name: "not a member", state: api.StateJoined, calls: []call{{"carol", "k", "", false}, {"bob", "k2", "k2", true}}},
+		{name: "past its expiry", state: api.StateJoined, past: true, calls: []call{{"alice", "k", "", false}}},
+		{name: "ended", state: api.StateCompleted, calls: []call{{"alice", "k", "", false}}},
+		{name: "no view", state: api.StateJoined, before: func(t *testing.T, id string, _ *api.Session) {
+			if err := rc.HDel(ctx, prefix+"s:"+id, "view").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}, calls: []call{{"alice", "first", "first", true}, {"bob", "second", "first", false}, {"carol", "k", "first", false}}},
+		// An older version's write leaves the view of the revision before.
+		{name: "view left behind", state: api.StateJoined, before: func(t *testing.T, id string, sess *api.Session) {
+			ended := *sess
+			ended.State = api.StateCancelled
+			data, err := json.Marshal(&ended)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rc.HSet(ctx, prefix+"s:"+id, "rev", "999999", "data", data).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}, calls: []call{{"alice", "k", "", false}}},
 	}
-	prior, after, err := s.CreateKeyAndSession(ctx, "keyed", []byte("first"), time.Hour)
-	if err != nil || prior != nil || after.ID != "keyed" {
-		t.Fatalf("first CreateKeyAndSession = %q, %+v, %v; want no prior key", prior, after, err)
+	for i, tc := range cases {
+		if tc.before != nil && rc == nil {
+			continue
+		}
+		id := fmt.Sprintf("issue%d", i)
+		sess := newSession(id, "alice", "bob")
+		sess.State, sess.ExpiresAt = tc.state, expires
+		if tc.past {
+			sess.ExpiresAt = time.Now().Add(-time.Second).Truncate(time.Millisecond).UTC()
+		}
+		if _, err := s.CreateSession(ctx, sess, time.Hour); err != nil {
+			t.Fatalf("%s: CreateSession: %v", tc.name, err)
+		}
+		if tc.before != nil {
+			tc.before(t, id, sess)
+		}
+		for _, c := range tc.calls {
+			got, key, created, err := s.IssueKey(ctx, id, c.user, []byte(c.key), grace)
+			if err != nil || string(key) != c.want || created != c.wantCreated {
+				t.Fatalf("%s: IssueKey(%s, %q) = %q, created %v, %v; want %q, created %v",
+					tc.name, c.user, c.key, key, created, err, c.want, c.wantCreated)
+			}
+			if got.ID != id || got.Initiator != "alice" || got.Responder != "bob" || !got.ExpiresAt.Equal(sess.ExpiresAt) {
+				t.Errorf("%s: session = %+v; want %s of alice and bob expiring at %v", tc.name, got, id, sess.ExpiresAt)
+			}
+			if tc.name != "view left behind" && got.State != tc.state {
+				t.Errorf("%s: state %s, want %s", tc.name, got.State, tc.state)
+			}
+			if tc.name == "view left behind" && got.State != api.StateCancelled {
+				t.Errorf("%s: state %s: the view of an older revision was taken over the record", tc.name, got.State)
+			}
+		}
+		stored, err := s.GetKey(ctx, id)
+		want := ""
+		for _, c := range tc.calls {
+			if c.wantCreated {
+				want = c.key
+			}
+		}
+		if want == "" && !errors.Is(err, store.ErrNotFound) || want != "" && (err != nil || string(stored) != want) {
+			t.Errorf("%s: stored key %q, %v; want %q", tc.name, stored, err, want)
+		}
+		if want != "" && rc != nil {
+			// The key lasts until the session's expiry plus grace.
+			ttl, err := rc.PTTL(ctx, prefix+"k:"+id).Result()
+			if left := time.Until(expires) + grace; err != nil || ttl > left+time.Second || ttl < left-time.Minute {
+				t.Errorf("%s: key TTL %v, %v; want about %v", tc.name, ttl, err, left)
+			}
+		}
 	}
-	prior, _, err = s.CreateKeyAndSession(ctx, "keyed", []byte("second"), time.Hour)
-	if err != nil || string(prior) != "first" {
-		t.Fatalf("second CreateKeyAndSession = %q, %v; want the first key", prior, err)
+	if _, _, _, err := s.IssueKey(ctx, "gonegonegone", "alice", []byte("k"), grace); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("IssueKey of no session: %v, want ErrNotFound", err)
 	}
-	if _, enc, err = s.SessionAndKey(ctx, "keyed"); err != nil || string(enc) != "first" {
-		t.Fatalf("SessionAndKey after = %q, %v; want the first key", enc, err)
-	}
-	if _, _, err := s.SessionAndKey(ctx, "gonegonegone"); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("SessionAndKey of no session: %v, want ErrNotFound", err)
-	}
-	// A key stored for a session that is gone is still reported as stored.
-	if prior, _, err := s.CreateKeyAndSession(ctx, "gonegonegone", []byte("k"), time.Hour); !errors.Is(err, store.ErrNotFound) || prior != nil {
-		t.Errorf("CreateKeyAndSession of no session: %q, %v; want ErrNotFound", prior, err)
-	}
-	if k, err := s.GetKey(ctx, "gonegonegone"); err != nil || string(k) != "k" {
-		t.Errorf("the key stored for a session that is gone: %q, %v", k, err)
+	if _, err := s.GetKey(ctx, "gonegonegone"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a key was stored for a session that is not there: %v", err)
 	}
 }
 
