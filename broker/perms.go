@@ -119,6 +119,7 @@ func ServicePermissions(service string) (*server.Permissions, error) {
 			streamAdmin(api.EventStream), anyConsumer(api.EventStream),
 			[]string{jsAPI + "STREAM.MSG.GET." + api.EventStream}, // is an event in the stream (an outbox flushed late)
 			streamAdmin(TimerStream), anyConsumer(TimerStream),
+			[]string{jsAPI + "STREAM.PURGE." + TimerStream}, // drop the timer of a session that ended
 		)
 		sub = []string{api.Prefix + ".session.>"}
 	case ServiceKey:

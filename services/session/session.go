@@ -104,6 +104,8 @@ type Service struct {
 	published *published
 	recent    *recent
 	locks     *sessionLocks
+	timers    jetstream.Stream
+	endedIDs  chan string    // sessions whose expiry timers to drop (ended)
 	wg        sync.WaitGroup // background work: timers, relays
 }
 
@@ -116,7 +118,7 @@ func New(o Options) *Service {
 	return &Service{
 		o: o, now: time.Now, watches: watchSet{perUser: map[string]int{}},
 		creates: newRateLimiter(o.Limits.SessionsPerMinute), published: newPublished(republishBlindly),
-		recent: newRecent(recentKeep, recentMax), locks: newSessionLocks(),
+		recent: newRecent(recentKeep, recentMax), locks: newSessionLocks(), endedIDs: make(chan string, endedBacklog),
 	}
 }
 
@@ -365,6 +367,7 @@ func (s *Service) load(ctx context.Context, id string) (*api.Session, uint64, er
 		if err := s.publish(ctx, sess.Outbox...); err != nil {
 			return nil, 0, err
 		}
+		s.ended(id)
 		return sess, newRev, nil
 	}
 	return nil, 0, api.Errorf(api.CodeConflict, "session %s is changing too fast; retry", id)
@@ -435,6 +438,9 @@ func (s *Service) mutate(ctx context.Context, c rpc.Caller, id string, change fu
 		s.count(sess, evs)
 		if err := s.publish(ctx, sess.Outbox...); err != nil {
 			return nil, err
+		}
+		if sess.State.Terminal() {
+			s.ended(id)
 		}
 		return sess.Public(), nil
 	}

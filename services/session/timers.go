@@ -82,7 +82,49 @@ func (s *Service) startTimers(ctx context.Context) error {
 		<-ctx.Done()
 		cc.Stop()
 	})
+	s.timers = st
+	for range timerDroppers {
+		s.wg.Go(func() { s.dropTimers(ctx) })
+	}
 	return nil
+}
+
+const (
+	// timerDroppers are the requests that drop timers at once; ended is
+	// how many sessions may wait for it. Past that a timer stays, to fire
+	// and find its session ended.
+	timerDroppers = 4
+	endedBacklog  = 4096
+)
+
+// ended drops the expiry timer of a session that ended and whose events
+// are in the stream: when due, it would only find the session ended and
+// look its events up in the stream, work for the broker, the store and a
+// replica that the purge of one subject saves. Best effort and off the
+// request's path: a timer not dropped (this replica died, the broker did
+// not answer, the backlog is full) fires and finds the session ended, as
+// it did before.
+func (s *Service) ended(id string) {
+	select {
+	case s.endedIDs <- id:
+	default:
+	}
+}
+
+func (s *Service) dropTimers(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case id := <-s.endedIDs:
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := s.timers.Purge(pctx, jetstream.WithPurgeSubject(scheduleSubject(id)))
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				s.o.Logger.Debug("expiry timer of an ended session not dropped; it will fire and find it ended", "session", id, "err", err)
+			}
+		}
+	}
 }
 
 func (s *Service) scheduleExpiry(ctx context.Context, sess *api.Session) error {

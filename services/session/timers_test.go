@@ -9,6 +9,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sftproject/sft/api"
+	"github.com/sftproject/sft/cli/client"
+	"github.com/sftproject/sft/config"
 	"github.com/sftproject/sft/services/token"
 )
 
@@ -115,4 +117,66 @@ func TestTimersUpgrade(t *testing.T) {
 		}
 		return info.State.Msgs == 0
 	})
+}
+
+// TestEndedDropsTimer: the expiry timer of a session that ended goes with
+// it and never fires; a live session's stays and fires when due.
+func TestEndedDropsTimer(t *testing.T) {
+	t.Parallel()
+	const ttl = 5 * time.Second
+	w := newWorld(t, func(c *config.Config) { c.Session.TTL = ttl })
+	ctx := testCtx(t)
+	js, err := jetstream.New(w.svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "SFT_TIMERS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	timers := func(id string) uint64 {
+		t.Helper()
+		subject := "sft.v1.timers.at." + id
+		info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Subjects[subject]
+	}
+
+	completed := w.joined(t)
+	for _, c := range []*client.Client{w.alice, w.bob} {
+		if _, err := c.Report(ctx, completed.ID, checks("data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancelled := w.create(t, "alice", "bob")
+	if _, err := w.alice.Cancel(ctx, cancelled.ID, "changed my mind"); err != nil {
+		t.Fatal(err)
+	}
+	live := w.joined(t)
+	if n := timers(live.ID); n != 1 {
+		t.Errorf("live session: %d timers, want its one", n)
+	}
+	for _, id := range []string{completed.ID, cancelled.ID} {
+		eventually(t, 10*time.Second, "the timer of ended session "+id+" dropped", func() bool { return timers(id) == 0 })
+	}
+	// The ended sessions' timers were due first: once the live one fired
+	// and a while passed, any of theirs would have fired too, each a new
+	// message in the stream after the three schedules.
+	eventually(t, 30*time.Second, "the live session expired by its timer", func() bool {
+		s, _, err := w.h.Stack.Store.GetSession(ctx, live.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.State == api.StateExpired
+	})
+	time.Sleep(time.Second)
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fired := info.State.LastSeq - 3; fired != 1 {
+		t.Errorf("%d timers fired, want only the live session's", fired)
+	}
 }
