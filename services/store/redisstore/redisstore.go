@@ -409,15 +409,20 @@ func (s *Store) stateKey(state api.State) string { return s.prefix + "open:" + s
 // an entry whose record is gone.
 const indexSlack = 8
 
-// luaPrelude is shared by the scripts: the server's clock in ms, integers
-// formatted without exponents, and the index updates.
-var luaPrelude = `
-local indexSlackDivisor = ` + strconv.Itoa(indexSlack) + `
+// luaClock starts every script: the server's clock in ms, and integers
+// formatted without exponents.
+const luaClock = `
 local function now()
 	local t = redis.call('TIME')
 	return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function int(x) return string.format('%d', x) end
+`
+
+// luaPrelude starts the scripts that write sessions: luaClock, and the
+// record and index updates.
+var luaPrelude = luaClock + `
+local indexSlackDivisor = ` + strconv.Itoa(indexSlack) + `
 -- put stores the record ARGV[1] as revision rev of KEYS[1], expiring at
 -- exp, with its view ARGV[6] stamped with rev.
 local function put(rev, exp)
@@ -508,7 +513,7 @@ func openArgs(sess *api.Session) (state string, expires int64) {
 
 // listScript: KEYS = member set. Drops expired entries and returns the
 // rest. (An entry scored exactly now is still live, as is its record.)
-var listScript = redis.NewScript(luaPrelude + `
+var listScript = redis.NewScript(luaClock + `
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. int(now()))
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 `)
@@ -813,7 +818,7 @@ func (s *Store) GetKey(ctx context.Context, sessionID string) ([]byte, error) {
 // server's clock, and user is one of its members. The key then lasts
 // until the expiry plus grace, unless the write that ends the session
 // deletes it first.
-var keyScript = redis.NewScript(luaPrelude + `
+var keyScript = redis.NewScript(luaClock + `
 local f = redis.call('HMGET', KEYS[1], 'rev', 'view')
 if not f[1] then return {0} end
 local rev, state, ini, resp, exp = string.match(f[2] or '', '^(%d+)|(%l+)|([^|]*)|([^|]*)|(-?%d+)$')

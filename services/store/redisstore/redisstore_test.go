@@ -58,6 +58,15 @@ func rawClient(t *testing.T, srv *redistest.Server) *redis.Client {
 	return c
 }
 
+// rawStore is a store on a Redis of its own under a prefix of its own,
+// with a raw client of that Redis to look at what the store wrote.
+func rawStore(t *testing.T) (*Store, *redis.Client, string) {
+	t.Helper()
+	srv := redistest.Start(t, redistest.Options{})
+	prefix := uniquePrefix()
+	return openStore(t, Options{URL: srv.URL(), Prefix: prefix}), rawClient(t, srv), prefix
+}
+
 func TestConformance(t *testing.T) {
 	srv := redistest.Start(t, redistest.Options{})
 	storetest.Run(t, func(t *testing.T) storetest.Store {
@@ -77,10 +86,7 @@ func newSession(id, initiator, responder string) *api.Session {
 // included.
 func TestTTLsInRedis(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t, redistest.Options{})
-	prefix := uniquePrefix()
-	s := openStore(t, Options{URL: srv.URL(), Prefix: prefix})
-	rc := rawClient(t, srv)
+	s, rc, prefix := rawStore(t)
 	ctx := t.Context()
 
 	const ttl = 2 * time.Second
@@ -115,10 +121,7 @@ func TestTTLsInRedis(t *testing.T) {
 // a write within the entry's slack leaves the sets alone.
 func TestMemberIndexOutlivesRecord(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t, redistest.Options{})
-	prefix := uniquePrefix()
-	s := openStore(t, Options{URL: srv.URL(), Prefix: prefix})
-	rc := rawClient(t, srv)
+	s, rc, prefix := rawStore(t)
 	ctx := t.Context()
 
 	check := func(step string) (scores []float64) {
@@ -173,10 +176,7 @@ func TestMemberIndexOutlivesRecord(t *testing.T) {
 // left but users and the revision counter: no records, no index sets.
 func TestNoLeakAfterExpiry(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t, redistest.Options{})
-	prefix := uniquePrefix()
-	s := openStore(t, Options{URL: srv.URL(), Prefix: prefix})
-	rc := rawClient(t, srv)
+	s, rc, prefix := rawStore(t)
 	ctx := t.Context()
 
 	rev, err := s.CreateSession(ctx, newSession("s1", "alice", "bob"), time.Second)
@@ -710,9 +710,8 @@ func TestConfigWarnings(t *testing.T) {
 // view an older version left out or behind.
 func TestIssueKey(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t, redistest.Options{})
-	prefix := uniquePrefix()
-	checkIssueKey(t, openStore(t, Options{URL: srv.URL(), Prefix: prefix}), rawClient(t, srv), prefix)
+	s, rc, prefix := rawStore(t)
+	checkIssueKey(t, s, rc, prefix)
 }
 
 // checkIssueKey runs IssueKey's cases on s; with rc, the raw client of s's
