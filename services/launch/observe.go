@@ -100,6 +100,7 @@ func Observe(m *metrics.Metrics, service string, nc *nats.Conn, st Store) Store 
 type oneTrip interface {
 	key.Sessions
 	session.CreateReader
+	session.DueIndex
 }
 
 func (o observedStore) done(op string, start time.Time, err error) {
@@ -210,4 +211,18 @@ func (o observedOneTrip) IssueKey(ctx context.Context, id, user string, sealed [
 	sess, enc, created, err := o.ot.IssueKey(ctx, id, user, sealed, grace)
 	o.done("issue_key", start, err)
 	return sess, enc, created, err
+}
+
+func (o observedOneTrip) ClaimDue(ctx context.Context, n int, lease time.Duration) ([]string, error) {
+	start := time.Now()
+	ids, err := o.ot.ClaimDue(ctx, n, lease)
+	o.done("claim_due", start, err)
+	return ids, err
+}
+
+func (o observedOneTrip) DoneDue(ctx context.Context, ids ...string) error {
+	start := time.Now()
+	err := o.ot.DoneDue(ctx, ids...)
+	o.done("done_due", start, err)
+	return err
 }

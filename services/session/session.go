@@ -105,7 +105,8 @@ type Service struct {
 	recent    *recent
 	locks     *sessionLocks
 	timers    jetstream.Stream
-	endedIDs  chan string    // sessions whose expiry timers to drop (ended)
+	due       DueIndex       // the store's, when it has one (see timers.go)
+	endedIDs  chan string    // sessions whose expiry timers or due entries to drop (ended)
 	wg        sync.WaitGroup // background work: timers, relays
 }
 

@@ -3,14 +3,18 @@ package session_test
 import (
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/sftproject/sft/api"
 	"github.com/sftproject/sft/cli/client"
 	"github.com/sftproject/sft/config"
+	"github.com/sftproject/sft/services/store/redisstore"
+	"github.com/sftproject/sft/services/store/redisstore/redistest"
 	"github.com/sftproject/sft/services/token"
 )
 
@@ -144,17 +148,7 @@ func TestEndedDropsTimer(t *testing.T) {
 		return info.State.Subjects[subject]
 	}
 
-	completed := w.joined(t)
-	for _, c := range []*client.Client{w.alice, w.bob} {
-		if _, err := c.Report(ctx, completed.ID, checks("data")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cancelled := w.create(t, "alice", "bob")
-	if _, err := w.alice.Cancel(ctx, cancelled.ID, "changed my mind"); err != nil {
-		t.Fatal(err)
-	}
-	live := w.joined(t)
+	completed, cancelled, live := w.endedAndLive(t)
 	if n := timers(live.ID); n != 1 {
 		t.Errorf("live session: %d timers, want its one", n)
 	}
@@ -179,4 +173,92 @@ func TestEndedDropsTimer(t *testing.T) {
 	if fired := info.State.LastSeq - 3; fired != 1 {
 		t.Errorf("%d timers fired, want only the live session's", fired)
 	}
+}
+
+// TestEndedLeavesDueIndex: on Redis a session needs no timer in the
+// broker. The one that ended leaves the store's due index once its events
+// are out, a live one stays until it is due and the sweep expires it, and
+// nothing is left in the index or the timer stream after.
+func TestEndedLeavesDueIndex(t *testing.T) {
+	t.Parallel()
+	const ttl = 5 * time.Second
+	srv := redistest.Start(t, redistest.Options{})
+	w := newWorld(t, func(c *config.Config) {
+		c.Session.TTL = ttl
+		c.Store.Backend, c.Redis.URL = "redis", srv.URL()
+	})
+	ctx := testCtx(t)
+	opts, err := redis.ParseURL(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(opts)
+	t.Cleanup(func() { _ = rc.Close() })
+	due := func(id string) bool {
+		t.Helper()
+		err := rc.ZScore(ctx, redisstore.DefaultPrefix+"due", id).Err()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+
+	completed, cancelled, live := w.endedAndLive(t)
+	if !due(live.ID) {
+		t.Errorf("live session %s is not in the due index", live.ID)
+	}
+	// Taken out by the replica that ended them, not by a sweep when due.
+	for _, s := range []*api.Session{completed, cancelled} {
+		eventually(t, time.Until(s.ExpiresAt), "ended session "+s.ID+" out of the due index before it was due", func() bool { return !due(s.ID) })
+	}
+	eventually(t, 20*time.Second, "the live session expired by the sweep", func() bool {
+		s, _, err := w.h.Stack.Store.GetSession(ctx, live.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.State == api.StateExpired
+	})
+	eventually(t, 10*time.Second, "the due index empty", func() bool {
+		n, err := rc.Exists(ctx, redisstore.DefaultPrefix+"due").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
+	if n := eventCounts(t, w.svc, live.ID)[api.EventExpired]; n != 1 {
+		t.Errorf("%d expired events, want 1", n)
+	}
+	js, err := jetstream.New(w.svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "SFT_TIMERS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.LastSeq != 0 {
+		t.Errorf("%d messages went through the timer stream, want none", info.State.LastSeq)
+	}
+}
+
+// endedAndLive makes three alice→bob sessions: one completed, one
+// cancelled, and one joined and left alone.
+func (w *world) endedAndLive(t *testing.T) (completed, cancelled, live *api.Session) {
+	t.Helper()
+	ctx := testCtx(t)
+	completed = w.joined(t)
+	for _, c := range []*client.Client{w.alice, w.bob} {
+		if _, err := c.Report(ctx, completed.ID, checks("data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancelled = w.create(t, "alice", "bob")
+	if _, err := w.alice.Cancel(ctx, cancelled.ID, "changed my mind"); err != nil {
+		t.Fatal(err)
+	}
+	return completed, cancelled, w.joined(t)
 }

@@ -17,6 +17,10 @@
 //	u:<user>        JSON user record, no expiry
 //	k:<session-id>  sealed session key, expires with its TTL and is deleted by
 //	                the write that ends its session
+//	due             sorted set of the sessions a replica must look at, scored by
+//	                when (Unix ms): each from its creation, due at its expiry, until
+//	                a replica confirms it ended and its events are published; a
+//	                claimed one is due again when its lease runs out (ClaimDue)
 //	rev             revision counter shared by all sessions
 //
 // Revisions come from one counter rather than per record, so a session that
@@ -398,6 +402,7 @@ func (s *Store) memberKey(user string) string { return s.prefix + "m:" + user }
 func (s *Store) userKey(name string) string   { return s.prefix + "u:" + name }
 func (s *Store) keyKey(id string) string      { return s.prefix + "k:" + id }
 func (s *Store) revKey() string               { return s.prefix + "rev" }
+func (s *Store) dueKey() string               { return s.prefix + "due" }
 func (s *Store) openKey(user string) string   { return s.prefix + "o:" + user }
 
 // stateKey is the set of every live session in state (waiting, joined).
@@ -473,9 +478,9 @@ end
 `
 
 // createScript: KEYS = session, revision counter, initiator's open set,
-// waiting set, joined set, session key, member sets; ARGV = record, TTL
-// ms, id, state (empty once ended), ExpiresAt (Unix ms), view (keyView).
-// Returns the new revision, or 0 if the session exists.
+// waiting set, joined set, session key, due set, member sets; ARGV =
+// record, TTL ms, id, state (empty once ended), ExpiresAt (Unix ms), view
+// (keyView). Returns the new revision, or 0 if the session exists.
 var createScript = redis.NewScript(luaPrelude + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local rev = redis.call('INCR', KEYS[2])
@@ -483,7 +488,8 @@ local t = now()
 local exp = t + tonumber(ARGV[2])
 put(rev, exp)
 open(ARGV[3], ARGV[4], ARGV[5], t)
-index(7, ARGV[3], exp, math.floor(tonumber(ARGV[2]) / indexSlackDivisor), t)
+redis.call('ZADD', KEYS[7], ARGV[5], ARGV[3])
+index(8, ARGV[3], exp, math.floor(tonumber(ARGV[2]) / indexSlackDivisor), t)
 return rev
 `)
 
@@ -499,7 +505,7 @@ local t = now()
 local exp = t + tonumber(ARGV[2])
 put(rev, exp)
 open(ARGV[3], ARGV[4], ARGV[5], t)
-index(7, ARGV[3], exp, math.floor(tonumber(ARGV[2]) / indexSlackDivisor), t)
+index(8, ARGV[3], exp, math.floor(tonumber(ARGV[2]) / indexSlackDivisor), t)
 return rev
 `)
 
@@ -520,7 +526,7 @@ return redis.call('ZRANGE', KEYS[1], 0, -1)
 
 func (s *Store) scriptKeys(sess *api.Session) []string {
 	keys := []string{s.sessionKey(sess.ID), s.revKey(), s.openKey(sess.Initiator),
-		s.stateKey(api.StateWaiting), s.stateKey(api.StateJoined), s.keyKey(sess.ID)}
+		s.stateKey(api.StateWaiting), s.stateKey(api.StateJoined), s.keyKey(sess.ID), s.dueKey()}
 	for _, m := range members(sess) {
 		keys = append(keys, s.memberKey(m))
 	}
@@ -560,6 +566,65 @@ func (s *Store) CreateSession(ctx context.Context, sess *api.Session, ttl time.D
 		return 0, fmt.Errorf("create session %s: %w", sess.ID, store.ErrExists)
 	}
 	return uint64(rev), nil
+}
+
+// claimScript: KEYS = due set; ARGV = how many, lease ms. Returns up to
+// that many sessions due by the server's clock, each made due again a
+// lease later, so that one caller has it at a time.
+var claimScript = redis.NewScript(luaClock + `
+local t = now()
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', int(t), 'LIMIT', 0, tonumber(ARGV[1]))
+if #ids == 0 then return ids end
+local args = {}
+for i, id in ipairs(ids) do
+	args[2 * i - 1] = int(t + tonumber(ARGV[2]))
+	args[2 * i] = id
+end
+redis.call('ZADD', KEYS[1], 'XX', unpack(args))
+return ids
+`)
+
+// maxClaim bounds one ClaimDue: Lua's unpack takes a few thousand values.
+const maxClaim = 1000
+
+// ClaimDue hands out up to n sessions whose time has come by the server's
+// clock (see the due set), each to one caller: it is due again after
+// lease unless DoneDue takes it out first, so a session whose claimer
+// died is claimed again.
+func (s *Store) ClaimDue(ctx context.Context, n int, lease time.Duration) ([]string, error) {
+	if n < 1 || n > maxClaim {
+		return nil, fmt.Errorf("claim due sessions: %d at once, want 1 to %d", n, maxClaim)
+	}
+	ms, err := ttlMillis(lease)
+	if err != nil {
+		return nil, fmt.Errorf("claim due sessions: %w", err)
+	}
+	ids, err := claimScript.Run(ctx, s.rdb, []string{s.dueKey()}, n, ms).StringSlice()
+	if err != nil {
+		return nil, fmt.Errorf("claim due sessions: %w", unavailable(err))
+	}
+	return ids, nil
+}
+
+// DoneDue takes sessions out of the due set: they ended and their events
+// are published, or they are gone. Losing it to a failover costs one more
+// look at each.
+func (s *Store) DoneDue(ctx context.Context, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := s.rdb.ZRem(ctx, s.dueKey(), toAny(ids)...).Err(); err != nil {
+		return fmt.Errorf("done with %d due sessions: %w", len(ids), unavailable(err))
+	}
+	return nil
+}
+
+func toAny(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, v := range ss {
+		out[i] = v
+	}
+	return out
 }
 
 // GetSession returns the session and its revision.

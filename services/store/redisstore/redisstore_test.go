@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -214,12 +215,137 @@ func TestNoLeakAfterExpiry(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The due index is emptied by the replicas that sweep it.
+	ids, err := s.ClaimDue(ctx, 10, time.Second)
+	if err != nil || !slices.Equal(ids, []string{"s1", "s2"}) {
+		t.Fatalf("ClaimDue = %v, %v; want both sessions", ids, err)
+	}
+	if err := s.DoneDue(ctx, ids...); err != nil {
+		t.Fatalf("DoneDue: %v", err)
+	}
 	keys, err := rc.Keys(ctx, prefix+"*").Result()
 	if err != nil {
 		t.Fatalf("KEYS: %v", err)
 	}
 	if !slices.Equal(keys, []string{prefix + "rev"}) {
 		t.Errorf("keys left behind: %v, want only the revision counter", keys)
+	}
+}
+
+// TestDueIndex: a session is due at its expiry by the server's clock, a
+// claim hands it to one caller for a lease, writes after its creation
+// leave it as it is, and DoneDue takes it out.
+func TestDueIndex(t *testing.T) {
+	t.Parallel()
+	s, rc, prefix := rawStore(t)
+	ctx := t.Context()
+	claim := func(lease time.Duration) []string {
+		t.Helper()
+		ids, err := s.ClaimDue(ctx, 100, lease)
+		if err != nil {
+			t.Fatalf("ClaimDue: %v", err)
+		}
+		slices.Sort(ids)
+		return ids
+	}
+
+	soon, later := newSession("soon", "alice", "bob"), newSession("later", "alice", "bob")
+	soon.ExpiresAt = time.Now().Add(time.Second)
+	later.ExpiresAt = time.Now().Add(time.Hour)
+	rev, err := s.CreateSession(ctx, soon, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CreateSession(ctx, later, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if ids := claim(time.Second); len(ids) != 0 {
+		t.Fatalf("claimed %v before anything was due", ids)
+	}
+	time.Sleep(time.Until(soon.ExpiresAt) + 50*time.Millisecond)
+	if ids := claim(2 * time.Second); !slices.Equal(ids, []string{"soon"}) {
+		t.Fatalf("claimed %v at the first expiry, want [soon]", ids)
+	}
+	if ids := claim(time.Second); len(ids) != 0 {
+		t.Fatalf("claimed %v again within the lease", ids)
+	}
+
+	// Writes after the creation leave the entry alone, an ending one too:
+	// the replica that ends a session takes it out once its events are out.
+	soon.State = api.StateJoined
+	if rev, err = s.UpdateSession(ctx, soon, rev, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	soon.State = api.StateCompleted
+	if _, err = s.UpdateSession(ctx, soon, rev, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if ids := claim(time.Second); !slices.Equal(ids, []string{"soon"}) {
+		t.Fatalf("claimed %v once the lease ran out, want [soon]", ids)
+	}
+	if err := s.DoneDue(ctx, "soon"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rc.ZCard(ctx, prefix+"due").Result(); err != nil || n != 1 {
+		t.Errorf("due index holds %d entries (%v), want 1 (later)", n, err)
+	}
+	if err := s.DoneDue(ctx); err != nil {
+		t.Errorf("DoneDue of nothing: %v", err)
+	}
+
+	for _, tc := range []struct {
+		n     int
+		lease time.Duration
+	}{{0, time.Second}, {maxClaim + 1, time.Second}, {1, time.Millisecond}} {
+		if _, err := s.ClaimDue(ctx, tc.n, tc.lease); err == nil {
+			t.Errorf("ClaimDue(%d, %v) succeeded", tc.n, tc.lease)
+		}
+	}
+}
+
+// TestClaimDueOnce: replicas claiming at the same time never get the same
+// session, and together get them all.
+func TestClaimDueOnce(t *testing.T) {
+	t.Parallel()
+	s, _, _ := rawStore(t)
+	ctx := t.Context()
+	const sessions, claimers = 300, 4
+	var want []string
+	for i := range sessions {
+		sess := newSession(fmt.Sprintf("s%03d", i), "alice", "bob")
+		sess.ExpiresAt = time.Now()
+		if _, err := s.CreateSession(ctx, sess, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, sess.ID)
+	}
+	var (
+		mu  sync.Mutex
+		got []string
+		wg  sync.WaitGroup
+	)
+	for range claimers {
+		wg.Go(func() {
+			for {
+				ids, err := s.ClaimDue(ctx, 7, time.Minute)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(ids) == 0 {
+					return
+				}
+				mu.Lock()
+				got = append(got, ids...)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("claimed %d sessions (%d distinct), want each of %d once", len(got), len(slices.Compact(slices.Clone(got))), sessions)
 	}
 }
 
