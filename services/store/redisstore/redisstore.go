@@ -451,16 +451,17 @@ local function index(first, id, exp, slack, t)
 	end
 end
 -- keep puts id in the sorted set key with score, or takes it out when
--- score is nil; entries past their expiry go, and the set expires with its
--- last entry. A write that changes nothing (the id already there with
--- that score, or not there to take out) stops there: most writes leave
--- the state sets as they were.
+-- score is nil. An entry put in drops the entries past their expiry and
+-- makes the set expire with its last entry; taking one out does neither
+-- (it cannot make the set outlive an entry, and an empty set is gone). A
+-- write that changes nothing (the id already there with that score) stops
+-- there: most writes leave the state sets as they were.
 local function keep(key, id, score, t)
-	if score then
-		if redis.call('ZADD', key, 'CH', score, id) == 0 then return end
-	elseif redis.call('ZREM', key, id) == 0 then
+	if not score then
+		redis.call('ZREM', key, id)
 		return
 	end
+	if redis.call('ZADD', key, 'CH', score, id) == 0 then return end
 	redis.call('ZREMRANGEBYSCORE', key, '-inf', int(t))
 	local top = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
 	if top[2] then redis.call('PEXPIREAT', key, int(tonumber(top[2]))) end
