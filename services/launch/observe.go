@@ -99,7 +99,7 @@ func Observe(m *metrics.Metrics, service string, nc *nats.Conn, st Store) Store 
 // round trip where the others take several.
 type oneTrip interface {
 	key.Sessions
-	session.CreateReader
+	session.CheckedCreator
 	session.DueIndex
 }
 
@@ -199,11 +199,11 @@ type observedOneTrip struct {
 	ot oneTrip
 }
 
-func (o observedOneTrip) CreateChecks(ctx context.Context, initiator, responder string, now time.Time) (int, bool, error) {
+func (o observedOneTrip) CreateChecked(ctx context.Context, sess *api.Session, ttl time.Duration, maxOpen int) (uint64, int, bool, error) {
 	start := time.Now()
-	open, exists, err := o.ot.CreateChecks(ctx, initiator, responder, now)
-	o.done("create_checks", start, err)
-	return open, exists, err
+	rev, open, exists, err := o.ot.CreateChecked(ctx, sess, ttl, maxOpen)
+	o.done("create_checked", start, err)
+	return rev, open, exists, err
 }
 
 func (o observedOneTrip) IssueKey(ctx context.Context, id, user string, sealed []byte, grace time.Duration) (*api.Session, []byte, bool, error) {

@@ -139,25 +139,18 @@ type OpenCounter interface {
 	OpenSessions(ctx context.Context, user string, now time.Time) (int, error)
 }
 
-// CreateReader is a store that reads in one round trip what a new session
-// is checked against: how many open sessions its initiator started (as
-// OpenCounter counts them) and whether its responder exists. A store that
-// is not is asked both at once.
-type CreateReader interface {
-	CreateChecks(ctx context.Context, initiator, responder string, now time.Time) (open int, responderExists bool, err error)
+// CheckedCreator is a store that checks a new session and stores it in
+// one step (the Redis store): no two creates can both pass the open
+// sessions' limit, and it takes one round trip. It counts open sessions as
+// OpenCounter does; a refused session is not stored, and open and
+// responderExists say why.
+type CheckedCreator interface {
+	CreateChecked(ctx context.Context, sess *api.Session, ttl time.Duration, maxOpen int) (rev uint64, open int, responderExists bool, err error)
 }
 
 // createChecks reads the open sessions initiator started and whether
-// responder exists.
+// responder exists, at once.
 func (s *Service) createChecks(ctx context.Context, initiator, responder string) (open int, responderExists bool, err error) {
-	if r, ok := s.o.Store.(CreateReader); ok {
-		open, responderExists, err = r.CreateChecks(ctx, initiator, responder, s.now())
-		if err != nil {
-			return 0, false, fmt.Errorf("read what a new session is checked against: %w", err)
-		}
-		return open, responderExists, nil
-	}
-	// The two reads are independent: at once, not one after the other.
 	var (
 		userErr error
 		read    sync.WaitGroup
@@ -199,12 +192,16 @@ func (s *Service) openSessions(ctx context.Context, user string) (int, error) {
 	return open, nil
 }
 
-// checkOpen refuses a new session to a user who already started as many
-// live ones as allowed. Sessions others started with the user as responder
-// do not count, so nobody can use up someone else's allowance.
-func (s *Service) checkOpen(open int) error {
+// refuseCreate refuses a new session to a user who already started as
+// many live ones as allowed, and one to a responder who does not exist.
+// Sessions others started with the user as responder do not count, so
+// nobody can use up someone else's allowance.
+func (s *Service) refuseCreate(open int, responder string, responderExists bool) error {
 	if open >= s.o.Limits.OpenSessions {
 		return api.Errorf(api.CodeThrottled, "you have %d open sessions, the limit: finish or cancel one (`sft-cli ls`, `sft-cli cancel`) first", open)
+	}
+	if !responderExists {
+		return api.Errorf(api.CodeNotFound, "no user named %q", responder)
 	}
 	return nil
 }

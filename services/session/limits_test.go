@@ -53,8 +53,8 @@ func TestManifestLimits(t *testing.T) {
 	}
 }
 
-// TestOpenSessionLimit runs on both stores: on Redis what a create is
-// checked against is read in one round trip (CreateChecks).
+// TestOpenSessionLimit runs on both stores: on Redis a create is checked
+// and stored in one round trip (CreateChecked).
 func TestOpenSessionLimit(t *testing.T) {
 	for _, backend := range []string{"jetstream", "redis"} {
 		t.Run(backend, func(t *testing.T) {
@@ -92,7 +92,7 @@ func TestOpenSessionLimit(t *testing.T) {
 				t.Errorf("error %q does not name the unknown user", err)
 			}
 			// Seven creates were checked: in one round trip each on Redis.
-			const oneTrip = `sft_store_operation_duration_seconds_count{op="create_checks",service="session"}`
+			const oneTrip = `sft_store_operation_duration_seconds_count{op="create_checked",service="session"}`
 			if n := metricstest.Scrape(t, w.h.Stack.MetricsAddr)[oneTrip]; (n == 7) != (backend == "redis") {
 				t.Errorf("%s: %v creates checked in one round trip", backend, n)
 			}

@@ -192,16 +192,6 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 		return nil, api.Errorf(api.CodeThrottled, "more than %d new sessions in a minute: retry in %s",
 			s.o.Limits.SessionsPerMinute, wait.Round(time.Second)+time.Second)
 	}
-	open, responderExists, err := s.createChecks(ctx, c.User, r.Responder)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.checkOpen(open); err != nil {
-		return nil, err
-	}
-	if !responderExists {
-		return nil, api.Errorf(api.CodeNotFound, "no user named %q", r.Responder)
-	}
 	// The client's request id becomes the session's id, so a create sent
 	// again after its answer was lost finds its session instead of making
 	// a second one.
@@ -218,17 +208,14 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 		LastEvent: api.EventCreated, LastRole: api.RoleInitiator, Request: c.RequestID,
 	}
 	sess.Outbox = []api.Event{s.event(sess, 0, 0, api.Event{Type: api.EventCreated, Actor: c.User})}
-	// The expiry timer first: a timer without its record finds nothing
-	// and is dropped, but a record without its timer would never end.
-	if err := s.scheduleExpiry(ctx, sess); err != nil {
-		return nil, err
-	}
-	rev, err := s.o.Store.CreateSession(ctx, sess, recordTTL(s.o.TTL+s.o.Retention))
-	if err != nil {
-		if errors.Is(err, store.ErrExists) && c.RequestID != "" {
-			return s.createdBefore(ctx, c, r)
-		}
+	rev, err := s.insert(ctx, sess)
+	switch {
+	case errors.Is(err, store.ErrExists) && c.RequestID != "":
+		return s.createdBefore(ctx, c, r)
+	case errors.Is(err, store.ErrExists):
 		return nil, fmt.Errorf("store session: %w", err)
+	case err != nil:
+		return nil, err
 	}
 	s.recent.put(s.now(), sess, rev)
 	// The created event goes out after the record is stored: a member's
@@ -240,6 +227,43 @@ func (s *Service) create(ctx context.Context, c rpc.Caller, r *api.CreateRequest
 	}
 	s.o.Logger.Info("session created", "session", id, "initiator", c.User, "responder", r.Responder)
 	return sess.Public(), nil
+}
+
+// insert checks a new session against its initiator's open sessions and
+// its responder, and stores it with its expiry: in one step on a store that
+// can (CheckedCreator, with a due index), else the checks, the expiry
+// timer and the record one after the other.
+func (s *Service) insert(ctx context.Context, sess *api.Session) (uint64, error) {
+	ttl := recordTTL(s.o.TTL + s.o.Retention)
+	if cc, ok := s.o.Store.(CheckedCreator); ok && s.due != nil {
+		rev, open, responderExists, err := cc.CreateChecked(ctx, sess, ttl, s.o.Limits.OpenSessions)
+		switch {
+		case errors.Is(err, store.ErrExists):
+			return 0, err
+		case err != nil:
+			return 0, fmt.Errorf("store session: %w", err)
+		case rev == 0:
+			return 0, s.refuseCreate(open, sess.Responder, responderExists)
+		}
+		return rev, nil
+	}
+	open, responderExists, err := s.createChecks(ctx, sess.Initiator, sess.Responder)
+	if err != nil {
+		return 0, err
+	}
+	if err := s.refuseCreate(open, sess.Responder, responderExists); err != nil {
+		return 0, err
+	}
+	// The expiry timer first: a timer without its record finds nothing
+	// and is dropped, but a record without its timer would never end.
+	if err := s.scheduleExpiry(ctx, sess); err != nil {
+		return 0, err
+	}
+	rev, err := s.o.Store.CreateSession(ctx, sess, ttl)
+	if err != nil && !errors.Is(err, store.ErrExists) {
+		return 0, fmt.Errorf("store session: %w", err)
+	}
+	return rev, err
 }
 
 // createdBefore answers a create sent again: the session its first attempt

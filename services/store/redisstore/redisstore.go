@@ -478,20 +478,41 @@ local function open(id, state, expires, t)
 end
 `
 
+// luaCreate stores a new session at time t whose member sets start at
+// KEYS[first] (see createScript), and returns its revision.
+const luaCreate = `
+local function create(t, first)
+	local rev = redis.call('INCR', KEYS[2])
+	local exp = t + tonumber(ARGV[2])
+	put(rev, exp)
+	open(ARGV[3], ARGV[4], ARGV[5], t)
+	redis.call('ZADD', KEYS[7], ARGV[5], ARGV[3])
+	index(first, ARGV[3], exp, math.floor(tonumber(ARGV[2]) / indexSlackDivisor), t)
+	return rev
+end
+`
+
 // createScript: KEYS = session, revision counter, initiator's open set,
 // waiting set, joined set, session key, due set, member sets; ARGV =
 // record, TTL ms, id, state (empty once ended), ExpiresAt (Unix ms), view
 // (keyView). Returns the new revision, or 0 if the session exists.
-var createScript = redis.NewScript(luaPrelude + `
+var createScript = redis.NewScript(luaPrelude + luaCreate + `
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local rev = redis.call('INCR', KEYS[2])
+return create(now(), 8)
+`)
+
+// createCheckedScript: as createScript with the responder's user record
+// before the member sets, and ARGV[7] = how many open sessions the
+// initiator may have. Returns {status, n}: {1, revision} stored, {0, 0} the
+// session exists, {2, open sessions} too many open, {3, open sessions} no
+// such responder.
+var createCheckedScript = redis.NewScript(luaPrelude + luaCreate + `
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0, 0} end
 local t = now()
-local exp = t + tonumber(ARGV[2])
-put(rev, exp)
-open(ARGV[3], ARGV[4], ARGV[5], t)
-redis.call('ZADD', KEYS[7], ARGV[5], ARGV[3])
-index(8, ARGV[3], exp, math.floor(tonumber(ARGV[2]) / indexSlackDivisor), t)
-return rev
+local open = redis.call('ZCOUNT', KEYS[3], '(' .. int(t), '+inf')
+if open >= tonumber(ARGV[7]) then return {2, open} end
+if redis.call('EXISTS', KEYS[8]) == 0 then return {3, open} end
+return {1, create(t, 9)}
 `)
 
 // updateScript: as createScript, plus ARGV[7] = expected revision.
@@ -525,9 +546,12 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. int(now()))
 return redis.call('ZRANGE', KEYS[1], 0, -1)
 `)
 
-func (s *Store) scriptKeys(sess *api.Session) []string {
+// scriptKeys are the KEYS of the scripts that write sess: extra goes
+// before the member sets.
+func (s *Store) scriptKeys(sess *api.Session, extra ...string) []string {
 	keys := []string{s.sessionKey(sess.ID), s.revKey(), s.openKey(sess.Initiator),
 		s.stateKey(api.StateWaiting), s.stateKey(api.StateJoined), s.keyKey(sess.ID), s.dueKey()}
+	keys = append(keys, extra...)
 	for _, m := range members(sess) {
 		keys = append(keys, s.memberKey(m))
 	}
@@ -745,20 +769,45 @@ func (s *Store) OpenSessions(ctx context.Context, user string, now time.Time) (i
 	return int(n), nil
 }
 
-// CreateChecks reads in one round trip what a new session is checked
-// against: the open sessions initiator started (as OpenSessions counts
-// them) and whether responder exists.
-func (s *Store) CreateChecks(ctx context.Context, initiator, responder string, now time.Time) (open int, responderExists bool, err error) {
-	if err := errors.Join(store.ValidateName("user", initiator), store.ValidateName("user", responder)); err != nil {
-		return 0, false, err
+// CreateChecked stores a new session as CreateSession does, in the same
+// step as its checks, unless its initiator already has maxOpen open
+// sessions (as OpenSessions counts them, by the server's clock) or its
+// responder does not exist. A refused session (rev 0, no error) is not
+// stored; open and responderExists then say why.
+func (s *Store) CreateChecked(ctx context.Context, sess *api.Session, ttl time.Duration, maxOpen int) (rev uint64, open int, responderExists bool, err error) {
+	if err := store.CheckSession(sess); err != nil {
+		return 0, 0, false, err
 	}
-	pipe := s.rdb.Pipeline()
-	count := pipe.ZCount(ctx, s.openKey(initiator), "("+strconv.FormatInt(now.UnixMilli(), 10), "+inf")
-	exists := pipe.Exists(ctx, s.userKey(responder))
-	if _, err := pipe.Exec(ctx); err != nil {
-		return 0, false, fmt.Errorf("open sessions of %s, user %s: %w", initiator, responder, unavailable(err))
+	if err := store.ValidateName("user", sess.Responder); err != nil {
+		return 0, 0, false, err
 	}
-	return int(count.Val()), exists.Val() == 1, nil
+	ms, err := ttlMillis(ttl)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("create session %s: %w", sess.ID, err)
+	}
+	data, err := json.Marshal(sess)
+	if err != nil {
+		return 0, 0, false, fmt.Errorf("create session %s: encode: %w", sess.ID, err)
+	}
+	state, expires := openArgs(sess)
+	var res []int64
+	err = s.write(ctx, func(c redis.Cmdable) (err error) {
+		res, err = createCheckedScript.Run(ctx, c, s.scriptKeys(sess, s.userKey(sess.Responder)),
+			data, ms, sess.ID, state, expires, view(sess), maxOpen).Int64Slice()
+		if err == nil && len(res) != 2 {
+			return fmt.Errorf("create script answered %v", res)
+		}
+		return skipWait(err == nil && res[0] == 1, err)
+	})
+	switch {
+	case err != nil:
+		return 0, 0, false, fmt.Errorf("create session %s: %w", sess.ID, err)
+	case res[0] == 0:
+		return 0, 0, false, fmt.Errorf("create session %s: %w", sess.ID, store.ErrExists)
+	case res[0] == 1:
+		return uint64(res[1]), 0, true, nil
+	}
+	return 0, int(res[1]), res[0] != 3, nil
 }
 
 // OpenCounts counts every user's sessions that are not ended and whose

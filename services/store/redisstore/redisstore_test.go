@@ -970,15 +970,17 @@ func TestEndingSessionDeletesKey(t *testing.T) {
 	}
 }
 
-// CreateChecks answers in one round trip what OpenSessions and GetUser
-// answer in two.
-func TestCreateChecks(t *testing.T) {
+// TestCreateChecked: a new session is checked and stored in one step; a
+// refused one leaves nothing behind, and creates at the same time never
+// pass the open sessions' limit together.
+func TestCreateChecked(t *testing.T) {
 	t.Parallel()
-	srv := redistest.Start(t, redistest.Options{})
-	s := openStore(t, Options{URL: srv.URL(), Prefix: uniquePrefix()})
+	s, rc, prefix := rawStore(t)
 	ctx := t.Context()
-	if err := s.CreateUser(ctx, &store.User{Name: "bob", Role: "user"}); err != nil {
-		t.Fatalf("CreateUser: %v", err)
+	for _, u := range []string{"bob", "carol"} {
+		if err := s.CreateUser(ctx, &store.User{Name: u, Role: "user"}); err != nil {
+			t.Fatalf("CreateUser: %v", err)
+		}
 	}
 	now := time.Now()
 	for i, state := range []api.State{api.StateWaiting, api.StateJoined, api.StateCompleted} {
@@ -988,24 +990,60 @@ func TestCreateChecks(t *testing.T) {
 			t.Fatalf("CreateSession: %v", err)
 		}
 	}
+	fresh := func(id, initiator, responder string) *api.Session {
+		sess := newSession(id, initiator, responder)
+		sess.ExpiresAt = time.Now().Add(time.Hour)
+		return sess
+	}
 	for _, tc := range []struct {
-		initiator, responder string
-		open                 int
-		exists               bool
+		name    string
+		sess    *api.Session
+		maxOpen int
+		stored  bool
+		open    int
+		exists  bool
 	}{
-		{"alice", "bob", 2, true},
-		{"alice", "nobody", 2, false},
-		{"bob", "alice", 0, false},
+		{"under the limit", fresh("new1", "alice", "bob"), 3, true, 0, true},
+		{"at the limit", fresh("new2", "alice", "bob"), 3, false, 3, true},
+		{"no such responder", fresh("new3", "alice", "nobody"), 10, false, 3, false},
+		{"initiator with none open", fresh("new4", "bob", "carol"), 1, true, 0, true},
 	} {
-		open, exists, err := s.CreateChecks(ctx, tc.initiator, tc.responder, now)
-		if err != nil || open != tc.open || exists != tc.exists {
-			t.Errorf("CreateChecks(%s, %s) = %d, %v, %v; want %d, %v", tc.initiator, tc.responder, open, exists, err, tc.open, tc.exists)
+		rev, open, exists, err := s.CreateChecked(ctx, tc.sess, time.Hour, tc.maxOpen)
+		if err != nil || (rev > 0) != tc.stored || open != tc.open || exists != tc.exists {
+			t.Errorf("%s: CreateChecked = %d, %d, %v, %v; want stored %v, %d, %v", tc.name, rev, open, exists, err, tc.stored, tc.open, tc.exists)
 		}
-		if n, err := s.OpenSessions(ctx, tc.initiator, now); err != nil || n != open {
-			t.Errorf("OpenSessions(%s) = %d, %v; CreateChecks said %d", tc.initiator, n, err, open)
+		_, _, err = s.GetSession(ctx, tc.sess.ID)
+		if stored := err == nil; stored != tc.stored {
+			t.Errorf("%s: record stored %v, want %v (%v)", tc.name, stored, tc.stored, err)
+		}
+		if err := rc.ZScore(ctx, prefix+"due", tc.sess.ID).Err(); (err == nil) != tc.stored {
+			t.Errorf("%s: in the due index: %v, want %v", tc.name, err == nil, tc.stored)
 		}
 	}
-	if _, _, err := s.CreateChecks(ctx, "alice", "bad name!", now); err == nil {
-		t.Error("CreateChecks of an invalid responder name: no error")
+	if _, _, _, err := s.CreateChecked(ctx, fresh("new1", "alice", "bob"), time.Hour, 10); !errors.Is(err, store.ErrExists) {
+		t.Errorf("CreateChecked of an existing session: %v, want ErrExists", err)
+	}
+	if _, _, _, err := s.CreateChecked(ctx, fresh("new5", "alice", "bad name!"), time.Hour, 10); err == nil {
+		t.Error("CreateChecked to an invalid responder name: no error")
+	}
+
+	// Twenty creates at once for a limit of five: five are stored.
+	const limit = 5
+	var stored atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			rev, _, _, err := s.CreateChecked(ctx, fresh(fmt.Sprintf("race%d", i), "carol", "bob"), time.Hour, limit)
+			if err != nil {
+				t.Error(err)
+			}
+			if rev > 0 {
+				stored.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := stored.Load(); n != limit {
+		t.Errorf("%d of 20 concurrent creates stored, want the limit %d", n, limit)
 	}
 }
