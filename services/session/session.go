@@ -243,7 +243,10 @@ func (s *Service) insert(ctx context.Context, sess *api.Session) (uint64, error)
 		case err != nil:
 			return 0, fmt.Errorf("store session: %w", err)
 		case rev == 0:
-			return 0, s.refuseCreate(open, sess.Responder, responderExists)
+			if err := s.refuseCreate(open, sess.Responder, responderExists); err != nil {
+				return 0, err
+			}
+			return 0, fmt.Errorf("store session: refused with %d open sessions and responder found", open)
 		}
 		return rev, nil
 	}
