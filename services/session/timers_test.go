@@ -130,14 +130,7 @@ func TestEndedDropsTimer(t *testing.T) {
 	const ttl = 5 * time.Second
 	w := newWorld(t, func(c *config.Config) { c.Session.TTL = ttl })
 	ctx := testCtx(t)
-	js, err := jetstream.New(w.svc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, "SFT_TIMERS")
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := timerStream(t, w)
 	timers := func(id string) uint64 {
 		t.Helper()
 		subject := "sft.v1.timers.at." + id
@@ -228,14 +221,7 @@ func TestEndedLeavesDueIndex(t *testing.T) {
 	if n := eventCounts(t, w.svc, live.ID)[api.EventExpired]; n != 1 {
 		t.Errorf("%d expired events, want 1", n)
 	}
-	js, err := jetstream.New(w.svc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := js.Stream(ctx, "SFT_TIMERS")
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := timerStream(t, w)
 	info, err := st.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -261,4 +247,18 @@ func (w *world) endedAndLive(t *testing.T) (completed, cancelled, live *api.Sess
 		t.Fatal(err)
 	}
 	return completed, cancelled, w.joined(t)
+}
+
+// timerStream is the stack's stream of expiry timers.
+func timerStream(t *testing.T, w *world) jetstream.Stream {
+	t.Helper()
+	js, err := jetstream.New(w.svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(testCtx(t), "SFT_TIMERS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
