@@ -249,7 +249,7 @@ func (a *app) recvCmd() *cobra.Command {
 					if resumed {
 						verb = "resuming"
 					}
-					o.say("Session %s: %s %s (%s) from %s", s.ID, verb, s.Manifest.Summary(), humanBytes(s.Manifest.TotalSize()), s.Initiator)
+					o.say("Session %s: %s %s (%s) from %s", s.ID, verb, s.Manifest.Summary(), sessionSize(s), s.Initiator)
 					if resumed { // no question to ask: it was accepted before
 						o.start(s.Manifest, "received")
 					}
@@ -479,7 +479,7 @@ func (a *app) lsCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(a.io.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SESSION\tSTATE\tFROM\tTO\tWHAT\tSIZE\tCREATED")
 			for _, s := range all {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.State, s.Initiator, s.Responder, s.Manifest.Summary(), humanBytes(s.Manifest.TotalSize()), s.CreatedAt.Local().Format(time.DateTime))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.ID, s.State, s.Initiator, s.Responder, s.Manifest.Summary(), sessionSize(&s), s.CreatedAt.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
 		},

@@ -128,6 +128,25 @@ func (o *output) result(line string, obj any) {
 	fmt.Fprintln(o.out, line)
 }
 
+// sessionSize is the size a session is shown with: its manifest's, or for
+// a stream, whose length nobody knows before it ends, the bytes a member
+// reported ("stream" until one has).
+func sessionSize(s *api.Session) string {
+	if !s.Manifest.Streamed() {
+		return humanBytes(s.Manifest.TotalSize())
+	}
+	n := int64(-1)
+	for _, r := range s.Reports {
+		if r.OK {
+			n = max(n, r.Bytes)
+		}
+	}
+	if n < 0 {
+		return "stream"
+	}
+	return humanBytes(n)
+}
+
 func humanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {

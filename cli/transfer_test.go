@@ -149,6 +149,10 @@ func TestPipesAndText(t *testing.T) {
 			sendRes <- err
 		}()
 		s := openSession(t, alice, "dir.tar")
+		// A stream's length is known only once it has gone through.
+		if size := lsSize(t, alice, s.ID); size != "stream" {
+			t.Errorf("ls shows the waiting stream's size as %q, want stream", size)
+		}
 		out, _, err := bob.run(ctx, "recv", s.ID, "-o", "-")
 		if err != nil {
 			t.Fatalf("recv: %v", err)
@@ -158,6 +162,9 @@ func TestPipesAndText(t *testing.T) {
 		}
 		if out != string(data) {
 			t.Errorf("stdout holds %d bytes, want %d", len(out), len(data))
+		}
+		if size := lsSize(t, alice, s.ID); size != "488.3 KiB" {
+			t.Errorf("ls shows the sent stream's size as %q, want 488.3 KiB", size)
 		}
 	})
 	t.Run("text", func(t *testing.T) {
@@ -187,6 +194,24 @@ func TestPipesAndText(t *testing.T) {
 			}
 		}
 	})
+}
+
+// lsSize is the SIZE column of session id in u's `sft-cli ls`.
+func lsSize(t *testing.T, u *env, id string) string {
+	t.Helper()
+	out, _, err := u.run(t.Context(), "ls")
+	if err != nil {
+		t.Fatalf("ls: %v", err)
+	}
+	lines := strings.Split(out, "\n")
+	at := strings.Index(lines[0], "SIZE")
+	for _, l := range lines[1:] {
+		if strings.HasPrefix(l, id+" ") && at >= 0 && at < len(l) {
+			return strings.TrimSpace(strings.SplitN(strings.TrimSpace(l[at:]), "  ", 2)[0])
+		}
+	}
+	t.Fatalf("ls shows no session %s:\n%s", id, out)
+	return ""
 }
 
 func TestReceiverListens(t *testing.T) {

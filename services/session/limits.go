@@ -198,7 +198,11 @@ func (s *Service) openSessions(ctx context.Context, user string) (int, error) {
 // nobody can use up someone else's allowance.
 func (s *Service) refuseCreate(open int, responder string, responderExists bool) error {
 	if open >= s.o.Limits.OpenSessions {
-		return api.Errorf(api.CodeThrottled, "you have %d open sessions, the limit: finish or cancel one (`sft-cli ls`, `sft-cli cancel`) first", open)
+		sessions := "sessions"
+		if open == 1 {
+			sessions = "session"
+		}
+		return api.Errorf(api.CodeThrottled, "you have %d open %s, the limit: finish or cancel one (`sft-cli ls`, `sft-cli cancel`) first", open, sessions)
 	}
 	if !responderExists {
 		return api.Errorf(api.CodeNotFound, "no user named %q", responder)

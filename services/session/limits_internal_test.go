@@ -2,6 +2,7 @@ package session
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -42,5 +43,29 @@ func TestRateLimiterMemoryBounded(t *testing.T) {
 	r.allow("late", now.Add(time.Minute))
 	if len(r.buckets) != 1 {
 		t.Errorf("%d buckets kept once all refilled, want 1", len(r.buckets))
+	}
+}
+
+func TestRefuseCreate(t *testing.T) {
+	tests := []struct {
+		limit, open int
+		exists      bool
+		want        string // "" for allowed
+	}{
+		{limit: 2, open: 1, exists: true},
+		{limit: 1, open: 1, exists: true, want: "throttled: you have 1 open session, the limit"},
+		{limit: 3, open: 3, exists: true, want: "throttled: you have 3 open sessions, the limit"},
+		{limit: 2, open: 0, exists: false, want: `not_found: no user named "bob"`},
+	}
+	for _, tt := range tests {
+		s := &Service{}
+		s.o.Limits.OpenSessions = tt.limit
+		err := s.refuseCreate(tt.open, "bob", tt.exists)
+		switch {
+		case tt.want == "" && err != nil:
+			t.Errorf("limit %d, %d open: refused: %v", tt.limit, tt.open, err)
+		case tt.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.want)):
+			t.Errorf("limit %d, %d open, responder exists %v: error %v, want %q…", tt.limit, tt.open, tt.exists, err, tt.want)
+		}
 	}
 }
