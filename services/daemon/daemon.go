@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"strings"
 	"time"
 
@@ -202,7 +203,9 @@ func (d *daemon) userCmd() *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("create user: %w", err)
 			}
-			fmt.Fprintf(d.io.Out, "user %s created (role %s)\n", name, role)
+			// Where it went, so a command run without the servers' store
+			// settings shows at once that it wrote to another store.
+			fmt.Fprintf(d.io.Out, "user %s created (role %s) in %s\n", name, role, storeName(d.cfg))
 			return nil
 		},
 	}
@@ -258,6 +261,32 @@ const (
 // (and the client certificate, when one is configured).
 func (d *daemon) connect(ctx context.Context, service, name string) (*nats.Conn, error) {
 	return launch.Connect(ctx, d.cfg, service, name, d.log)
+}
+
+// storeName names the store the user commands reach, without any
+// password a URL carries.
+func storeName(cfg config.Config) string {
+	if cfg.Store.Backend == "redis" {
+		if cfg.Redis.SentinelMaster != "" {
+			return fmt.Sprintf("the Redis store of Sentinel master %s (%s)", cfg.Redis.SentinelMaster, strings.Join(cfg.Redis.SentinelAddrs, ","))
+		}
+		return "the Redis store at " + hostsOf(cfg.Redis.URL)
+	}
+	return "the JetStream store on " + hostsOf(cfg.NATS.URL)
+}
+
+// hostsOf is the host:port of each of the comma-separated URLs in list.
+func hostsOf(list string) string {
+	var hosts []string
+	for raw := range strings.SplitSeq(list, ",") {
+		raw = strings.TrimSpace(raw)
+		if u, err := url.Parse(raw); err == nil && u.Host != "" {
+			hosts = append(hosts, u.Host)
+		} else if !strings.Contains(raw, "@") {
+			hosts = append(hosts, raw)
+		}
+	}
+	return strings.Join(hosts, ",")
 }
 
 // openStore opens the configured store for the user commands. Accounts

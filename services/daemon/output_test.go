@@ -32,14 +32,15 @@ func TestOneShotCommandsPrintOnlyTheirAnswer(t *testing.T) {
 		t.Errorf("sftd dev logged no info lines by default:\n%s", d.log.String())
 	}
 	env := append(slices.Clone(in.env), in.serverEnv(d)...)
+	where := " in the JetStream store on " + strings.TrimPrefix(d.url, "tls://") + "\n"
 
 	for _, tc := range []struct {
 		stdin string
 		args  []string
 		want  string
 	}{
-		{"pw-carol\n", []string{"user", "add", "carol"}, "user carol created (role user)\n"},
-		{"pw-dan\n", []string{"user", "add", "--admin", "dan"}, "user dan created (role admin)\n"},
+		{"pw-carol\n", []string{"user", "add", "carol"}, "user carol created (role user)" + where},
+		{"pw-dan\n", []string{"user", "add", "--admin", "dan"}, "user dan created (role admin)" + where},
 		{"", []string{"user", "set-role", "carol", "admin"}, "user carol now has role admin (from their next login)\n"},
 		{"", []string{"user", "set-role", "carol", "admin"}, "user carol already has role admin\n"},
 	} {
