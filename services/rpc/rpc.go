@@ -270,6 +270,14 @@ func CallID(ctx context.Context, nc *nats.Conn, subject, bearer, requestID strin
 		if errors.Is(err, nats.ErrNoResponders) {
 			return &noResponders{api.Errorf(api.CodeUnavailable, "no service answers %s: is the %s service running?", subject, serviceOf(subject))}
 		}
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
+			// Say which side of the bus went quiet: ours, or the service.
+			why := "it may be overloaded or down"
+			if !nc.IsConnected() {
+				why = "the connection to the NATS server is down"
+			}
+			return fmt.Errorf("no answer from the %s service to %s in time (%s): %w", serviceOf(subject), subject, why, err)
+		}
 		return fmt.Errorf("request %s: %w", subject, err)
 	}
 	return DecodeReply(subject, resp.Header, resp.Data, rep)

@@ -242,6 +242,31 @@ func TestCallErrors(t *testing.T) {
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("Call = %v, want it to wrap context.DeadlineExceeded", err)
 		}
+		if msg := err.Error(); !strings.Contains(msg, "no answer from the silent service to sft.v1.silent.get") || !strings.Contains(msg, "overloaded or down") {
+			t.Errorf("Call to a silent subscriber says %q", msg)
+		}
+	})
+	t.Run("server gone", func(t *testing.T) {
+		srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.Start()
+		if !srv.ReadyForConnections(10 * time.Second) {
+			t.Fatal("nats server not ready")
+		}
+		nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		srv.Shutdown()
+		ctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		err = rpc.Call(ctx, nc, "sft.v1.session.report", "", struct{}{}, nil)
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "the connection to the NATS server is down") {
+			t.Fatalf("Call with the server gone = %v, want a timeout that says the connection is down", err)
+		}
 	})
 	t.Run("request not encodable", func(t *testing.T) {
 		err := rpc.Call(ctx, f.nc, "sft.v1.test.echo", "", make(chan int), nil)
