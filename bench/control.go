@@ -84,6 +84,14 @@ func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU f
 			firstMu sync.Mutex
 			first   error
 		)
+		// Timed outside the CPU figures' window (see yardstick).
+		var yard0 time.Duration
+		if measured {
+			var err error
+			if yard0, err = yardstick(); err != nil {
+				return err
+			}
+		}
 		var cpu0 map[string]time.Duration
 		if serverCPU != nil {
 			var err error
@@ -167,6 +175,13 @@ func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU f
 					c.add("server-side capacity", "/s", float64(runtime.NumCPU())*float64(time.Second)/float64(per))
 				}
 			}
+			// How fast the host ran around the run: the CPU figures move
+			// with it.
+			yard1, err := yardstick()
+			if err != nil {
+				return err
+			}
+			c.add("host yardstick: one key seal", "µs", float64(yard0+yard1)/2/1e3)
 		}
 		return nil
 	})

@@ -347,7 +347,7 @@ func TestFloorAndClusterCases(t *testing.T) {
 	}
 	servers := serversOnPath(t)
 	r, out := runCases(t, func(o *options) { o.cpDuration = 300 * time.Millisecond }, "--pairs", "2", "--only", "floor,cluster")
-	lifecycle := []string{"lifecycles", "setup p99", "CPU per lifecycle", "server CPU per lifecycle", "CPU stolen by the host"}
+	lifecycle := []string{"lifecycles", "setup p99", "CPU per lifecycle", "server CPU per lifecycle", "CPU stolen by the host", "host yardstick: one key seal"}
 	checkFigures(t, r, out, map[string][]string{
 		caseFloor:          {"throughput", "sender CPU", "receiver CPU", "sender peak RSS", "receiver peak RSS"},
 		caseFloorPipelined: {"throughput", "sender CPU", "receiver CPU", "sender peak RSS", "receiver peak RSS"},
