@@ -72,6 +72,14 @@ func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU f
 	}
 	c.Notes["load"] = fmt.Sprintf("%d concurrent pairs, %s per run", o.pairs, o.cpDuration)
 	return repeat(o, c, func(measured bool) error {
+		// Timed before the run and its CPU figures' window (see yardstick).
+		var yard0 time.Duration
+		if measured {
+			var err error
+			if yard0, err = yardstick(); err != nil {
+				return err
+			}
+		}
 		rctx, cancel := context.WithTimeout(ctx, o.cpDuration+30*time.Second)
 		defer cancel()
 		deadline := time.Now().Add(o.cpDuration)
@@ -84,14 +92,6 @@ func lifecycles(ctx context.Context, o options, c *Case, tgt target, serverCPU f
 			firstMu sync.Mutex
 			first   error
 		)
-		// Timed outside the CPU figures' window (see yardstick).
-		var yard0 time.Duration
-		if measured {
-			var err error
-			if yard0, err = yardstick(); err != nil {
-				return err
-			}
-		}
 		var cpu0 map[string]time.Duration
 		if serverCPU != nil {
 			var err error
