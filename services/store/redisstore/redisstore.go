@@ -567,21 +567,13 @@ func members(sess *api.Session) []string {
 
 // CreateSession stores a new session that expires after ttl.
 func (s *Store) CreateSession(ctx context.Context, sess *api.Session, ttl time.Duration) (uint64, error) {
-	if err := store.CheckSession(sess); err != nil {
+	args, err := writeArgs("create", sess, ttl)
+	if err != nil {
 		return 0, err
 	}
-	ms, err := ttlMillis(ttl)
-	if err != nil {
-		return 0, fmt.Errorf("create session %s: %w", sess.ID, err)
-	}
-	data, err := json.Marshal(sess)
-	if err != nil {
-		return 0, fmt.Errorf("create session %s: encode: %w", sess.ID, err)
-	}
-	state, expires := openArgs(sess)
 	var rev int64
 	err = s.write(ctx, func(c redis.Cmdable) (err error) {
-		rev, err = createScript.Run(ctx, c, s.scriptKeys(sess), data, ms, sess.ID, state, expires, view(sess)).Int64()
+		rev, err = createScript.Run(ctx, c, s.scriptKeys(sess), args...).Int64()
 		return skipWait(rev > 0, err)
 	})
 	switch {
@@ -591,6 +583,25 @@ func (s *Store) CreateSession(ctx context.Context, sess *api.Session, ttl time.D
 		return 0, fmt.Errorf("create session %s: %w", sess.ID, store.ErrExists)
 	}
 	return uint64(rev), nil
+}
+
+// writeArgs checks sess and returns the ARGV the scripts that write it
+// start with (see createScript): record, TTL ms, id, state, ExpiresAt and
+// view. verb names the write in errors.
+func writeArgs(verb string, sess *api.Session, ttl time.Duration) ([]any, error) {
+	if err := store.CheckSession(sess); err != nil {
+		return nil, err
+	}
+	ms, err := ttlMillis(ttl)
+	if err != nil {
+		return nil, fmt.Errorf("%s session %s: %w", verb, sess.ID, err)
+	}
+	data, err := json.Marshal(sess)
+	if err != nil {
+		return nil, fmt.Errorf("%s session %s: encode: %w", verb, sess.ID, err)
+	}
+	state, expires := openArgs(sess)
+	return []any{data, ms, sess.ID, state, expires, view(sess)}, nil
 }
 
 // claimScript: KEYS = due set; ARGV = how many, lease ms. Returns up to
@@ -688,23 +699,15 @@ func decodeSession(revVal, dataVal any) (*api.Session, uint64, error) {
 // UpdateSession writes sess only if its stored revision is still rev, and
 // gives it (and its index entries) a fresh ttl.
 func (s *Store) UpdateSession(ctx context.Context, sess *api.Session, rev uint64, ttl time.Duration) (uint64, error) {
-	if err := store.CheckSession(sess); err != nil {
+	args, err := writeArgs("update", sess, ttl)
+	if err != nil {
 		return 0, err
 	}
-	ms, err := ttlMillis(ttl)
-	if err != nil {
-		return 0, fmt.Errorf("update session %s: %w", sess.ID, err)
-	}
-	data, err := json.Marshal(sess)
-	if err != nil {
-		return 0, fmt.Errorf("update session %s: encode: %w", sess.ID, err)
-	}
 	// Revisions are never 0, so "0" never matches a stored one.
-	state, expires := openArgs(sess)
+	args = append(args, strconv.FormatUint(rev, 10))
 	var newRev int64
 	err = s.write(ctx, func(c redis.Cmdable) (err error) {
-		newRev, err = updateScript.Run(ctx, c, s.scriptKeys(sess), data, ms, sess.ID, state, expires,
-			view(sess), strconv.FormatUint(rev, 10)).Int64()
+		newRev, err = updateScript.Run(ctx, c, s.scriptKeys(sess), args...).Int64()
 		return skipWait(newRev > 0, err)
 	})
 	switch {
@@ -775,25 +778,14 @@ func (s *Store) OpenSessions(ctx context.Context, user string, now time.Time) (i
 // responder does not exist. A refused session (rev 0, no error) is not
 // stored; open and responderExists then say why.
 func (s *Store) CreateChecked(ctx context.Context, sess *api.Session, ttl time.Duration, maxOpen int) (rev uint64, open int, responderExists bool, err error) {
-	if err := store.CheckSession(sess); err != nil {
+	args, err := writeArgs("create", sess, ttl)
+	if err != nil {
 		return 0, 0, false, err
 	}
-	if err := store.ValidateName("user", sess.Responder); err != nil {
-		return 0, 0, false, err
-	}
-	ms, err := ttlMillis(ttl)
-	if err != nil {
-		return 0, 0, false, fmt.Errorf("create session %s: %w", sess.ID, err)
-	}
-	data, err := json.Marshal(sess)
-	if err != nil {
-		return 0, 0, false, fmt.Errorf("create session %s: encode: %w", sess.ID, err)
-	}
-	state, expires := openArgs(sess)
+	args = append(args, maxOpen)
 	var res []int64
 	err = s.write(ctx, func(c redis.Cmdable) (err error) {
-		res, err = createCheckedScript.Run(ctx, c, s.scriptKeys(sess, s.userKey(sess.Responder)),
-			data, ms, sess.ID, state, expires, view(sess), maxOpen).Int64Slice()
+		res, err = createCheckedScript.Run(ctx, c, s.scriptKeys(sess, s.userKey(sess.Responder)), args...).Int64Slice()
 		if err == nil && len(res) != 2 {
 			return fmt.Errorf("create script answered %v", res)
 		}
